@@ -1,0 +1,36 @@
+# kfp-edge: `make run` and `make test` are the two commands a newcomer needs.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install run test golden bench compile clean
+
+install: $(STAMP)
+
+# Re-install when the project's dependency list changes.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/kfp-edge run $(RUN_ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest $(TEST_ARGS)
+
+golden: $(STAMP)
+	$(PY) -m kfp_edge.pipelines.golden
+
+bench: $(STAMP)
+	$(PY) -m benchmarks $(BENCH_ARGS)
+
+compile: $(STAMP)
+	$(VENV)/bin/kfp-edge compile -o edge_pipeline.yaml
+
+clean:
+	rm -rf $(VENV) .kfp-edge build *.egg-info

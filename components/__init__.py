@@ -1,0 +1,35 @@
+"""kfp-edge: Kubeflow Pipelines components that take raw data to a verified edge model.
+
+``import kfp_edge`` is fast: the kfp components are loaded on first use, and TensorFlow and
+PySpark are imported only inside the functions that need them.
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+# Public component name -> module that defines it. Loaded lazily (PEP 562).
+_COMPONENTS = {
+    "SparkEtlOp": "kfp_edge.spark_etl.component",
+    "TfjobTrainingOp": "kfp_edge.tfjob_training.component",
+    "CompressionOp": "kfp_edge.compression.component",
+    "EvaluationOp": "kfp_edge.evaluation.component",
+    "GateOp": "kfp_edge.gate.component",
+    "ModelStoreOp": "kfp_edge.model_store.component",
+}
+_FUNCTIONS = {
+    "run_local": "kfp_edge.local_run",
+}
+
+__all__ = ["__version__", *_COMPONENTS, *_FUNCTIONS]
+
+
+def __getattr__(name: str):
+    module = _COMPONENTS.get(name) or _FUNCTIONS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kfp_edge' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__():
+    return sorted(__all__)
