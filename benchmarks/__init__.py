@@ -1,0 +1,1 @@
+"""kfp-edge benchmarks: side-by-side measurements, run with ``make bench``."""

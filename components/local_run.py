@@ -1,0 +1,150 @@
+"""Run the edge pipeline on this machine: kfp.local's SubprocessRunner in the current environment.
+
+Each step runs as a subprocess of this Python, the workspace is a local directory standing for
+the PersistentVolume, and training runs the same TFJob spec on the local TFJob engine.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from pathlib import Path
+
+from kfp_edge.workspace import DEFAULT_LOCAL_WORKSPACE, read_report, run_dir
+
+
+def new_run_id() -> str:
+    """Returns a fresh run id of the form ``edge-YYYYmmdd-HHMMSS-ffffff`` (UTC)."""
+    return "edge-" + _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
+
+
+def parse_params(pairs: list[str]) -> dict:
+    """Parses ``NAME=VALUE`` pairs; values are read as YAML (numbers, lists, booleans).
+
+    Raises:
+        ValueError: If a pair has no ``=``.
+    """
+    import yaml
+
+    params = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ValueError(f"pipeline parameter {pair!r} is not NAME=VALUE")
+        params[name.strip()] = yaml.safe_load(value) if value else ""
+    return params
+
+
+def run_local(workspace: str | None = None, run_id: str | None = None, **params) -> dict:
+    """Runs the edge pipeline locally and returns what it produced.
+
+    Args:
+        workspace: Directory standing for the workspace PV (default ``./.kfp-edge``).
+        run_id: Run id (default: a fresh timestamped id).
+        **params: Other pipeline parameters (see ``kfp_edge.pipelines.edge_pipeline``);
+            ``training_engine`` defaults to ``local``.
+
+    Returns:
+        A dict with ``run_id``, ``run_dir``, ``report`` (the run's report.json), ``published``
+        (bool), ``model_dir`` (or None) and ``error`` (the failure message, or None).
+    """
+    from kfp import local
+
+    from kfp_edge.pipelines.edge_pipeline import build_edge_pipeline
+
+    workspace_path = Path(workspace or DEFAULT_LOCAL_WORKSPACE).resolve()
+    workspace_path.mkdir(parents=True, exist_ok=True)
+    run_id = run_id or new_run_id()
+    directory = run_dir(workspace_path, run_id)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(workspace_path / "kfp-local"),
+        raise_on_error=True,
+    )
+    params.setdefault("training_engine", "local")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    error = None
+    try:
+        build_edge_pipeline()(workspace=str(workspace_path), run_id=run_id, **params)
+    except RuntimeError as exc:  # kfp.local raises when a task fails; its log says why
+        error = str(exc)
+    report = read_report(directory)
+    publish = report.get("publish") or {}
+    return {
+        "run_id": run_id,
+        "run_dir": str(directory),
+        "report": report,
+        "published": bool(publish) and error is None,
+        "model_dir": publish.get("model_dir"),
+        "error": error,
+    }
+
+
+def variant_table(report: dict) -> list[dict]:
+    """Returns one row per evaluated variant: size, gzip size, accuracy, latency, published."""
+    evaluation = report.get("evaluation") or {}
+    gate = report.get("gate") or {}
+    published = (report.get("publish") or {}).get("variant")
+    rows = []
+    for v in evaluation.get("variants", []):
+        result = (gate.get("results") or {}).get(v["name"], {})
+        rows.append(
+            {
+                "variant": v["name"],
+                "size_bytes": v["size_bytes"],
+                "gzip_bytes": v["gzip_bytes"],
+                "accuracy": v["accuracy"],
+                "p50_us": v["latency_us"]["p50"],
+                "p95_us": v["latency_us"]["p95"],
+                "gate": "pass" if result.get("passed") else "; ".join(result.get("reasons", [])),
+                "published": v["name"] == published,
+            }
+        )
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """Formats :func:`variant_table` rows as a plain-text table."""
+    header = ("variant", "size B", "gzip B", "accuracy", "p50 µs", "p95 µs", "published", "gate")
+    lines = [
+        (
+            r["variant"],
+            f"{r['size_bytes']:,}",
+            f"{r['gzip_bytes']:,}",
+            f"{r['accuracy']:.4f}",
+            f"{r['p50_us']:.1f}",
+            f"{r['p95_us']:.1f}",
+            "yes" if r["published"] else "no",
+            r["gate"],
+        )
+        for r in rows
+    ]
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *lines)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths))] + [
+        fmt.format(*line) for line in lines
+    ])
+
+
+def print_summary(result: dict) -> None:
+    """Prints the variant table and where the published model lies."""
+    report = result["report"]
+    print()
+    etl = report.get("etl") or {}
+    if etl:
+        print(
+            f"ETL: {etl.get('rows_good', '?')} good rows, {etl.get('rows_bad', 0)} quarantined, "
+            f"splits {etl.get('rows_per_split', {})}"
+        )
+    rows = variant_table(report)
+    if rows:
+        print(format_table(rows))
+    print(f"\nrun report: {Path(result['run_dir']) / 'report.json'}")
+    if result["published"]:
+        publish = report["publish"]
+        print(
+            f"published: {publish['model_name']} version {publish['version']} "
+            f"({publish['variant']}) at {publish['model_dir']}"
+        )
+    else:
+        print(f"nothing published: {result['error'] or 'the pipeline did not finish'}")

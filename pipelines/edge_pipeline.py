@@ -1,0 +1,202 @@
+"""The edge pipeline: raw data -> Spark ETL -> TFJob training -> compression -> LiteRT evaluation
+-> SLO gate -> versioned model store.
+
+Every step mounts the workspace PVC (bulky data lives there; kfp artifacts carry metrics), and
+caching is off for all of them: kfp's cache key ignores PVC contents.
+"""
+
+from __future__ import annotations
+
+from kfp import dsl, kubernetes
+
+from kfp_edge import resources
+from kfp_edge.workspace import CLUSTER_MOUNT_PATH
+
+PIPELINE_NAME = "kfp-edge"
+WORKSPACE_PVC = "kfp-edge-workspace"
+DEFAULT_VARIANTS = ["float32", "float16", "dynamic_int8", "full_int8"]
+
+
+def _on_workspace(task, step: str, profile: dict):
+    """Mounts the workspace PVC, switches caching off and applies the step's resources."""
+    kubernetes.mount_pvc(task, pvc_name=WORKSPACE_PVC, mount_path=CLUSTER_MOUNT_PATH)
+    task.set_caching_options(False)
+    task.set_display_name(step.replace("_", "-"))
+    return resources.apply_to_task(task, profile.get(step, {}))
+
+
+def build_edge_pipeline(profile: dict | None = None):
+    """Returns the edge pipeline function with a resource profile applied.
+
+    Args:
+        profile: A resource profile (see :mod:`kfp_edge.resources`); the default when None.
+    """
+    from kfp_edge.compression.component import CompressionOp
+    from kfp_edge.evaluation.component import EvaluationOp
+    from kfp_edge.gate.component import GateOp
+    from kfp_edge.model_store.component import ModelStoreOp
+    from kfp_edge.run_context.component import RunContextOp
+    from kfp_edge.spark_etl.component import SparkEtlOp
+    from kfp_edge.tfjob_training.component import TfjobTrainingOp
+
+    profile = profile or resources.load_profile(None)
+    replica_resources = resources.training_replica_resources(profile)
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="Raw data to a small, verified edge model: Spark ETL, TFJob training, "
+        "compression, LiteRT evaluation, SLO gate and a versioned model store.",
+    )
+    def edge_pipeline(
+        workspace: str = CLUSTER_MOUNT_PATH,
+        run_id: str = "",
+        dataset: str = "iris",
+        input_path: str = "",
+        label_column: str = "",
+        seed: int = 42,
+        max_bad_fraction: float = 0.05,
+        model: str = "iris_mlp",
+        epochs: int = 100,
+        batch_size: int = 16,
+        learning_rate: float = 0.04,
+        workers: int = int(profile["training"]["workers"]),
+        training_engine: str = "kubernetes",
+        variants: list = DEFAULT_VARIANTS,
+        model_name: str = "edge-model",
+        min_accuracy: float = 0.9,
+        max_accuracy_drop: float = 0.05,
+        max_size_bytes: int = 10_000_000,
+        max_latency_p50_us: float = 10_000.0,
+        max_latency_p95_us: float = 50_000.0,
+    ) -> int:
+        """Trains, compresses, evaluates, gates and publishes one edge model.
+
+        Args:
+            workspace: Mount path of the workspace volume (a local directory in local runs).
+            run_id: Run id on the workspace; empty to use the KFP run id.
+            dataset: Bundled dataset (iris or sensor) when no input_path is given.
+            input_path: Your own CSV or Parquet file or directory (local path or s3:// URI).
+            label_column: Label column of input_path.
+            seed: Seed of the deterministic split and of training.
+            max_bad_fraction: The ETL fails when more rows than this fraction are quarantined.
+            model: Model from the training registry (iris_mlp, mlp, cnn1d).
+            epochs: Training epochs.
+            batch_size: Per-replica batch size.
+            learning_rate: Adam learning rate.
+            workers: Training replicas of the TFJob (chief included).
+            training_engine: kubernetes (a TFJob on the cluster) or local (replicas as
+                processes in the step's pod).
+            variants: Compressed variants to produce and evaluate.
+            model_name: Name of the model in the model store.
+            min_accuracy: Gate: minimum test accuracy.
+            max_accuracy_drop: Gate: maximum accuracy lost against the float reference.
+            max_size_bytes: Gate: maximum .tflite size in bytes.
+            max_latency_p50_us: Gate: maximum single-sample p50 latency in microseconds.
+            max_latency_p95_us: Gate: maximum single-sample p95 latency in microseconds.
+
+        Returns:
+            The published model version.
+        """
+        context = RunContextOp(
+            workspace=workspace,
+            run_id=run_id,
+            job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            parameters={
+                "dataset": dataset,
+                "input_path": input_path,
+                "label_column": label_column,
+                "seed": seed,
+                "model": model,
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "learning_rate": learning_rate,
+                "workers": workers,
+                "training_engine": training_engine,
+                "variants": variants,
+                "model_name": model_name,
+                "min_accuracy": min_accuracy,
+                "max_accuracy_drop": max_accuracy_drop,
+                "max_size_bytes": max_size_bytes,
+                "max_latency_p50_us": max_latency_p50_us,
+                "max_latency_p95_us": max_latency_p95_us,
+            },
+        )
+        _on_workspace(context, "run_context", profile)
+        resolved_run_id = context.outputs["run_id"]
+
+        etl = SparkEtlOp(
+            workspace=workspace,
+            run_id=resolved_run_id,
+            dataset=dataset,
+            input_path=input_path,
+            label_column=label_column,
+            seed=seed,
+            max_bad_fraction=max_bad_fraction,
+        )
+        _on_workspace(etl, "etl", profile)
+
+        training = TfjobTrainingOp(
+            workspace=workspace,
+            run_id=resolved_run_id,
+            data_dir=etl.outputs["data_dir"],
+            model=model,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            workers=workers,
+            engine=training_engine,
+            replica_resources=replica_resources,
+        )
+        _on_workspace(training, "training_launcher", profile)
+
+        compression = CompressionOp(
+            workspace=workspace,
+            run_id=resolved_run_id,
+            saved_model_dir=training.outputs["saved_model_dir"],
+            data_dir=etl.outputs["data_dir"],
+            variants=variants,
+        )
+        _on_workspace(compression, "compression", profile)
+
+        evaluation = EvaluationOp(
+            workspace=workspace,
+            run_id=resolved_run_id,
+            variants_dir=compression.outputs["variants_dir"],
+            data_dir=etl.outputs["data_dir"],
+            saved_model_dir=training.outputs["saved_model_dir"],
+        )
+        _on_workspace(evaluation, "evaluation", profile)
+
+        gate = GateOp(
+            workspace=workspace,
+            run_id=resolved_run_id,
+            evaluation_path=evaluation.outputs["evaluation_path"],
+            min_accuracy=min_accuracy,
+            max_accuracy_drop=max_accuracy_drop,
+            max_size_bytes=max_size_bytes,
+            max_latency_p50_us=max_latency_p50_us,
+            max_latency_p95_us=max_latency_p95_us,
+        )
+        _on_workspace(gate, "gate", profile)
+
+        publish = ModelStoreOp(
+            workspace=workspace,
+            run_id=resolved_run_id,
+            model_name=model_name,
+            chosen_variant=gate.outputs["chosen_variant"],
+            chosen_path=gate.outputs["chosen_path"],
+            saved_model_dir=training.outputs["saved_model_dir"],
+            data_dir=etl.outputs["data_dir"],
+        )
+        _on_workspace(publish, "publish", profile)
+        return publish.outputs["version"]
+
+    return edge_pipeline
+
+
+def __getattr__(name: str):
+    # `from kfp_edge.pipelines.edge_pipeline import edge_pipeline` builds the default pipeline
+    # on first use, so importing this module stays cheap.
+    if name == "edge_pipeline":
+        return build_edge_pipeline()
+    raise AttributeError(name)
