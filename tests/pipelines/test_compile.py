@@ -1,0 +1,94 @@
+"""The compiled pipelines: golden files, kfp's own loader, and the promises of the IR."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from kfp_edge.pipelines.compile import compile_pipeline
+from kfp_edge.pipelines.golden import GOLDEN_DIR, golden_targets
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    path = compile_pipeline("edge", tmp_path_factory.mktemp("c") / "edge.yaml")
+    docs = list(yaml.safe_load_all(path.read_text()))
+    return path, docs[0], docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+@pytest.mark.parametrize("name", sorted(golden_targets()))
+def test_compiled_pipeline_matches_golden(tmp_path, monkeypatch, name):
+    monkeypatch.delenv("KFP_EDGE_IMAGE_REGISTRY", raising=False)
+    pipeline, profile = golden_targets()[name]
+    fresh = compile_pipeline(pipeline, tmp_path / name, resources=profile).read_text()
+    golden = (GOLDEN_DIR / name).read_text()
+    assert fresh == golden, f"{name} differs from the golden file: run `make golden` and review"
+
+
+def test_kfp_loads_the_compiled_pipeline(compiled):
+    from kfp.components import load_component_from_file
+
+    path, _, _ = compiled
+    component = load_component_from_file(str(path))
+    assert component.name == "kfp-edge"
+    assert {"workspace", "dataset", "input_path", "min_accuracy", "variants"} <= set(
+        component.component_spec.inputs
+    )
+
+
+def test_every_step_mounts_the_workspace_and_does_not_cache(compiled):
+    _, spec, executors = compiled
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(tasks) == {
+        "runcontextop", "sparketlop", "tfjobtrainingop", "compressionop",
+        "evaluationop", "gateop", "modelstoreop",
+    }
+    for name, task in tasks.items():
+        assert task["cachingOptions"] == {}, f"{name} may be cached"  # enableCache: false
+        executor = executors[task["componentRef"]["name"].replace("comp-", "exec-")]
+        assert executor["pvcMount"] == [
+            {"constant": "kfp-edge-workspace", "mountPath": "/workspace",
+             "pvcNameParameter": {"runtimeValue": {"constant": "kfp-edge-workspace"}}}
+        ] or executor["pvcMount"][0]["mountPath"] == "/workspace"
+
+
+def test_steps_have_cpu_and_memory_requests_and_our_images(compiled):
+    from kfp_edge.images import SPARK_IMAGE, TENSORFLOW_IMAGE
+
+    _, spec, _ = compiled
+    for name, executor in spec["deploymentSpec"]["executors"].items():
+        container = executor["container"]
+        assert container["image"] in {SPARK_IMAGE, TENSORFLOW_IMAGE}, name
+        if name == "exec-runcontextop":
+            continue
+        assert container["resources"]["resourceCpuRequest"], name
+        assert container["resources"]["resourceMemoryRequest"], name
+        # kfp must not pip-install itself at run time: our images carry it.
+        assert "pip install" not in " ".join(container["command"]), name
+
+
+def test_compiled_yaml_holds_no_credentials(compiled):
+    path, _, _ = compiled
+    text = path.read_text().lower()
+    for word in ("secret_key", "secretkey", "password", "aws_secret", "access_key="):
+        assert word not in text
+
+
+def test_kfp_edge_compile_imports_neither_tensorflow_nor_pyspark(tmp_path):
+    out = tmp_path / "p.yaml"
+    code = (
+        "import sys\nfrom kfp_edge.cli import main\n"
+        f"assert main(['compile', '-o', {str(out)!r}]) == 0\n"
+        "print(sorted(m for m in ('tensorflow', 'pyspark', 'tf_keras') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert out.exists() and "kfp-edge" in out.read_text()
+
+
+def test_compile_rejects_unknown_pipeline(tmp_path):
+    with pytest.raises(ValueError, match="unknown pipeline"):
+        compile_pipeline("nope", tmp_path / "x.yaml")
+    assert not list(tmp_path.iterdir())

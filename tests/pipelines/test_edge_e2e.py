@@ -1,0 +1,64 @@
+"""One real end-to-end local run of the edge pipeline on Iris (kfp.local SubprocessRunner)."""
+
+import json
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    from kfp_edge.local_run import run_local
+
+    workspace = tmp_path_factory.mktemp("ws")
+    return run_local(workspace=str(workspace), run_id="e2e-iris", dataset="iris", workers=2)
+
+
+def test_run_publishes_a_model(result):
+    assert result["error"] is None
+    assert result["published"], result
+    report = result["report"]
+    assert set(report) >= {"run", "etl", "training", "compression", "evaluation", "gate", "publish"}
+    assert report["etl"]["rows_good"] == 150 and report["etl"]["rows_bad"] == 0
+    assert report["gate"]["chosen"] == report["publish"]["variant"]
+    names = {v["name"] for v in report["evaluation"]["variants"]}
+    assert {"float32", "dynamic_int8", "full_int8"} <= names
+
+
+def test_published_model_loads_in_litert_and_is_accurate(result):
+    from pathlib import Path
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    from kfp_edge.dataset import load_split
+
+    model_dir = Path(result["model_dir"])
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    assert manifest["version"] == result["report"]["publish"]["version"]
+    interpreter = Interpreter(model_path=str(model_dir / "model.tflite"), num_threads=1)
+    x, y = load_split(Path(result["run_dir"]) / "data", "test")
+    inp = interpreter.get_input_details()[0]
+    out = interpreter.get_output_details()[0]
+    interpreter.resize_tensor_input(inp["index"], [1, x.shape[1]])
+    interpreter.allocate_tensors()
+    predictions = []
+    for row in x:
+        value = row[None, :]
+        if inp["dtype"] != np.float32:  # full-integer model with integer input
+            scale, zero = inp["quantization"]
+            value = np.round(value / scale + zero).astype(inp["dtype"])
+        interpreter.set_tensor(inp["index"], value)
+        interpreter.invoke()
+        predictions.append(int(np.argmax(interpreter.get_tensor(out["index"])[0])))
+    accuracy = float(np.mean(np.array(predictions) == y))
+    assert accuracy >= 0.9, accuracy
+
+
+def test_report_file_on_the_workspace(result):
+    from pathlib import Path
+
+    report = json.loads((Path(result["run_dir"]) / "report.json").read_text())
+    assert report["publish"]["model_name"] == "edge-model"
+    assert report["run"]["parameters"]["training_engine"] == "local"
