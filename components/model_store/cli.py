@@ -1,0 +1,103 @@
+"""``kfp-edge pull``, ``kfp-edge rollback`` and ``kfp-edge models``.
+
+Imports neither TensorFlow nor PySpark (nor kfp): this is what runs on the edge device.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    """Adds the ``pull``, ``rollback`` and ``models`` subcommands.
+
+    Args:
+        subparsers: The ``add_subparsers()`` object of the ``kfp-edge`` parser.
+    """
+    p = subparsers.add_parser(
+        "pull", help="download a verified model version and swap it into DEST atomically"
+    )
+    p.add_argument("--name", required=True, help="model name in the store")
+    p.add_argument("--version", default="latest", help="version number or latest (default)")
+    p.add_argument("--dest", required=True, help="destination directory on the device")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--workspace", help="workspace (PV) path holding models/")
+    src.add_argument(
+        "--s3",
+        dest="s3_uri",
+        help="s3://bucket/prefix; endpoint and credentials from KFP_EDGE_S3_* variables",
+    )
+    p.set_defaults(func=_cmd_pull)
+
+    r = subparsers.add_parser("rollback", help="make the previously pulled model current again")
+    r.add_argument("--dest", required=True, help="destination directory of kfp-edge pull")
+    r.set_defaults(func=_cmd_rollback)
+
+    m = subparsers.add_parser("models", help="list the models and versions of a store")
+    src = m.add_mutually_exclusive_group(required=True)
+    src.add_argument("--workspace", help="workspace (PV) path holding models/")
+    src.add_argument("--s3", dest="s3_uri", help="s3://bucket/prefix")
+    m.add_argument("--name", default=None, help="only this model")
+    m.set_defaults(func=_cmd_models)
+
+
+def _cmd_pull(args) -> int:
+    from kfp_edge.model_store.pull import pull
+
+    result = pull(
+        args.name, args.dest, args.version, workspace=args.workspace, s3_uri=args.s3_uri
+    )
+    if result["changed"]:
+        previous = result["previous_version"]
+        print(
+            f"pulled {result['name']} version {result['version']} into {result['path']}"
+            + (f" (previous: version {previous})" if previous is not None else "")
+        )
+    else:
+        print(f"{result['name']} version {result['version']} is already current at {result['path']}")
+    return 0
+
+
+def _cmd_rollback(args) -> int:
+    from kfp_edge.model_store.pull import rollback
+
+    result = rollback(args.dest)
+    print(f"rolled back: {result['name']} version {result['version']} is current at {result['path']}")
+    return 0
+
+
+def _cmd_models(args) -> int:
+    rows = []
+    if args.workspace:
+        from kfp_edge.model_store.store import ModelStore
+
+        store = ModelStore(Path(args.workspace) / "models")
+        for name in [args.name] if args.name else store.names():
+            for version in store.versions(name):
+                manifest = store.read_manifest(name, version)
+                rows.append((name, version, manifest.get("created_at", ""), manifest.get("variant", "")))
+    else:
+        from kfp_edge.model_store import s3
+
+        bucket, prefix = s3.parse_s3_uri(args.s3_uri)
+        client = s3.client_from_env()
+        for name in [args.name] if args.name else s3.list_names(client, bucket, prefix):
+            for version in s3.list_versions(client, bucket, prefix, name):
+                manifest = s3.read_manifest(client, bucket, prefix, name, version)
+                rows.append((name, version, manifest.get("created_at", ""), manifest.get("variant", "")))
+    if not rows:
+        print("no models")
+        return 0
+    latest = {}
+    for name, version, *_ in rows:
+        latest[name] = max(latest.get(name, 0), version)
+    header = ("name", "version", "created", "variant", "latest")
+    lines = [
+        (n, str(v), c, var, "*" if latest[n] == v else "") for n, v, c, var in rows
+    ]
+    widths = [max(len(c) for c in col) for col in zip(header, *lines)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    print(fmt.format(*header))
+    for line in lines:
+        print(fmt.format(*line))
+    return 0

@@ -1,0 +1,69 @@
+"""kfp component: publish the gated model into the versioned model store."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+
+from kfp_edge.images import TENSORFLOW_IMAGE
+
+
+@dsl.component(base_image=TENSORFLOW_IMAGE, install_kfp_package=False)
+def ModelStoreOp(
+    workspace: str,
+    run_id: str,
+    model_name: str,
+    chosen_variant: str,
+    chosen_path: str,
+    saved_model_dir: str,
+    data_dir: str,
+    include_all_variants: bool = False,
+    keep_last: int = 0,
+    s3_bucket: str = "",
+    s3_prefix: str = "models",
+) -> NamedTuple("Outputs", [("version", int), ("model_dir", str)]):
+    """Publishes the run's gated model as the next version in the store on the workspace.
+
+    The version appears atomically under ``<workspace>/models/<model_name>/<version>/`` with
+    the SavedModel, the chosen .tflite, the preprocessing spec, the dataset manifest and a
+    manifest of sha256 checksums, metrics, gate decision and lineage. With ``s3_bucket`` set,
+    the version is also uploaded (manifest last); the endpoint and credentials are read from
+    the KFP_EDGE_S3_ENDPOINT, KFP_EDGE_S3_ACCESS_KEY and KFP_EDGE_S3_SECRET_KEY environment
+    variables (a Kubernetes Secret in the cluster), never from parameters.
+
+    Args:
+        workspace: Root of the workspace volume (the PVC mount path in the cluster).
+        run_id: The run id on the workspace.
+        model_name: Name of the model in the store (letters, digits, '.', '_', '-').
+        chosen_variant: The variant the gate chose.
+        chosen_path: The chosen variant's .tflite file.
+        saved_model_dir: The trained SavedModel directory.
+        data_dir: The ETL output directory (dataset manifest and preprocessing spec).
+        include_all_variants: Also publish every evaluated .tflite under variants/.
+        keep_last: Keep only this many newest versions after publishing (0 keeps all).
+        s3_bucket: Also upload the version to this bucket; empty for no upload.
+        s3_prefix: Key prefix in the bucket.
+
+    Returns:
+        version: The published version number.
+        model_dir: The version's directory on the workspace.
+    """
+    from collections import namedtuple
+
+    from kfp_edge.model_store.publish import publish_run
+
+    result = publish_run(
+        workspace=workspace,
+        run_id=run_id,
+        model_name=model_name,
+        chosen_variant=chosen_variant,
+        chosen_path=chosen_path,
+        saved_model_dir=saved_model_dir,
+        data_dir=data_dir,
+        include_all_variants=include_all_variants,
+        keep_last=keep_last,
+        s3_bucket=s3_bucket,
+        s3_prefix=s3_prefix,
+    )
+    print(f"published {result['model_name']} version {result['version']} at {result['model_dir']}")
+    outputs = namedtuple("Outputs", ["version", "model_dir"])
+    return outputs(result["version"], result["model_dir"])

@@ -1,0 +1,137 @@
+"""The publish step: put a run's gated model into the store (and optionally into S3).
+
+Pure Python (hashing and copying): no TensorFlow, no PySpark.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from kfp_edge import __version__
+from kfp_edge.dataset import MANIFEST_FILE as DATASET_MANIFEST
+from kfp_edge.dataset import PREPROCESSING_FILE
+from kfp_edge.model_store.store import ModelStore
+from kfp_edge.workspace import read_report, run_dir, update_report
+
+MODELS_DIR = "models"
+
+
+def store_for(workspace: str | os.PathLike) -> ModelStore:
+    """Returns the model store of a workspace (``<workspace>/models``)."""
+    return ModelStore(Path(workspace) / MODELS_DIR)
+
+
+def _chosen_figures(evaluation: dict, variant: str) -> dict:
+    for entry in evaluation.get("variants") or []:
+        if entry.get("name") == variant:
+            return entry
+    return {}
+
+
+def publish_run(
+    workspace: str,
+    run_id: str,
+    model_name: str,
+    chosen_variant: str,
+    chosen_path: str,
+    saved_model_dir: str,
+    data_dir: str,
+    include_all_variants: bool = False,
+    keep_last: int = 0,
+    s3_bucket: str = "",
+    s3_prefix: str = "models",
+) -> dict:
+    """Publishes the gated model of a run as the next version of ``model_name``.
+
+    The version holds ``saved_model/``, ``model.tflite`` (the chosen variant),
+    ``preprocessing.json`` and ``dataset_manifest.json`` (and ``variants/`` when asked); its
+    manifest carries the run's evaluation and gate sections, the chosen variant's figures and
+    the lineage (run id, dataset manifest sha256, kfp-edge version, run parameters).
+
+    Args:
+        workspace: Root of the workspace volume.
+        run_id: The run id.
+        model_name: Name of the model in the store.
+        chosen_variant: The variant the gate chose.
+        chosen_path: Its .tflite file.
+        saved_model_dir: The trained SavedModel directory.
+        data_dir: The ETL output directory (holds the dataset manifest and preprocessing spec).
+        include_all_variants: Also publish every .tflite next to the chosen one, under
+            ``variants/``.
+        keep_last: Prune to this many newest versions after publishing (0 keeps all).
+        s3_bucket: Also upload the version to this bucket (empty: no upload). Endpoint and
+            credentials come from the ``KFP_EDGE_S3_*`` environment variables.
+        s3_prefix: Key prefix in the bucket.
+
+    Returns:
+        ``{"model_name", "version", "model_dir", "variant", "pruned", "s3"}``.
+
+    Raises:
+        ValueError: If the gate chose no variant or rejected the chosen one.
+        FileNotFoundError: If an input file is missing.
+    """
+    directory = run_dir(workspace, run_id)
+    report = read_report(directory)
+    gate = report.get("gate") or {}
+    if not chosen_variant or not chosen_path:
+        raise ValueError(f"{directory}: the gate chose no variant; nothing to publish")
+    verdict = (gate.get("results") or {}).get(chosen_variant) or {}
+    if verdict.get("passed") is False:
+        raise ValueError(
+            f"{directory / 'report.json'}: gate rejected variant {chosen_variant!r}: "
+            f"{'; '.join(verdict.get('reasons') or [])}"
+        )
+    chosen = Path(chosen_path)
+    if not chosen.is_file():
+        raise FileNotFoundError(f"{chosen}: chosen variant {chosen_variant!r} has no .tflite file")
+    data = Path(data_dir)
+    dataset_manifest = data / DATASET_MANIFEST
+    if not dataset_manifest.is_file():
+        raise FileNotFoundError(f"{dataset_manifest}: no dataset manifest; did the ETL finish?")
+    files = {
+        "saved_model": saved_model_dir,
+        "model.tflite": chosen_path,
+        "preprocessing.json": str(data / PREPROCESSING_FILE),
+        "dataset_manifest.json": str(dataset_manifest),
+    }
+    if include_all_variants:
+        for tflite in sorted(chosen.parent.glob("*.tflite")):
+            files[f"variants/{tflite.name}"] = str(tflite)
+    evaluation = report.get("evaluation") or {}
+    metadata = {
+        "variant": chosen_variant,
+        "metrics": _chosen_figures(evaluation, chosen_variant),
+        "evaluation": evaluation,
+        "gate": gate,
+        "lineage": {
+            "run_id": run_id,
+            "dataset_manifest_sha256": hashlib.sha256(dataset_manifest.read_bytes()).hexdigest(),
+            "kfp_edge_version": __version__,
+            "parameters": (report.get("run") or {}).get("parameters", {}),
+        },
+    }
+    store = store_for(workspace)
+    published = store.publish(model_name, files, metadata)
+    pruned = store.prune(model_name, keep_last) if keep_last > 0 else []
+    uploaded = None
+    if s3_bucket:
+        from kfp_edge.model_store import s3
+
+        uploaded = s3.upload_version(
+            s3.client_from_env(), s3_bucket, s3_prefix, published["path"]
+        )
+    result = {
+        "model_name": model_name,
+        "version": published["version"],
+        "model_dir": published["path"],
+        "variant": chosen_variant,
+    }
+    section = dict(result)
+    if pruned:
+        section["pruned"] = pruned
+    if uploaded:
+        section["s3"] = f"s3://{s3_bucket}/{uploaded['manifest_key']}"
+    update_report(directory, "publish", section)
+    return {**result, "pruned": pruned, "s3": uploaded}
