@@ -1,0 +1,244 @@
+"""Training as a TFJob: build the spec once, run it on the local engine or on Kubernetes.
+
+:func:`train_local` is what ``kfp-edge run`` and the tests call; :func:`run_training` is what the
+component calls with ``engine="local"`` or ``engine="kubernetes"``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Callable, TextIO
+
+from kfp_edge.tfjob_training import tfjob as tfjob_spec
+from kfp_edge.tfjob_training.trainer import PROGRESS_FILE, REPORT_FILE, job_dir
+from kfp_edge.workspace import write_json_atomic
+
+ENGINES = ("local", "kubernetes")
+
+
+def build_job(
+    data_dir: str,
+    output_dir: str,
+    *,
+    job: str,
+    model: str = "iris_mlp",
+    epochs: int = 100,
+    batch_size: int = 16,
+    learning_rate: float = 0.04,
+    workers: int = 2,
+    width: int = 0,
+    depth: int = 0,
+    seed: int = 42,
+    image: str = "",
+    **spec_options,
+) -> dict:
+    """Builds the TFJob that trains ``model`` on ``data_dir`` into ``output_dir``.
+
+    Args:
+        data_dir: ETL output directory as the replicas see it.
+        output_dir: Training directory as the replicas see it.
+        job: TFJob name.
+        model: Model registry name.
+        epochs: Training epochs.
+        batch_size: Per-replica batch size.
+        learning_rate: Adam learning rate.
+        workers: Replicas in total, the chief included.
+        width: Hidden width (0: the model's default).
+        depth: Hidden layers (0: the model's default).
+        seed: Random seed.
+        image: Replica image; the kfp-edge TensorFlow image when empty.
+        **spec_options: Further keyword arguments of :func:`tfjob.build_tfjob` (namespace,
+            replica_resources, pvc_name, mount_path, backoff_limit, active_deadline_seconds,
+            clean_pod_policy, ttl_seconds_after_finished, restart_policy, labels).
+
+    Returns:
+        The TFJob manifest.
+    """
+    from kfp_edge.images import TENSORFLOW_IMAGE
+    from kfp_edge.tfjob_training.models import check_model_args
+
+    check_model_args(model, int(width), int(depth))
+    args = tfjob_spec.trainer_args(data_dir, output_dir, job, model, epochs, batch_size,
+                                   learning_rate, width, depth, seed)
+    return tfjob_spec.build_tfjob(job, args, image=image or TENSORFLOW_IMAGE, workers=workers,
+                                  **spec_options)
+
+
+def _start_fresh(output_dir: Path, job: str) -> None:
+    """Forgets the progress of an earlier job of the same name (its backup stays usable)."""
+    (job_dir(output_dir, job) / PROGRESS_FILE).unlink(missing_ok=True)
+
+
+def _finish(output_dir: Path, manifest: dict, status: dict, engine: str) -> dict:
+    report_path = output_dir / REPORT_FILE
+    if not report_path.exists():
+        raise RuntimeError(f"TFJob {manifest['metadata']['name']} succeeded but the chief wrote "
+                           f"no {report_path}")
+    report = json.loads(report_path.read_text())
+    if report.get("job_name") != manifest["metadata"]["name"]:
+        raise RuntimeError(f"{report_path} belongs to job {report.get('job_name')!r}, not "
+                           f"{manifest['metadata']['name']!r}")
+    report["engine"] = engine
+    report["tfjob"] = {
+        "name": manifest["metadata"]["name"],
+        "namespace": manifest["metadata"].get("namespace"),
+        "replicas": {t: s["replicas"] for t, s in manifest["spec"]["tfReplicaSpecs"].items()},
+        "run_policy": manifest["spec"].get("runPolicy", {}),
+        "restarts": status.get("restarts", 0),
+        "conditions": [c["type"] for c in status.get("conditions", [])],
+    }
+    if "attempts" in status:
+        report["tfjob"]["attempts"] = status["attempts"]
+    write_json_atomic(report_path, report)
+    return report
+
+
+def train_local(
+    data_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    model: str = "iris_mlp",
+    epochs: int = 100,
+    batch_size: int = 16,
+    learning_rate: float = 0.04,
+    workers: int = 2,
+    job: str | None = None,
+    stream: TextIO | None = None,
+    on_event: Callable[[str, dict], None] | None = None,
+    grace_seconds: float = 5.0,
+    **opts,
+) -> dict:
+    """Builds the TFJob spec and runs it with the local engine.
+
+    Args:
+        data_dir: ETL output directory (see :mod:`kfp_edge.dataset`).
+        output_dir: Training directory; receives ``saved_model/``, ``training_report.json``,
+            ``jobs/<job>/`` (manifest, replica logs, progress) and ``backup/<job>/``.
+        model: Model registry name (``iris_mlp``, ``mlp``, ``cnn1d``).
+        epochs: Training epochs.
+        batch_size: Per-replica batch size.
+        learning_rate: Adam learning rate.
+        workers: Replicas in total, the chief included.
+        job: TFJob name; derived from the output directory when None.
+        stream: Where the chief's log is streamed (stdout when None).
+        on_event: Callback of the local engine (job conditions, replica pids).
+        grace_seconds: SIGTERM-to-SIGKILL grace when replicas are stopped.
+        **opts: Further options of :func:`build_job` (width, depth, seed, backoff_limit,
+            active_deadline_seconds, replica_resources, ...).
+
+    Returns:
+        The training report (also in ``<output_dir>/training_report.json``).
+
+    Raises:
+        kfp_edge.tfjob_training.local_engine.TFJobFailed: If the job fails.
+    """
+    from kfp_edge.tfjob_training.local_engine import run_tfjob
+
+    output_dir = Path(output_dir).absolute()
+    data_dir = Path(data_dir).absolute()
+    job = job or tfjob_spec.job_name(output_dir.parent.name or "local", prefix="local-train")
+    opts.setdefault("namespace", "local")
+    opts.setdefault("mount_path", str(output_dir.parent))
+    manifest = build_job(str(data_dir), str(output_dir), job=job, model=model, epochs=epochs,
+                         batch_size=batch_size, learning_rate=learning_rate, workers=workers,
+                         **opts)
+    jdir = job_dir(output_dir, job)
+    jdir.mkdir(parents=True, exist_ok=True)
+    _start_fresh(output_dir, job)
+    write_json_atomic(jdir / "tfjob.json", manifest)
+    logs = jdir / "logs"
+    shutil.rmtree(logs, ignore_errors=True)
+    status = run_tfjob(manifest, logs, stream=stream or sys.stdout, on_event=on_event,
+                       grace_seconds=grace_seconds)
+    return _finish(output_dir, manifest, status, "local")
+
+
+def run_training(
+    workspace: str,
+    run_id: str,
+    data_dir: str,
+    *,
+    engine: str = "local",
+    model: str = "iris_mlp",
+    epochs: int = 100,
+    batch_size: int = 16,
+    learning_rate: float = 0.04,
+    workers: int = 2,
+    replica_resources: dict | None = None,
+    image: str = "",
+    namespace: str = "",
+    pvc_name: str = tfjob_spec.DEFAULT_PVC,
+    mount_path: str = "",
+    timeout_seconds: int = 3600,
+    attempt_limit: int = 3,
+    keep_job: bool = False,
+    width: int = 0,
+    depth: int = 0,
+    seed: int = 42,
+    stream: TextIO | None = None,
+) -> dict:
+    """Trains into ``<run dir>/training`` on the chosen engine and records the run report.
+
+    Args:
+        workspace: Workspace root (the PVC mount path in the cluster).
+        run_id: Pipeline run id.
+        data_dir: ETL output directory.
+        engine: ``local`` (replicas as local processes) or ``kubernetes`` (a TFJob on the
+            cluster, created through the Kubernetes API).
+        model: Model registry name.
+        epochs: Training epochs.
+        batch_size: Per-replica batch size.
+        learning_rate: Adam learning rate.
+        workers: Replicas in total, the chief included.
+        replica_resources: ``{"chief": spec, "worker": spec}`` (see :mod:`kfp_edge.resources`).
+        image: Replica image (kubernetes engine); the kfp-edge TensorFlow image when empty.
+        namespace: Namespace of the TFJob; the launcher pod's own namespace when empty.
+        pvc_name: Workspace PVC mounted in every replica.
+        mount_path: Mount path of the workspace in the replicas; ``workspace`` when empty.
+        timeout_seconds: The launcher's own timeout (also the job's activeDeadlineSeconds).
+        attempt_limit: Restarts allowed (backoffLimit, and the launcher's own limit).
+        keep_job: Keep the TFJob after it finished (kubernetes engine).
+        width: Hidden width (0: model default).
+        depth: Hidden layers (0: model default).
+        seed: Random seed.
+        stream: Where the chief's log goes (stdout when None).
+
+    Returns:
+        The training report.
+    """
+    from kfp_edge.workspace import run_dir, update_report
+
+    if engine not in ENGINES:
+        raise ValueError(f"unknown training engine {engine!r}; expected one of {ENGINES}")
+    rdir = run_dir(workspace, run_id)
+    output_dir = rdir / "training"
+    job = tfjob_spec.job_name(run_id)
+    common = dict(model=model, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                  workers=workers, width=width, depth=depth, seed=seed,
+                  replica_resources=replica_resources or {}, backoff_limit=attempt_limit,
+                  active_deadline_seconds=timeout_seconds)
+    if engine == "local":
+        report = train_local(data_dir, output_dir, job=job, stream=stream, **common)
+    else:
+        from kfp_edge.tfjob_training.launcher import launch
+
+        output_dir.mkdir(parents=True, exist_ok=True)
+        _start_fresh(output_dir, job)
+        manifest = build_job(
+            str(data_dir), str(output_dir), job=job, image=image,
+            namespace=namespace or _pod_namespace(), pvc_name=pvc_name,
+            mount_path=mount_path or str(workspace), labels={"kfp-edge/tfjob": job}, **common)
+        status = launch(manifest, timeout_seconds=timeout_seconds, attempt_limit=attempt_limit,
+                        keep_job=keep_job, stream=stream or sys.stdout)
+        report = _finish(output_dir, manifest, status, "kubernetes")
+    update_report(rdir, "training", report)
+    return report
+
+
+def _pod_namespace() -> str:
+    path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    return path.read_text().strip() if path.exists() else "kubeflow"

@@ -1,0 +1,426 @@
+"""The trainer: what runs in every TFJob replica (``python -m kfp_edge.tfjob_training.trainer``).
+
+It reads ``TF_CONFIG`` (set by the Training Operator, or by the local engine the same way) and
+trains with ``MultiWorkerMirroredStrategy``; without ``TF_CONFIG`` it trains in one process with
+the default strategy. It reads the ETL's TFRecord shards with tf.data auto-sharding, keeps
+BackupAndRestore state in a per-job backup directory on the workspace, and only the chief writes
+the final SavedModel and the training report.
+
+Exit codes follow the operator's ``restartPolicy: ExitCode``: codes below 128 are permanent (the
+job fails at once), codes of 128 or more are retryable (the replicas are restarted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from kfp_edge.dataset import FEATURES_KEY, LABEL_KEY, SPLITS, read_manifest
+from kfp_edge.workspace import write_json_atomic
+
+SAVED_MODEL_DIR = "saved_model"
+REPORT_FILE = "training_report.json"
+PROGRESS_FILE = "progress.json"
+BACKUP_DIR = "backup"
+JOBS_DIR = "jobs"
+
+
+def job_dir(output_dir: str | os.PathLike, job: str) -> Path:
+    """Returns the per-job directory (progress, replica logs, manifest) of a training dir."""
+    return Path(output_dir) / JOBS_DIR / job
+
+
+class ExitCode(enum.IntEnum):
+    """Exit codes of a replica; the operator retries codes >= 128 and fails on 1-127."""
+
+    SUCCESS = 0
+    FAILED = 1  # an unexpected error: permanent, a retry would fail the same way
+    BAD_ARGUMENTS = 2
+    BAD_DATA = 3
+    PEER_LOST = 138  # a collective op failed because another replica went away: retryable
+    PREEMPTED = 143  # SIGTERM (128 + 15), as the kubelet reports it: retryable
+
+    @property
+    def retryable(self) -> bool:
+        """Whether the operator's ExitCode policy restarts a replica that exits with it."""
+        return is_retryable(int(self))
+
+
+def is_retryable(code: int) -> bool:
+    """Returns whether an exit code is retryable under ``restartPolicy: ExitCode``.
+
+    Args:
+        code: The container's exit code (128 + N for a process killed by signal N).
+    """
+    return code >= 128
+
+
+class TrainerError(Exception):
+    """A permanent error with the exit code the replica ends with."""
+
+    def __init__(self, message: str, code: ExitCode):
+        super().__init__(message)
+        self.code = code
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parses the trainer's command line (argparse exits with code 2 on bad arguments)."""
+    p = argparse.ArgumentParser(prog="python -m kfp_edge.tfjob_training.trainer")
+    p.add_argument("--data-dir", required=True, help="ETL output directory (manifest.json)")
+    p.add_argument("--output-dir", required=True, help="training directory of the run")
+    p.add_argument("--job-name", default="local", help="TFJob name; names the backup directory")
+    p.add_argument("--model", default="iris_mlp")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=16, help="per-replica batch size")
+    p.add_argument("--learning-rate", type=float, default=0.04)
+    p.add_argument("--width", type=int, default=0, help="hidden width; 0 = model default")
+    p.add_argument("--depth", type=int, default=0, help="hidden layers; 0 = model default")
+    p.add_argument("--seed", type=int, default=42)
+    args = p.parse_args(argv)
+    for name in ("epochs", "batch_size"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not re.match(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", args.job_name):
+        p.error(f"--job-name must be a DNS-1123 label, got {args.job_name!r}")
+    if not args.learning_rate > 0:
+        p.error(f"--learning-rate must be > 0, got {args.learning_rate}")
+    return args
+
+
+def read_tf_config(environ=None) -> dict:
+    """Returns the parsed ``TF_CONFIG`` of the environment, or ``{}`` when unset.
+
+    Raises:
+        TrainerError: If TF_CONFIG is not valid JSON or lacks its task.
+    """
+    raw = (environ if environ is not None else os.environ).get("TF_CONFIG", "")
+    if not raw.strip():
+        return {}
+    try:
+        config = json.loads(raw)
+        task = config["task"]
+        task["type"], int(task["index"])
+        config["cluster"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise TrainerError(f"TF_CONFIG is malformed ({exc}): {raw!r}", ExitCode.BAD_ARGUMENTS)
+    return config
+
+
+def is_chief(tf_config: dict) -> bool:
+    """Returns whether this replica writes the final outputs (chief, or worker 0 without one)."""
+    if not tf_config:
+        return True
+    task = tf_config["task"]
+    if task["type"] == "chief":
+        return True
+    return task["type"] == "worker" and int(task["index"]) == 0 and (
+        "chief" not in tf_config["cluster"]
+    )
+
+
+def check_data(data_dir: str) -> dict:
+    """Checks the ETL output before TensorFlow starts, so bad data fails in a second.
+
+    Returns:
+        The dataset manifest.
+
+    Raises:
+        TrainerError: Naming the missing or inconsistent file or field (exit code BAD_DATA).
+    """
+    try:
+        manifest = read_manifest(data_dir)
+    except FileNotFoundError as exc:
+        raise TrainerError(str(exc), ExitCode.BAD_DATA) from exc
+    except ValueError as exc:
+        raise TrainerError(f"{data_dir}/manifest.json is not valid JSON: {exc}", ExitCode.BAD_DATA)
+    for field in ("num_features", "num_classes", "splits", "preprocessing"):
+        if field not in manifest:
+            raise TrainerError(f"{data_dir}/manifest.json lacks the field {field!r}",
+                               ExitCode.BAD_DATA)
+    for split in ("train",):
+        if split not in manifest["splits"] or not manifest["splits"][split].get("shards"):
+            raise TrainerError(f"{data_dir}/manifest.json has no {split!r} shards",
+                               ExitCode.BAD_DATA)
+    for split in manifest["splits"]:
+        for shard in manifest["splits"][split]["shards"]:
+            path = Path(data_dir) / shard["path"]
+            if not path.is_file():
+                raise TrainerError(f"{path}: TFRecord shard listed in the manifest is missing",
+                                   ExitCode.BAD_DATA)
+    pre_path = Path(data_dir) / manifest["preprocessing"]
+    try:
+        pre = json.loads(pre_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise TrainerError(f"{pre_path}: cannot read the preprocessing spec: {exc}",
+                           ExitCode.BAD_DATA)
+    for field in ("mean", "std"):
+        if len(pre.get(field, [])) != manifest["num_features"]:
+            raise TrainerError(
+                f"{pre_path}: field {field!r} has {len(pre.get(field, []))} values, "
+                f"expected num_features={manifest['num_features']}", ExitCode.BAD_DATA)
+    manifest["_preprocessing"] = pre
+    return manifest
+
+
+def _on_sigterm(signum, frame):
+    print("trainer: SIGTERM received (preempted); exiting with a retryable code", flush=True)
+    sys.stdout.flush()
+    os._exit(ExitCode.PREEMPTED)
+
+
+def _make_dataset(tf, data_dir, manifest, split, batch_size, shard_policy, repeat, seed):
+    from kfp_edge.dataset import shard_paths
+
+    num_features = int(manifest["num_features"])
+    spec = {
+        FEATURES_KEY: tf.io.FixedLenFeature([num_features], tf.float32),
+        LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
+    }
+
+    def parse(record):
+        ex = tf.io.parse_single_example(record, spec)
+        return ex[FEATURES_KEY], ex[LABEL_KEY]
+
+    files = shard_paths(data_dir, split)
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=1)
+    ds = ds.map(parse)
+    if repeat:
+        ds = ds.cache().shuffle(1024, seed=seed).repeat()
+    ds = ds.batch(batch_size)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = shard_policy
+    return ds.with_options(options)
+
+
+def _evaluate(tf, model, data_dir, manifest, split) -> dict | None:
+    """Evaluates a split on this replica alone (no collectives): eager calls on the full split."""
+    import numpy as np
+
+    if split not in manifest["splits"] or not manifest["splits"][split]["shards"]:
+        return None
+    ds = _make_dataset(tf, data_dir, manifest, split, 256,
+                       tf.data.experimental.AutoShardPolicy.OFF, False, 0)
+    probs, labels = [], []
+    for x, y in ds:
+        probs.append(model(x, training=False).numpy())
+        labels.append(y.numpy())
+    if not labels:
+        return None
+    p = np.concatenate(probs)
+    y = np.concatenate(labels)
+    loss = float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-7, 1.0))))
+    return {"rows": int(len(y)), "accuracy": float(np.mean(p.argmax(axis=1) == y)), "loss": loss}
+
+
+def _save_atomic(model, final_dir: Path) -> None:
+    """Saves the SavedModel to a staging directory, then swaps it in with renames."""
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.staging-", dir=final_dir.parent))
+    model.save(str(staging), save_format="tf", include_optimizer=False)
+    os.chmod(staging, 0o755)  # mkdtemp makes it private; later steps may run as another user
+    old = None
+    if final_dir.exists():
+        old = final_dir.parent / f".{final_dir.name}.old-{os.getpid()}"
+        os.replace(final_dir, old)
+    os.replace(staging, final_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def train(args: argparse.Namespace, environ=None) -> dict | None:
+    """Trains one replica's share; the chief returns the training report, the others None.
+
+    Raises:
+        TrainerError: On bad arguments or bad data (permanent) or a lost peer (retryable).
+    """
+    from kfp_edge.tfjob_training.models import build_model, check_model_args
+
+    started = time.time()
+    try:
+        check_model_args(args.model, args.width, args.depth)
+    except ValueError as exc:
+        raise TrainerError(str(exc), ExitCode.BAD_ARGUMENTS) from exc
+    tf_config = read_tf_config(environ)
+    manifest = check_data(args.data_dir)
+    chief = is_chief(tf_config)
+    output_dir = Path(args.output_dir)
+    backup_dir = output_dir / BACKUP_DIR / args.job_name
+
+    from kfp_edge.tf_env import import_tf
+
+    tf, keras = import_tf()
+    keras.utils.set_random_seed(args.seed)
+    if tf_config:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(
+            communication_options=tf.distribute.experimental.CommunicationOptions(
+                implementation=tf.distribute.experimental.CommunicationImplementation.RING
+            )
+        )
+    else:
+        strategy = tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
+    global_batch = args.batch_size * replicas
+    train_rows = int(manifest["splits"]["train"]["rows"])
+    steps_per_epoch = max(1, math.ceil(train_rows / global_batch))
+    pre = manifest["_preprocessing"]
+    task = tf_config.get("task", {"type": "local", "index": 0})
+    print(f"trainer: task {task['type']}:{task['index']} chief={chief} replicas={replicas} "
+          f"global_batch={global_batch} steps_per_epoch={steps_per_epoch}", flush=True)
+
+    train_ds = _make_dataset(tf, args.data_dir, manifest, "train", global_batch,
+                             tf.data.experimental.AutoShardPolicy.AUTO, True, args.seed)
+    with strategy.scope():
+        model = build_model(args.model, int(manifest["num_features"]),
+                            int(manifest["num_classes"]), pre["mean"], pre["std"],
+                            args.width, args.depth)
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=args.learning_rate),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+
+    epoch_starts: list[int] = []
+    progress_path = job_dir(output_dir, args.job_name) / PROGRESS_FILE
+
+    class Progress(keras.callbacks.Callback):
+        """Records the epoch each attempt started at, and each finished epoch (chief only)."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if not epoch_starts:
+                epoch_starts.append(epoch)
+                if chief:
+                    previous = _read_json(progress_path).get("attempt_start_epochs", [])
+                    write_json_atomic(progress_path, {"attempt_start_epochs": [*previous, epoch],
+                                                      "epochs_done": epoch})
+
+        def on_epoch_end(self, epoch, logs=None):
+            if chief:
+                state = _read_json(progress_path)
+                state["epochs_done"] = epoch + 1
+                state["logs"] = {k: float(v) for k, v in (logs or {}).items()}
+                write_json_atomic(progress_path, state)
+
+    callbacks = [keras.callbacks.BackupAndRestore(str(backup_dir)), Progress()]
+    fit_started = time.time()
+    try:
+        history = model.fit(train_ds, epochs=args.epochs, steps_per_epoch=steps_per_epoch,
+                            callbacks=callbacks, verbose=2 if chief else 0)
+    except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as exc:
+        if tf_config and _looks_like_peer_failure(str(exc)):
+            raise TrainerError(f"lost a peer during training: {exc}", ExitCode.PEER_LOST)
+        raise TrainerError(f"bad training data in {args.data_dir}: {exc}", ExitCode.BAD_DATA)
+    except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError,
+            tf.errors.DeadlineExceededError, tf.errors.InternalError) as exc:
+        raise TrainerError(f"lost a peer during training: {exc}", ExitCode.PEER_LOST)
+    fit_seconds = time.time() - fit_started
+    initial_epoch = epoch_starts[0] if epoch_starts else args.epochs
+    epochs_run = args.epochs - initial_epoch
+
+    if chief:
+        _save_atomic(model, output_dir / SAVED_MODEL_DIR)
+        try:  # BackupAndRestore removed its checkpoints at the end of training
+            backup_dir.rmdir()
+        except OSError:
+            pass
+    else:
+        # MultiWorkerMirroredStrategy saves are collective: every replica saves, others to a
+        # temporary path that is removed.
+        tmp = Path(tempfile.mkdtemp(prefix=f".worker-{task['type']}-{task['index']}-",
+                                    dir=output_dir))
+        try:
+            model.save(str(tmp / SAVED_MODEL_DIR), save_format="tf", include_optimizer=False)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return None
+
+    final = {k: float(v[-1]) for k, v in history.history.items() if v}
+    evaluation = {s: _evaluate(tf, model, args.data_dir, manifest, s)
+                  for s in SPLITS if s != "train"}
+    progress = _read_json(progress_path)
+    attempts = progress.get("attempt_start_epochs", [initial_epoch])
+    report = {
+        "job_name": args.job_name,
+        "model": args.model,
+        "width": args.width,
+        "depth": args.depth,
+        "epochs": args.epochs,
+        "epochs_run_last_attempt": epochs_run,
+        "resumed_at_epoch": initial_epoch,
+        "attempt_start_epochs": attempts,
+        "batch_size_per_replica": args.batch_size,
+        "global_batch_size": global_batch,
+        "learning_rate": args.learning_rate,
+        "replicas": replicas,
+        "strategy": type(strategy).__name__,
+        "tf_config_cluster": tf_config.get("cluster", {}),
+        "steps_per_epoch": steps_per_epoch,
+        "train_rows": train_rows,
+        "final_train_metrics": final,
+        "validation": evaluation.get("validation"),
+        "test": evaluation.get("test"),
+        "fit_seconds": round(fit_seconds, 3),
+        "wall_seconds": round(time.time() - started, 3),
+        "examples_per_second": round(steps_per_epoch * global_batch * epochs_run
+                                     / max(fit_seconds, 1e-9), 1),
+        "saved_model_dir": str(output_dir / SAVED_MODEL_DIR),
+        "input": {"dtype": "float32", "shape": [None, int(manifest["num_features"])],
+                  "values": "raw (normalization folded into the model)"},
+        "classes": manifest.get("classes"),
+    }
+    write_json_atomic(output_dir / REPORT_FILE, report)
+    return report
+
+
+def _looks_like_peer_failure(message: str) -> bool:
+    lowered = message.lower()
+    return any(s in lowered for s in ("collective", "peer", "socket", "connection", "heartbeat",
+                                      "coordination", "unavailable"))
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of a replica: returns its exit code (see :class:`ExitCode`).
+
+    Args:
+        argv: Command-line arguments; ``sys.argv[1:]`` when None.
+
+    Returns:
+        The exit code.
+    """
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    args = parse_args(argv)
+    try:
+        report = train(args)
+    except TrainerError as exc:
+        print(f"trainer: error ({exc.code.name}, exit {int(exc.code)}): {exc}", file=sys.stderr,
+              flush=True)
+        return int(exc.code)
+    if report is not None:
+        print("trainer: done " + json.dumps({k: report[k] for k in (
+            "epochs", "resumed_at_epoch", "replicas", "examples_per_second", "test")}), flush=True)
+    return int(ExitCode.SUCCESS)
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # TensorFlow's collective runtime can block interpreter shutdown; the work is done.
+    os._exit(code)
