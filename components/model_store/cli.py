@@ -44,9 +44,7 @@ def register(subparsers) -> None:
 def _cmd_pull(args) -> int:
     from kfp_edge.model_store.pull import pull
 
-    result = pull(
-        args.name, args.dest, args.version, workspace=args.workspace, s3_uri=args.s3_uri
-    )
+    result = pull(args.name, args.dest, args.version, workspace=args.workspace, s3_uri=args.s3_uri)
     if result["changed"]:
         previous = result["previous_version"]
         print(
@@ -54,7 +52,9 @@ def _cmd_pull(args) -> int:
             + (f" (previous: version {previous})" if previous is not None else "")
         )
     else:
-        print(f"{result['name']} version {result['version']} is already current at {result['path']}")
+        print(
+            f"{result['name']} version {result['version']} is already current at {result['path']}"
+        )
     return 0
 
 
@@ -62,7 +62,9 @@ def _cmd_rollback(args) -> int:
     from kfp_edge.model_store.pull import rollback
 
     result = rollback(args.dest)
-    print(f"rolled back: {result['name']} version {result['version']} is current at {result['path']}")
+    print(
+        f"rolled back: {result['name']} version {result['version']} is current at {result['path']}"
+    )
     return 0
 
 
@@ -75,7 +77,9 @@ def _cmd_models(args) -> int:
         for name in [args.name] if args.name else store.names():
             for version in store.versions(name):
                 manifest = store.read_manifest(name, version)
-                rows.append((name, version, manifest.get("created_at", ""), manifest.get("variant", "")))
+                rows.append(
+                    (name, version, manifest.get("created_at", ""), manifest.get("variant", ""))
+                )
     else:
         from kfp_edge.model_store import s3
 
@@ -84,7 +88,9 @@ def _cmd_models(args) -> int:
         for name in [args.name] if args.name else s3.list_names(client, bucket, prefix):
             for version in s3.list_versions(client, bucket, prefix, name):
                 manifest = s3.read_manifest(client, bucket, prefix, name, version)
-                rows.append((name, version, manifest.get("created_at", ""), manifest.get("variant", "")))
+                rows.append(
+                    (name, version, manifest.get("created_at", ""), manifest.get("variant", ""))
+                )
     if not rows:
         print("no models")
         return 0
@@ -92,10 +98,8 @@ def _cmd_models(args) -> int:
     for name, version, *_ in rows:
         latest[name] = max(latest.get(name, 0), version)
     header = ("name", "version", "created", "variant", "latest")
-    lines = [
-        (n, str(v), c, var, "*" if latest[n] == v else "") for n, v, c, var in rows
-    ]
-    widths = [max(len(c) for c in col) for col in zip(header, *lines)]
+    lines = [(n, str(v), c, var, "*" if latest[n] == v else "") for n, v, c, var in rows]
+    widths = [max(len(c) for c in col) for col in zip(header, *lines, strict=False)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     print(fmt.format(*header))
     for line in lines:

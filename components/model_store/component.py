@@ -3,7 +3,6 @@
 from typing import NamedTuple
 
 from kfp import dsl
-
 from kfp_edge.images import TENSORFLOW_IMAGE
 
 

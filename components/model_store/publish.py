@@ -119,9 +119,7 @@ def publish_run(
     if s3_bucket:
         from kfp_edge.model_store import s3
 
-        uploaded = s3.upload_version(
-            s3.client_from_env(), s3_bucket, s3_prefix, published["path"]
-        )
+        uploaded = s3.upload_version(s3.client_from_env(), s3_bucket, s3_prefix, published["path"])
     result = {
         "model_name": model_name,
         "version": published["version"],

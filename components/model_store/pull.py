@@ -112,9 +112,8 @@ def _fetch_from_workspace(workspace: str, name: str, version, staging: Path) -> 
 
 
 def _fetch_from_s3(s3_uri: str, name: str, version, staging: Path) -> dict:
-    from minio.error import S3Error
-
     from kfp_edge.model_store import s3
+    from minio.error import S3Error
 
     bucket, prefix = s3.parse_s3_uri(s3_uri)
     client = s3.client_from_env()
@@ -177,8 +176,11 @@ def pull(
             raise
         old = current_manifest(dest)
         number = manifest["version"]
-        if old is not None and old.get("name") == name and old.get("version") == number and (
-            old.get("files") == manifest["files"]
+        if (
+            old is not None
+            and old.get("name") == name
+            and old.get("version") == number
+            and (old.get("files") == manifest["files"])
         ):
             shutil.rmtree(staging, ignore_errors=True)
             return {
@@ -230,7 +232,11 @@ def rollback(dest: str | os.PathLike) -> dict:
             _point(dest, PREVIOUS, current)
         _fsync_dir(dest)
         manifest = current_manifest(dest)
-        return {"name": manifest["name"], "version": manifest["version"], "path": str(dest / CURRENT)}
+        return {
+            "name": manifest["name"],
+            "version": manifest["version"],
+            "path": str(dest / CURRENT),
+        }
 
 
 def _collect(dest: Path) -> None:

@@ -214,14 +214,15 @@ def list_versions(client, bucket: str, prefix: str, name: str) -> list[int]:
     for obj in client.list_objects(bucket, prefix=base, recursive=False):
         if not obj.is_dir:
             continue
-        segment = obj.object_name[len(base):].strip("/")
+        segment = obj.object_name[len(base) :].strip("/")
         try:
             number = parse_version(segment)
         except ValueError:
             continue
-        if number is not None and object_sha256(
-            client, bucket, base + f"{number}/{MANIFEST_FILE}"
-        ) is not None:
+        if (
+            number is not None
+            and object_sha256(client, bucket, base + f"{number}/{MANIFEST_FILE}") is not None
+        ):
             found.append(number)
     return sorted(found)
 
@@ -231,7 +232,7 @@ def list_names(client, bucket: str, prefix: str) -> list[str]:
     base = _key(prefix, "x")[:-1]
     names = []
     for obj in client.list_objects(bucket, prefix=base, recursive=False):
-        segment = obj.object_name[len(base):].strip("/")
+        segment = obj.object_name[len(base) :].strip("/")
         if obj.is_dir and segment:
             try:
                 names.append(validate_name(segment))
@@ -265,7 +266,9 @@ def read_manifest(client, bucket: str, prefix: str, name: str, version: int | st
             response.release_conn()
     except S3Error as exc:
         if _is_code(exc, "NoSuchKey", "NoSuchObject"):
-            raise FileNotFoundError(f"s3://{bucket}/{key}: no version {number} of {name!r}") from exc
+            raise FileNotFoundError(
+                f"s3://{bucket}/{key}: no version {number} of {name!r}"
+            ) from exc
         raise
     try:
         manifest = json.loads(data)

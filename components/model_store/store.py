@@ -44,8 +44,8 @@ TRASH_PREFIX = ".trash-"
 _CHUNK = 1 << 20
 
 # A model name is one path component: letters, digits, '.', '_', '-', not starting with '.'.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_VERSION_DIR = re.compile(r"^[1-9][0-9]{0,17}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_VERSION_DIR = re.compile(r"[1-9][0-9]{0,17}")
 # Keys the store itself writes into a manifest; metadata may not override them.
 RESERVED_KEYS = ("format", "name", "version", "created_at", "files")
 
@@ -63,7 +63,7 @@ def validate_name(name: str) -> str:
         ValueError: If the name is empty, too long, contains a path separator, ``..``,
             whitespace or control characters, or starts with anything but a letter or digit.
     """
-    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
         raise ValueError(
             f"invalid model name {name!r}: use 1-128 letters, digits, '.', '_' and '-', "
             "starting with a letter or digit, without '..' or path separators"
@@ -107,7 +107,7 @@ def parse_version(version: int | str) -> int | None:
     if version is None or version == "latest":
         return None
     text = str(version)
-    if isinstance(version, bool) or not _VERSION_DIR.match(text):
+    if isinstance(version, bool) or not _VERSION_DIR.fullmatch(text):
         raise ValueError(f"invalid model version {version!r}: use a positive integer or 'latest'")
     return int(text)
 
@@ -229,9 +229,7 @@ class ModelStore:
         """Returns the model names in the store, sorted."""
         if not self.root.is_dir():
             return []
-        return sorted(
-            p.name for p in self.root.iterdir() if p.is_dir() and _NAME.match(p.name)
-        )
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _NAME.fullmatch(p.name))
 
     def _model_dir(self, name: str) -> Path:
         return self.root / validate_name(name)
@@ -247,7 +245,7 @@ class ModelStore:
             return []
         found = []
         for entry in model_dir.iterdir():
-            if _VERSION_DIR.match(entry.name) and (entry / MANIFEST_FILE).is_file():
+            if _VERSION_DIR.fullmatch(entry.name) and (entry / MANIFEST_FILE).is_file():
                 found.append(int(entry.name))
         return sorted(found)
 
@@ -386,9 +384,7 @@ class ModelStore:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
 
-    def prune(
-        self, name: str, keep_last: int, pinned: Iterable[int | str] = ()
-    ) -> list[int]:
+    def prune(self, name: str, keep_last: int, pinned: Iterable[int | str] = ()) -> list[int]:
         """Removes old versions, keeping the last ``keep_last``, the pinned ones and latest.
 
         A version is first renamed to a hidden ``.trash-*`` directory (so readers never see a
@@ -403,7 +399,9 @@ class ModelStore:
             The versions removed, ascending.
         """
         if keep_last < 1:
-            raise ValueError(f"keep_last must be at least 1 (latest is never pruned), got {keep_last}")
+            raise ValueError(
+                f"keep_last must be at least 1 (latest is never pruned), got {keep_last}"
+            )
         keep = {int(parse_version(v) or 0) for v in pinned}
         versions = self.versions(name)
         keep.update(versions[-keep_last:])
