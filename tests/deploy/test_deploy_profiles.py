@@ -1,0 +1,194 @@
+"""Resource profiles: shipped profiles, errors naming the key, and what reaches kfp and the TFJob."""
+
+# No `from __future__ import annotations`: kfp reads the components' annotations as types.
+
+import pytest
+import yaml
+
+from kfp_edge import resources
+from kfp_edge.resources import ProfileError
+
+
+@pytest.mark.parametrize("name", resources.SHIPPED_PROFILES)
+def test_shipped_profiles_load_complete(name):
+    profile = resources.load_profile(name)
+    assert set(resources.STEPS) <= set(profile)
+    assert profile["training"]["workers"] >= 1
+    for step in resources.STEPS:
+        spec = profile[step]
+        assert resources.validate_step_spec(spec, step) == spec
+
+
+def test_gpu_profiles_put_gpus_on_training_replicas_only():
+    single = resources.load_profile("gpu-single")
+    multi = resources.load_profile("gpu-multi")
+    assert single["training_chief"]["gpu_count"] == 1 and single["training"]["workers"] == 1
+    assert multi["training"]["workers"] == 4
+    for profile in (single, multi):
+        for step in resources.STEPS:
+            if step not in ("training_chief", "training_worker"):
+                assert not profile[step].get("gpu_count"), step
+    assert not resources.load_profile("cpu-small")["training_worker"].get("gpu_count")
+
+
+def test_profile_file_overrides_named_steps_and_keeps_defaults(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("etl: {cpu_request: 3, memory_request: 1Gi}\ntraining: {workers: 3}\n")
+    profile = resources.load_profile(str(path))
+    assert profile["etl"] == {"cpu_request": "3", "memory_request": "1Gi"}  # replaced whole
+    assert profile["gate"] == resources.DEFAULT_PROFILE["gate"]
+    assert profile["training"] == {"workers": 3}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("trainer: {cpu_request: '1'}", "trainer: unknown step"),
+        ("etl: {cpu_reqest: '1'}", "etl.cpu_reqest: unknown field"),
+        ("etl: {cpu_request: '-1'}", "etl.cpu_request: quantity must not be negative"),
+        ("etl: {memory_limit: -512Mi}", "etl.memory_limit: quantity must not be negative"),
+        ("etl: {cpu_limit: lots}", "etl.cpu_limit: 'lots' is not a CPU quantity"),
+        ("etl: {memory_request: 1.5Gi}", "etl.memory_request: '1.5Gi' is not a memory quantity"),
+        ("etl: {memory_request: true}", "etl.memory_request: expected a memory quantity"),
+        ("etl: {cpu_request: '4', cpu_limit: '2'}", "etl.cpu_request: 4 is above cpu_limit 2"),
+        ("gate: {memory_request: 2Gi, memory_limit: 1Gi}", "gate.memory_request: 2Gi is above"),
+        ("training_worker: {gpu_count: -1}", "training_worker.gpu_count: -1 is not a GPU count"),
+        ("training_worker: {gpu_count: 1.5}", "training_worker.gpu_count: 1.5 is not a GPU count"),
+        ("training_chief: {gpu_count: two}", "training_chief.gpu_count: 'two' is not a GPU count"),
+        (
+            "training_chief: {gpu_count: 1, gpu_resource: 'NVIDIA T4'}",
+            "training_chief.gpu_resource: 'NVIDIA T4' is not an extended resource name",
+        ),
+        ("evaluation: {gpu_resource: nvidia.com/gpu}", "evaluation.gpu_resource: set without"),
+        ("etl: {node_selector: {pool: 1}}", "etl.node_selector.pool: labels and values"),
+        (
+            "etl: {tolerations: [{key: k, operator: Maybe}]}",
+            "etl.tolerations[0].operator: 'Maybe' is not one of",
+        ),
+        (
+            "etl: {tolerations: [{key: k, operator: Exists, value: v}]}",
+            "etl.tolerations[0].value: operator Exists takes no value",
+        ),
+        (
+            "etl: {tolerations: [{key: k, effect: NoSchedul}]}",
+            "etl.tolerations[0].effect: 'NoSchedul' is not one of",
+        ),
+        ("etl: {tolerations: [{key: k, colour: red}]}", "etl.tolerations[0].colour: unknown"),
+        ("training: {workers: 0}", "training.workers: expected an integer of at least 1"),
+        ("training: {replicas: 2}", "training.replicas: unknown field"),
+        ("- etl", "expected a mapping of steps"),
+        ("", "the profile is empty"),
+        ("etl: [unclosed", "not valid YAML"),
+    ],
+)
+def test_bad_profile_errors_name_the_key(tmp_path, text, message):
+    path = tmp_path / "bad-profile.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ProfileError) as info:
+        resources.load_profile(path)
+    assert message in str(info.value)
+    assert "bad-profile.yaml" in str(info.value)
+
+
+def test_unknown_profile_name_lists_the_shipped_ones():
+    with pytest.raises(ProfileError, match="gpu-huge.*cpu-small, gpu-single, gpu-multi"):
+        resources.load_profile("gpu-huge")
+
+
+def test_what_the_profile_validator_accepts_kfp_accepts_too(tmp_path):
+    """Every quantity form the validator lets through is taken by kfp's own task setters."""
+    from kfp import compiler, dsl
+
+    @dsl.component(base_image="python:3.11-slim")
+    def noop() -> int:
+        return 1
+
+    @dsl.pipeline(name="quantities")
+    def quantities():
+        for cpu, memory in (("2", "4Gi"), ("0.5", "512Mi"), ("250m", "1G"), (1, "1024")):
+            spec = resources.validate_step_spec(
+                {"cpu_request": cpu, "memory_request": memory, "gpu_count": "2"}, "etl"
+            )
+            resources.apply_to_task(noop(), spec)
+
+    out = tmp_path / "quantities.yaml"
+    compiler.Compiler().compile(quantities, str(out))
+    assert out.read_text().count("resourceCpuRequest") == 4
+
+
+def _compile(tmp_path, spec: dict) -> tuple[dict, dict]:
+    from kfp import compiler, dsl
+
+    @dsl.component(base_image="python:3.11-slim")
+    def step() -> int:
+        return 1
+
+    @dsl.pipeline(name="profile-check")
+    def pipeline():
+        resources.apply_to_task(step(), spec)
+
+    out = tmp_path / "pipeline.yaml"
+    compiler.Compiler().compile(pipeline, str(out))
+    docs = list(yaml.safe_load_all(out.read_text()))
+    container = docs[0]["deploymentSpec"]["executors"]["exec-step"]["container"]
+    platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-step"]
+    return container["resources"], platform
+
+
+def test_gpu_profile_reaches_the_compiled_kfp_task(tmp_path):
+    spec = resources.load_profile("gpu-multi")["training_worker"]
+    container_resources, platform = _compile(tmp_path, spec)
+    accelerator = container_resources["accelerator"]
+    assert accelerator["resourceCount"] == "1"
+    assert accelerator["resourceType"] == "nvidia.com/gpu"
+    assert container_resources["resourceCpuRequest"] == "4"
+    assert container_resources["resourceMemoryLimit"] == "24Gi"
+    assert platform["nodeSelector"] == {"labels": {"nvidia.com/gpu.present": "true"}}
+    assert platform["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+
+
+def test_replica_pod_fields_are_valid_kubernetes(tmp_path):
+    """The TFJob replica fields validate as a Kubernetes pod template."""
+    import kubernetes_validate
+
+    for name in resources.SHIPPED_PROFILES:
+        replicas = resources.training_replica_resources(resources.load_profile(name))
+        for role, spec in replicas.items():
+            fields = resources.replica_pod_fields(spec)
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": f"{name}-{role}"},
+                "spec": {
+                    "containers": [
+                        {"name": "tensorflow", "image": "kfp-edge-tensorflow:0.1.0"}
+                        | ({"resources": fields["resources"]} if "resources" in fields else {})
+                    ],
+                    **{k: v for k, v in fields.items() if k != "resources"},
+                },
+            }
+            kubernetes_validate.validate(pod, "1.37.0", strict=True)
+    worker = resources.replica_pod_fields(resources.load_profile("gpu-multi")["training_worker"])
+    assert worker["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert "nvidia.com/gpu" not in worker["resources"]["requests"]
+
+
+@pytest.mark.parametrize("name", resources.SHIPPED_PROFILES)
+def test_compile_edge_pipeline_with_each_profile(tmp_path, name):
+    pytest.importorskip("kfp_edge.compression.component", reason="pipeline stages not merged yet")
+    from kfp_edge.pipelines.compile import compile_pipeline
+
+    path = compile_pipeline("edge", tmp_path / f"{name}.yaml", resources=name)
+    docs = list(yaml.safe_load_all(path.read_text()))
+    profile = resources.load_profile(name)
+    text = path.read_text()
+    assert profile["etl"]["memory_request"] in text
+    platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    launcher = [e for n, e in platform.items() if "tfjob" in n or "training" in n]
+    assert launcher, sorted(platform)
+    # GPUs go to the TFJob replicas (a component input), never to the launcher pod.
+    executors = docs[0]["deploymentSpec"]["executors"]
+    for executor in executors.values():
+        assert "accelerator" not in executor["container"].get("resources", {})
