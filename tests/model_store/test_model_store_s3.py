@@ -1,0 +1,208 @@
+"""S3 distribution against a real S3-protocol server (moto) on loopback, with the real minio client."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kfp_edge.cli import main
+from kfp_edge.model_store import s3
+from kfp_edge.model_store.pull import current_manifest, pull, rollback
+from kfp_edge.model_store.store import ModelStore, verify_directory
+
+
+@pytest.fixture
+def store(tmp_path, model_files):
+    """A local store with versions 1 and 2 of ``edge`` and version 1 of ``edge-2``."""
+    store = ModelStore(tmp_path / "ws" / "models")
+    store.publish("edge", model_files, {"variant": "float32"})
+    Path(model_files["model.tflite"]).write_bytes(os.urandom(7000))
+    store.publish("edge", model_files, {"variant": "full_int8"})
+    store.publish("edge-2", model_files, {"variant": "other"})
+    return store
+
+
+def _keys(client, bucket):
+    return sorted(o.object_name for o in client.list_objects(bucket, recursive=True))
+
+
+def test_client_from_env_names_missing_variables_without_values(monkeypatch):
+    monkeypatch.setenv("KFP_EDGE_S3_ENDPOINT", "http://127.0.0.1:1")
+    monkeypatch.setenv("KFP_EDGE_S3_ACCESS_KEY", "visible-access")
+    monkeypatch.delenv("KFP_EDGE_S3_SECRET_KEY", raising=False)
+    with pytest.raises(ValueError, match="KFP_EDGE_S3_SECRET_KEY") as info:
+        s3.client_from_env()
+    assert "visible-access" not in str(info.value)
+    assert s3.parse_s3_uri("s3://bkt/a/b/") == ("bkt", "a/b")
+    with pytest.raises(ValueError, match="expected s3://"):
+        s3.parse_s3_uri("http://bkt/x")
+
+
+def test_upload_layout_checksums_and_listing(bucket, store):
+    client, name = bucket
+    result = s3.upload_version(client, name, "fleet/models", store.get("edge", 1))
+    assert result["manifest_key"] == "fleet/models/edge/1/manifest.json"
+    s3.upload_version(client, name, "fleet/models", store.get("edge", 2))
+    s3.upload_version(client, name, "fleet/models", store.get("edge-2", 1))
+    keys = _keys(client, name)
+    manifest = store.read_manifest("edge", 1)
+    assert {f"fleet/models/edge/1/{rel}" for rel in manifest["files"]} | {
+        "fleet/models/edge/1/manifest.json"
+    } <= set(keys)
+    assert s3.list_names(client, name, "fleet/models") == ["edge", "edge-2"]
+    assert s3.list_versions(client, name, "fleet/models", "edge") == [1, 2]
+    assert s3.list_versions(client, name, "fleet/models", "edge-2") == [1]  # no collision
+    # Each object carries its sha256: as the S3 checksum and as user metadata.
+    key = "fleet/models/edge/1/model.tflite"
+    stat = client.stat_object(name, key, extra_headers={"x-amz-checksum-mode": "ENABLED"})
+    digest = manifest["files"]["model.tflite"]["sha256"]
+    assert stat.metadata["x-amz-meta-sha256"] == digest
+    assert base64.b64decode(stat.metadata["x-amz-checksum-sha256"]).hex() == digest
+
+
+def test_existing_version_is_never_overwritten(bucket, store):
+    client, name = bucket
+    s3.upload_version(client, name, "", store.get("edge", 1))
+    before = client.get_object(name, "edge/1/manifest.json").read()
+    with pytest.raises(FileExistsError, match="version 1 of 'edge' already exists"):
+        s3.upload_version(client, name, "", store.get("edge", 1))
+    # A second store that also has an 'edge' version 1 (other content) cannot replace it,
+    # even when it skips the existence check and races straight to the conditional PUT.
+    from minio.error import S3Error
+
+    with pytest.raises(S3Error) as info:
+        s3._put(client, name, "edge/1/manifest.json", b"{}", "application/json", create_only=True)
+    assert info.value.code == "PreconditionFailed"
+    with pytest.raises(S3Error):
+        s3._put(client, name, "edge/1/model.tflite", b"other", "application/octet-stream", True)
+    assert client.get_object(name, "edge/1/manifest.json").read() == before
+
+
+def test_object_left_by_another_publisher_blocks_the_version(bucket, store):
+    client, name = bucket
+    client.put_object(name, "edge/2/model.tflite", io.BytesIO(b"someone else"), 12)
+    with pytest.raises(FileExistsError, match="exists with other content"):
+        s3.upload_version(client, name, "", store.get("edge", 2))
+    assert s3.list_versions(client, name, "", "edge") == []  # no manifest: not a version
+
+
+def test_pull_from_s3_verifies_and_swaps_and_rolls_back(tmp_path, bucket, store):
+    client, name = bucket
+    for version in (1, 2):
+        s3.upload_version(client, name, "m", store.get("edge", version))
+    dest = tmp_path / "device"
+    assert pull("edge", dest, s3_uri=f"s3://{name}/m")["version"] == 2
+    verify_directory(dest / "current", current_manifest(dest))
+    assert (dest / "current" / "model.tflite").read_bytes() == (
+        store.get("edge", 2) / "model.tflite"
+    ).read_bytes()
+    assert main(["pull", "--name", "edge", "--version", "1", "--dest", str(dest),
+                 "--s3", f"s3://{name}/m"]) == 0
+    assert current_manifest(dest)["version"] == 1
+    assert rollback(dest)["version"] == 2
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "truncate", "missing"])
+def test_damaged_objects_are_rejected_and_current_model_stays(tmp_path, bucket, store, damage):
+    client, name = bucket
+    s3.upload_version(client, name, "m", store.get("edge", 1))
+    s3.upload_version(client, name, "m", store.get("edge", 2))
+    dest = tmp_path / "device"
+    pull("edge", dest, 1, s3_uri=f"s3://{name}/m")
+    key = "m/edge/2/saved_model/variables/variables.data-00000-of-00001"
+    data = client.get_object(name, key).read()
+    if damage == "corrupt":
+        bad = data[:500] + bytes([data[500] ^ 0x55]) + data[501:]
+        pattern = "is corrupted"
+    elif damage == "truncate":
+        bad = data[:1000]
+        pattern = "is truncated"
+    else:
+        bad = None
+        pattern = "NoSuchKey"
+    if bad is None:
+        client.remove_object(name, key)
+    else:
+        client.put_object(name, key, io.BytesIO(bad), len(bad))
+    with pytest.raises(ValueError, match=pattern):
+        pull("edge", dest, s3_uri=f"s3://{name}/m")
+    assert current_manifest(dest)["version"] == 1
+    verify_directory(dest / "current", current_manifest(dest))
+    assert not any(p.name.startswith(".staging-") for p in (dest / "releases").iterdir())
+
+
+def test_manifest_naming_another_version_is_rejected(tmp_path, bucket, store):
+    client, name = bucket
+    s3.upload_version(client, name, "", store.get("edge", 1))
+    data = json.dumps(store.read_manifest("edge", 1)).encode()  # version 1's, copied to 5
+    client.put_object(name, "edge/5/manifest.json", io.BytesIO(data), len(data))
+    with pytest.raises(ValueError, match="another model or version"):
+        pull("edge", tmp_path / "device", 5, s3_uri=f"s3://{name}")
+    bad_relpath = store.read_manifest("edge", 1)
+    bad_relpath["files"] = {"../../escape": {"sha256": "0" * 64, "size": 1}}
+    data = json.dumps(bad_relpath).encode()
+    client.put_object(name, "edge/1/manifest.json", io.BytesIO(data), len(data))
+    with pytest.raises(ValueError, match="invalid file path"):
+        pull("edge", tmp_path / "device", 1, s3_uri=f"s3://{name}")
+    assert not (tmp_path / "escape").exists()
+
+
+_LOOPING_UPLOADER = """
+import sys
+from kfp_edge.model_store import s3
+client = s3.client_from_env()
+print("ready", flush=True)
+s3.upload_version(client, sys.argv[1], "fleet", sys.argv[2])
+print("done", flush=True)
+"""
+
+
+def test_uploads_killed_at_random_points_never_show_a_partial_version(tmp_path, bucket):
+    """SIGKILLs an upload 10 times: a reader sees no version or a complete one, and a
+    restarted upload completes the version."""
+    client, name = bucket
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(30):
+        (src / f"part-{i:02d}.bin").write_bytes(os.urandom(2000))
+    store = ModelStore(tmp_path / "models")
+    version_dir = store.publish("edge", {"shards": str(src)}, {})["path"]
+    rng = random.Random(7)
+    partial_seen = 0
+    for _ in range(10):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _LOOPING_UPLOADER, name, version_dir],
+            stdout=subprocess.PIPE, text=True, env=os.environ.copy(),
+        )
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.0, 0.25))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+        versions = s3.list_versions(client, name, "fleet", "edge")
+        if versions:
+            break  # the upload finished before the kill: complete by construction, checked below
+        partial_seen += bool(_keys(client, name))
+        with pytest.raises(FileNotFoundError, match="no versions"):
+            pull("edge", tmp_path / "device", s3_uri=f"s3://{name}/fleet")
+    assert partial_seen, "no kill landed inside an upload"
+    if not s3.list_versions(client, name, "fleet", "edge"):
+        s3.upload_version(client, name, "fleet", version_dir)  # resumes over its own objects
+    assert s3.list_versions(client, name, "fleet", "edge") == [1]
+    result = pull("edge", tmp_path / "device", s3_uri=f"s3://{name}/fleet")
+    assert result["version"] == 1
+    verify_directory(tmp_path / "device" / "current", current_manifest(tmp_path / "device"))
+    assert hashlib.sha256((Path(version_dir) / "shards" / "part-00.bin").read_bytes()).digest() == (
+        hashlib.sha256((tmp_path / "device" / "current" / "shards" / "part-00.bin").read_bytes())
+    ).digest()
