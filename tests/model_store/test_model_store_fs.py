@@ -86,8 +86,23 @@ def test_verify_names_a_corrupted_or_truncated_file(tmp_path, model_files):
 
 @pytest.mark.parametrize(
     "bad",
-    ["", "../evil", "..", ".", "a/b", "/abs", "a\\b", "tab\there", "nl\n", "x" * 129, ".hidden",
-     "a..b", "ümlaut", "-lead", " space"],
+    [
+        "",
+        "../evil",
+        "..",
+        ".",
+        "a/b",
+        "/abs",
+        "a\\b",
+        "tab\there",
+        "nl\n",
+        "x" * 129,
+        ".hidden",
+        "a..b",
+        "ümlaut",
+        "-lead",
+        " space",
+    ],
 )
 def test_invalid_model_names_are_rejected(tmp_path, model_files, bad):
     store = ModelStore(tmp_path / "models")
@@ -164,7 +179,8 @@ _PUBLISHER = """
 import json, sys, time
 from pathlib import Path
 from kfp_edge.model_store.store import ModelStore
-root, files, tag, count, go = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], int(sys.argv[4]), Path(sys.argv[5])
+root, files, tag = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+count, go = int(sys.argv[4]), Path(sys.argv[5])
 while not go.exists():
     time.sleep(0.005)
 store = ModelStore(root)
@@ -180,9 +196,18 @@ def test_concurrent_publishers_in_processes_never_share_a_version(tmp_path, mode
     writers, per_writer = 4, 6
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _PUBLISHER, str(root), json.dumps(model_files), f"w{k}",
-             str(per_writer), str(go)],
-            stdout=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-c",
+                _PUBLISHER,
+                str(root),
+                json.dumps(model_files),
+                f"w{k}",
+                str(per_writer),
+                str(go),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
         )
         for k in range(writers)
     ]
@@ -227,7 +252,8 @@ def test_publishes_killed_at_random_points_leave_old_or_complete_versions(tmp_pa
     for _ in range(25):
         proc = subprocess.Popen(
             [sys.executable, "-c", _LOOPING_PUBLISHER, str(root), json.dumps(files)],
-            stdout=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(rng.uniform(0.0, 0.08))
@@ -240,7 +266,9 @@ def test_publishes_killed_at_random_points_leave_old_or_complete_versions(tmp_pa
         for version, text in history.items():  # nothing complete is ever changed or lost
             assert seen[version] == text
         history = seen
-        leftovers = max(leftovers, sum(p.name.startswith(".tmp-") for p in (root / "edge").iterdir()))
+        leftovers = max(
+            leftovers, sum(p.name.startswith(".tmp-") for p in (root / "edge").iterdir())
+        )
     assert history, "no publish ever completed: the kills were too early to test anything"
     assert leftovers > 0, "no kill landed inside a publish"
     # A killed publish never consumes a number: complete versions are exactly 1..n.

@@ -92,16 +92,46 @@ def test_cli_pull_rollback_models_and_errors(tmp_path, workspace, capsys):
     assert main(["models", "--workspace", str(workspace)]) == 0
     out = capsys.readouterr().out
     assert "edge" in out and "dynamic_int8" in out
-    assert main(["pull", "--name", "edge", "--version", "1", "--dest", str(dest),
-                 "--workspace", str(workspace)]) == 0
+    assert (
+        main(
+            [
+                "pull",
+                "--name",
+                "edge",
+                "--version",
+                "1",
+                "--dest",
+                str(dest),
+                "--workspace",
+                str(workspace),
+            ]
+        )
+        == 0
+    )
     assert main(["pull", "--name", "edge", "--dest", str(dest), "--workspace", str(workspace)]) == 0
     assert "version 2" in capsys.readouterr().out
     assert main(["rollback", "--dest", str(dest)]) == 0
     assert "version 1 is current" in capsys.readouterr().out
-    assert main(["pull", "--name", "../etc", "--dest", str(dest), "--workspace", str(workspace)]) == 2
+    assert (
+        main(["pull", "--name", "../etc", "--dest", str(dest), "--workspace", str(workspace)]) == 2
+    )
     assert "invalid model name" in capsys.readouterr().err
-    assert main(["pull", "--name", "edge", "--version", "9", "--dest", str(dest),
-                 "--workspace", str(workspace)]) == 2
+    assert (
+        main(
+            [
+                "pull",
+                "--name",
+                "edge",
+                "--version",
+                "9",
+                "--dest",
+                str(dest),
+                "--workspace",
+                str(workspace),
+            ]
+        )
+        == 2
+    )
     assert "no version 9" in capsys.readouterr().err
     assert _current_version(dest) == 1
 
@@ -144,7 +174,8 @@ def test_pulls_killed_at_random_points_leave_a_complete_current_model(tmp_path, 
     for _ in range(12):
         proc = subprocess.Popen(
             [sys.executable, "-c", _LOOPING_PULLER, str(dest), str(workspace)],
-            stdout=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(rng.uniform(0.0, 0.05))

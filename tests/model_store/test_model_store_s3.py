@@ -1,4 +1,4 @@
-"""S3 distribution against a real S3-protocol server (moto) on loopback, with the real minio client."""
+"""S3 distribution against a real S3-protocol server (moto) on loopback, real minio client."""
 
 from __future__ import annotations
 
@@ -107,8 +107,22 @@ def test_pull_from_s3_verifies_and_swaps_and_rolls_back(tmp_path, bucket, store)
     assert (dest / "current" / "model.tflite").read_bytes() == (
         store.get("edge", 2) / "model.tflite"
     ).read_bytes()
-    assert main(["pull", "--name", "edge", "--version", "1", "--dest", str(dest),
-                 "--s3", f"s3://{name}/m"]) == 0
+    assert (
+        main(
+            [
+                "pull",
+                "--name",
+                "edge",
+                "--version",
+                "1",
+                "--dest",
+                str(dest),
+                "--s3",
+                f"s3://{name}/m",
+            ]
+        )
+        == 0
+    )
     assert current_manifest(dest)["version"] == 1
     assert rollback(dest)["version"] == 2
 
@@ -183,7 +197,9 @@ def test_uploads_killed_at_random_points_never_show_a_partial_version(tmp_path, 
     for _ in range(10):
         proc = subprocess.Popen(
             [sys.executable, "-c", _LOOPING_UPLOADER, name, version_dir],
-            stdout=subprocess.PIPE, text=True, env=os.environ.copy(),
+            stdout=subprocess.PIPE,
+            text=True,
+            env=os.environ.copy(),
         )
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(rng.uniform(0.0, 0.25))
@@ -203,6 +219,11 @@ def test_uploads_killed_at_random_points_never_show_a_partial_version(tmp_path, 
     result = pull("edge", tmp_path / "device", s3_uri=f"s3://{name}/fleet")
     assert result["version"] == 1
     verify_directory(tmp_path / "device" / "current", current_manifest(tmp_path / "device"))
-    assert hashlib.sha256((Path(version_dir) / "shards" / "part-00.bin").read_bytes()).digest() == (
-        hashlib.sha256((tmp_path / "device" / "current" / "shards" / "part-00.bin").read_bytes())
-    ).digest()
+    assert (
+        hashlib.sha256((Path(version_dir) / "shards" / "part-00.bin").read_bytes()).digest()
+        == (
+            hashlib.sha256(
+                (tmp_path / "device" / "current" / "shards" / "part-00.bin").read_bytes()
+            )
+        ).digest()
+    )
