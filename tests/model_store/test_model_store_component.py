@@ -1,0 +1,221 @@
+"""ModelStoreOp on a real trained model: kfp.local run, S3 upload, pull to a device, LiteRT."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kfp_edge.model_store.publish import publish_run, store_for
+from kfp_edge.workspace import read_report, run_dir, update_report
+
+
+def _litert_predict(model_path: Path, x: np.ndarray) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(model_path), num_threads=1)
+    inp = interpreter.get_input_details()[0]
+    out = interpreter.get_output_details()[0]
+    interpreter.resize_tensor_input(inp["index"], [len(x), x.shape[1]])
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inp["index"], x.astype(np.float32))
+    interpreter.invoke()
+    return interpreter.get_tensor(out["index"])
+
+
+def _standardize(x: np.ndarray, spec: dict) -> np.ndarray:
+    return (x - np.array(spec["mean"], np.float32)) / np.array(spec["std"], np.float32)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, iris_data_dir):
+    """A run on a workspace with a really trained Keras model (SavedModel), two real .tflite
+    variants, their LiteRT figures in the report's evaluation section, and a gate section."""
+    from kfp_edge.dataset import load_split, read_preprocessing
+    from kfp_edge.tf_env import import_tf
+
+    tf, keras = import_tf()
+    workspace = tmp_path_factory.mktemp("ws")
+    directory = run_dir(workspace, "run-1")
+    directory.mkdir(parents=True)
+    update_report(directory, "run", {"run_id": "run-1", "parameters": {"epochs": 60}})
+    spec = read_preprocessing(iris_data_dir)
+    x_train, y_train = load_split(iris_data_dir, "train")
+    x_test, y_test = load_split(iris_data_dir, "test")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.layers.Input((4,)),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy")
+    model.fit(_standardize(x_train, spec), y_train, epochs=60, batch_size=16, verbose=0)
+    saved = directory / "training" / "saved_model"
+    tf.saved_model.save(model, str(saved))
+    variants_dir = directory / "variants"
+    variants_dir.mkdir()
+    evaluation = {"variants": []}
+    for name, optimize in (("float32", False), ("dynamic_int8", True)):
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+        if optimize:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        path = variants_dir / f"{name}.tflite"
+        path.write_bytes(converter.convert())
+        probs = _litert_predict(path, _standardize(x_test, spec))
+        evaluation["variants"].append(
+            {
+                "name": name,
+                "size_bytes": path.stat().st_size,
+                "accuracy": float(np.mean(probs.argmax(1) == y_test)),
+            }
+        )
+    update_report(directory, "evaluation", evaluation)
+    update_report(
+        directory,
+        "gate",
+        {
+            "chosen": "float32",
+            "results": {
+                "float32": {"passed": True, "reasons": []},
+                "dynamic_int8": {"passed": False, "reasons": ["size rule for the test"]},
+            },
+        },
+    )
+    keras_pred = model.predict(_standardize(x_test, spec), verbose=0).argmax(1)
+    return {
+        "workspace": workspace,
+        "run_dir": directory,
+        "saved": saved,
+        "variants_dir": variants_dir,
+        "data_dir": iris_data_dir,
+        "keras_pred": keras_pred,
+        "x_test": x_test,
+    }
+
+
+def test_component_publishes_uploads_and_the_device_runs_the_pulled_model(
+    trained_run, bucket, tmp_path
+):
+    from kfp import local
+
+    from kfp_edge.model_store import s3
+    from kfp_edge.model_store.component import ModelStoreOp
+
+    client, bucket_name = bucket
+    workspace = trained_run["workspace"]
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(tmp_path / "kfp-local"),
+        raise_on_error=True,
+    )
+    task = ModelStoreOp(  # env (KFP_EDGE_S3_*) reaches the step like a Secret would in-cluster
+        workspace=str(workspace),
+        run_id="run-1",
+        model_name="iris-edge",
+        chosen_variant="float32",
+        chosen_path=str(trained_run["variants_dir"] / "float32.tflite"),
+        saved_model_dir=str(trained_run["saved"]),
+        data_dir=str(trained_run["data_dir"]),
+        s3_bucket=bucket_name,
+        s3_prefix="fleet",
+    )
+    assert task.outputs["version"] == 1
+    model_dir = Path(task.outputs["model_dir"])
+    assert model_dir == workspace / "models" / "iris-edge" / "1"
+
+    publish = read_report(trained_run["run_dir"])["publish"]
+    assert publish["version"] == 1 and publish["variant"] == "float32"
+    assert publish["s3"] == f"s3://{bucket_name}/fleet/iris-edge/1/manifest.json"
+    manifest = store_for(workspace).verify("iris-edge", 1)
+    assert {
+        "model.tflite",
+        "preprocessing.json",
+        "dataset_manifest.json",
+        "saved_model/saved_model.pb",
+    } <= set(manifest["files"])
+    dataset_manifest = Path(trained_run["data_dir"]) / "manifest.json"
+    assert (
+        manifest["lineage"]["dataset_manifest_sha256"]
+        == hashlib.sha256(dataset_manifest.read_bytes()).hexdigest()
+    )
+    assert manifest["lineage"]["run_id"] == "run-1"
+    assert manifest["lineage"]["parameters"] == {"epochs": 60}
+    assert manifest["metrics"]["name"] == "float32" and manifest["gate"]["chosen"] == "float32"
+    assert s3.list_versions(client, bucket_name, "fleet", "iris-edge") == [1]
+
+    # The device pulls from S3 with the slim client (own process) and runs the model.
+    device = tmp_path / "device"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kfp_edge.cli",
+            "pull",
+            "--name",
+            "iris-edge",
+            "--dest",
+            str(device),
+            "--s3",
+            f"s3://{bucket_name}/fleet",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "pulled iris-edge version 1" in out.stdout
+    spec = json.loads((device / "current" / "preprocessing.json").read_text())
+    probs = _litert_predict(
+        device / "current" / "model.tflite", _standardize(trained_run["x_test"], spec)
+    )
+    np.testing.assert_array_equal(probs.argmax(1), trained_run["keras_pred"])
+
+
+def test_publish_all_variants_and_retention(trained_run):
+    kwargs = dict(
+        workspace=str(trained_run["workspace"]),
+        run_id="run-1",
+        model_name="iris-keep",
+        chosen_variant="float32",
+        chosen_path=str(trained_run["variants_dir"] / "float32.tflite"),
+        saved_model_dir=str(trained_run["saved"]),
+        data_dir=str(trained_run["data_dir"]),
+    )
+    publish_run(**kwargs)
+    result = publish_run(**kwargs, include_all_variants=True, keep_last=1)
+    assert result["version"] == 2 and result["pruned"] == [1]
+    manifest = store_for(trained_run["workspace"]).verify("iris-keep")
+    assert {"variants/float32.tflite", "variants/dynamic_int8.tflite"} <= set(manifest["files"])
+
+
+def test_publish_refuses_a_variant_the_gate_rejected_or_no_choice(trained_run):
+    store = store_for(trained_run["workspace"])
+    before = store.versions("iris-rejected")
+    kwargs = dict(
+        workspace=str(trained_run["workspace"]),
+        run_id="run-1",
+        model_name="iris-rejected",
+        saved_model_dir=str(trained_run["saved"]),
+        data_dir=str(trained_run["data_dir"]),
+    )
+    with pytest.raises(ValueError, match="gate rejected variant 'dynamic_int8'"):
+        publish_run(
+            **kwargs,
+            chosen_variant="dynamic_int8",
+            chosen_path=str(trained_run["variants_dir"] / "dynamic_int8.tflite"),
+        )
+    with pytest.raises(ValueError, match="chose no variant"):
+        publish_run(**kwargs, chosen_variant="", chosen_path="")
+    with pytest.raises(FileNotFoundError, match="nope.tflite"):
+        publish_run(
+            **kwargs,
+            chosen_variant="float32",
+            chosen_path=str(trained_run["variants_dir"] / "nope.tflite"),
+        )
+    assert store.versions("iris-rejected") == before == []
