@@ -66,3 +66,36 @@ def ModelStoreOp(
     print(f"published {result['model_name']} version {result['version']} at {result['model_dir']}")
     outputs = namedtuple("Outputs", ["version", "model_dir"])
     return outputs(result["version"], result["model_dir"])
+
+
+# Kubeflow's own MinIO: the Service in the kubeflow namespace and the Secret that Kubeflow
+# copies into every profile namespace (keys ``accesskey`` and ``secretkey``).
+DEFAULT_S3_SECRET = "mlpipeline-minio-artifact"
+DEFAULT_S3_ENDPOINT = "http://minio-service.kubeflow:9000"
+
+
+def use_s3_credentials(
+    task: dsl.PipelineTask,
+    secret_name: str = DEFAULT_S3_SECRET,
+    endpoint: str = DEFAULT_S3_ENDPOINT,
+) -> dsl.PipelineTask:
+    """Gives a publish task the S3 endpoint and the credentials from a Kubernetes Secret.
+
+    The credentials reach the pod as environment variables taken from the Secret (kfp-kubernetes
+    ``use_secret_as_env``): the compiled YAML names the Secret and its keys, never the values.
+
+    Args:
+        task: The ``ModelStoreOp`` task (or any task that calls the S3 helpers).
+        secret_name: Secret with the keys ``accesskey`` and ``secretkey``.
+        endpoint: ``http(s)://host:port`` of the S3 service (not a secret).
+
+    Returns:
+        The task.
+    """
+    from kfp import kubernetes
+
+    from kfp_edge.model_store.s3 import ENV_ENDPOINT, SECRET_KEY_TO_ENV
+
+    kubernetes.use_secret_as_env(task, secret_name=secret_name, secret_key_to_env=SECRET_KEY_TO_ENV)
+    task.set_env_variable(ENV_ENDPOINT, endpoint)
+    return task
