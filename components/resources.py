@@ -287,8 +287,7 @@ def validate_profile(profile, source: str = "profile") -> dict:
     unknown = sorted(set(profile) - set(STEPS) - {"training", "description"})
     if unknown:
         raise ProfileError(
-            f"{source}: {unknown[0]}: unknown step; expected some of "
-            f"{', '.join(STEPS)}, training"
+            f"{source}: {unknown[0]}: unknown step; expected some of {', '.join(STEPS)}, training"
         )
     result = copy.deepcopy(DEFAULT_PROFILE)
     for step in STEPS:

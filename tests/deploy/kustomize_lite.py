@@ -117,9 +117,7 @@ def render(directory: str | Path) -> list[dict]:
         if path.is_dir():
             objects.extend(render(path))
         else:
-            objects.extend(
-                d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d
-            )
+            objects.extend(d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d)
     options = kustomization.get("generatorOptions", {})
     generators = [("Secret", g) for g in kustomization.get("secretGenerator", [])]
     generators += [("ConfigMap", g) for g in kustomization.get("configMapGenerator", [])]

@@ -8,9 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import kfp_edge
+import pytest
 from kfp_edge import images
 
 REPO = Path(__file__).resolve().parents[2]

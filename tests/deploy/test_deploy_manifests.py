@@ -7,19 +7,20 @@ import shutil
 
 import pytest
 import yaml
-
 from kfp_edge import resources
 
 KUBERNETES_VERSIONS = ("1.32.0", "1.37.0")
 # Custom resources are not in the Kubernetes schemas; none is shipped today, and any kind added
 # here must be validated some other way (the TFJob against the kubeflow-training SDK models).
 CRD_KINDS = {"TFJob", "SparkApplication"}
-ALLOWED_RULES = {
-    ("kubeflow.org", "tfjobs", verb) for verb in ("create", "get", "list", "watch", "delete")
-} | {
-    ("sparkoperator.k8s.io", "sparkapplications", verb)
-    for verb in ("create", "get", "list", "watch", "delete")
-} | {("", "pods", "get"), ("", "pods", "list"), ("", "pods", "watch"), ("", "pods/log", "get")}
+ALLOWED_RULES = (
+    {("kubeflow.org", "tfjobs", verb) for verb in ("create", "get", "list", "watch", "delete")}
+    | {
+        ("sparkoperator.k8s.io", "sparkapplications", verb)
+        for verb in ("create", "get", "list", "watch", "delete")
+    }
+    | {("", "pods", "get"), ("", "pods", "list"), ("", "pods", "watch"), ("", "pods/log", "get")}
+)
 
 
 def _index(objects):
@@ -128,7 +129,7 @@ def test_minio_runs_under_a_restricted_security_context(rendered):
 def test_minio_credentials_come_from_the_generated_secret(rendered):
     from kfp_edge.model_store.s3 import SECRET_KEY_TO_ENV
 
-    for name, objects in rendered.items():
+    for objects in rendered.values():
         index = _index(objects)
         secret = index[("Secret", "kfp-edge-minio")]
         # The keys pipeline steps map to env vars (kfp-kubernetes use_secret_as_env).
@@ -139,9 +140,7 @@ def test_minio_credentials_come_from_the_generated_secret(rendered):
             "containers"
         ][0]
         refs = {
-            e["name"]: e["valueFrom"]["secretKeyRef"]
-            for e in container["env"]
-            if "valueFrom" in e
+            e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e
         }
         assert refs["MINIO_ROOT_USER"] == {"name": "kfp-edge-minio", "key": "accesskey"}
         assert refs["MINIO_ROOT_PASSWORD"] == {"name": "kfp-edge-minio", "key": "secretkey"}

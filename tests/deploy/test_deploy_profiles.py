@@ -1,10 +1,9 @@
-"""Resource profiles: shipped profiles, errors naming the key, and what reaches kfp and the TFJob."""
+"""Resource profiles: shipped ones, errors naming the key, what reaches kfp and the TFJob."""
 
 # No `from __future__ import annotations`: kfp reads the components' annotations as types.
 
 import pytest
 import yaml
-
 from kfp_edge import resources
 from kfp_edge.resources import ProfileError
 
