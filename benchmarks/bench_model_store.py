@@ -1,0 +1,142 @@
+"""Model store: the cost of safety (hashing, fsync, atomic rename, verification) side by side.
+
+Measured in one run on the same files:
+
+- ``copytree``: a plain ``shutil.copytree`` of the model (the baseline: no hashes, no fsync);
+- ``publish``: ``ModelStore.publish`` (copy + sha256 + fsync + manifest + rename);
+- ``pull (workspace)``: ``pull`` from the PV (copy + verify + atomic swap);
+- ``plain PUT``: ``Minio.put_object`` of every file to a loopback S3 server (moto);
+- ``upload_version``: our upload (sha256 checksum headers, If-None-Match, manifest last);
+- ``pull (s3)``: ``pull --s3`` (download + verify + atomic swap).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+
+def _model(root: Path, total_mb: int) -> dict:
+    """A SavedModel-shaped tree: one large variables file, a few small ones, one .tflite."""
+    saved = root / "saved_model"
+    (saved / "variables").mkdir(parents=True)
+    (saved / "saved_model.pb").write_bytes(os.urandom(200_000))
+    (saved / "variables" / "variables.index").write_bytes(os.urandom(4_000))
+    (saved / "variables" / "variables.data-00000-of-00001").write_bytes(
+        os.urandom(total_mb * 1024 * 1024 * 3 // 4)
+    )
+    (root / "model.tflite").write_bytes(os.urandom(total_mb * 1024 * 1024 // 4))
+    return {"saved_model": str(saved), "model.tflite": str(root / "model.tflite")}
+
+
+def _best(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def run(quick: bool = False) -> dict:
+    """Runs the benchmark; ``quick`` uses an 8 MB model and one repeat."""
+    from minio import Minio
+    from moto.server import ThreadedMotoServer
+
+    from kfp_edge.model_store import s3
+    from kfp_edge.model_store.pull import pull
+    from kfp_edge.model_store.store import ModelStore
+
+    total_mb, repeats = (8, 1) if quick else (64, 3)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        files = _model(tmp / "src", total_mb)
+        size = sum(p.stat().st_size for p in (tmp / "src").rglob("*") if p.is_file())
+        store = ModelStore(tmp / "ws" / "models")
+        counter = iter(range(10_000))
+
+        def copytree():
+            shutil.copytree(tmp / "src", tmp / f"copy-{next(counter)}")
+
+        def publish():
+            store.publish("bench", files, {})
+
+        def pull_ws():
+            pull("bench", tmp / f"dev-{next(counter)}", workspace=str(tmp / "ws"))
+
+        timings = {
+            "copytree": _best(copytree, repeats),
+            "publish": _best(publish, repeats),
+            "pull (workspace)": _best(pull_ws, repeats),
+        }
+
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        try:
+            host, port = server.get_host_and_port()
+            env = {
+                s3.ENV_ENDPOINT: f"http://{host}:{port}",
+                s3.ENV_ACCESS_KEY: "bench",
+                s3.ENV_SECRET_KEY: "bench-secret",
+            }
+            os.environ.update(env)
+            client: Minio = s3.client_from_env()
+            client.make_bucket("bench")
+            version_dir = store.get("bench", 1)
+            manifest_files = store.read_manifest("bench", 1)["files"]
+
+            def plain_put():
+                n = next(counter)
+                for rel in manifest_files:
+                    data = (version_dir / rel).read_bytes()
+                    client.put_object("bench", f"plain/{n}/{rel}", io.BytesIO(data), len(data))
+
+            versions = iter(store.versions("bench"))
+
+            def upload():
+                s3.upload_version(client, "bench", "fleet", store.get("bench", next(versions)))
+
+            def pull_s3():
+                pull("bench", tmp / f"dev-{next(counter)}", s3_uri="s3://bench/fleet")
+
+            timings["plain PUT"] = _best(plain_put, repeats)
+            timings["upload_version"] = _best(upload, repeats)
+            timings["pull (s3)"] = _best(pull_s3, repeats)
+        finally:
+            server.stop()
+            for key in env:
+                os.environ.pop(key, None)
+
+    for name, seconds in timings.items():
+        rows.append(
+            {
+                "operation": name,
+                "MB": round(size / 1e6, 1),
+                "seconds": seconds,
+                "MB/s": size / 1e6 / seconds,
+            }
+        )
+    return {
+        "name": "model_store",
+        "rows": rows,
+        "ratios": {
+            "publish / copytree": timings["publish"] / timings["copytree"],
+            "pull_workspace / copytree": timings["pull (workspace)"] / timings["copytree"],
+            "upload_version / plain_put": timings["upload_version"] / timings["plain PUT"],
+        },
+        "notes": (
+            f"{total_mb} MB model, best of {repeats}; the loopback S3 server is moto (in-process "
+            "threads), so S3 figures compare client overheads, not a real MinIO."
+        ),
+    }
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(run(quick=True), indent=2))
