@@ -26,8 +26,9 @@ leaves out keeps its spec from :data:`DEFAULT_PROFILE`, and a step it names is r
 of a YAML file and validates it, naming the offending key in every error.
 
 The kfp steps get their spec through :func:`apply_to_task`. The training replicas get theirs
-through the TFJob (:func:`training_replica_resources`, :func:`replica_pod_fields`): a kfp task's
-resources size only the launcher pod, never the training pods.
+through the TFJob (:func:`training_replica_resources`, turned into pod fields by
+``kfp_edge.tfjob_training.tfjob.build_tfjob``): a kfp task's resources size only the launcher
+pod, never the training pods.
 """
 
 from __future__ import annotations
@@ -393,48 +394,3 @@ def apply_to_task(task, spec: dict):
 def training_replica_resources(profile: dict) -> dict:
     """Returns the ``{"chief": spec, "worker": spec}`` dict handed to the TFJob builder."""
     return {"chief": profile["training_chief"], "worker": profile["training_worker"]}
-
-
-def replica_pod_fields(spec: dict) -> dict:
-    """Turns a step spec into the Kubernetes fields of a TFJob replica's pod.
-
-    Args:
-        spec: A step spec, e.g. ``training_replica_resources(profile)["worker"]``.
-
-    Returns:
-        ``{"resources": {"requests": ..., "limits": ...}, "nodeSelector": ...,
-        "tolerations": [...]}`` in Kubernetes field names; keys with nothing to set are left
-        out. ``resources`` belongs on the container, the other two on the pod spec.
-    """
-    requests: dict = {}
-    limits: dict = {}
-    if spec.get("cpu_request"):
-        requests["cpu"] = spec["cpu_request"]
-    if spec.get("cpu_limit"):
-        limits["cpu"] = spec["cpu_limit"]
-    if spec.get("memory_request"):
-        requests["memory"] = spec["memory_request"]
-    if spec.get("memory_limit"):
-        limits["memory"] = spec["memory_limit"]
-    if spec.get("gpu_count"):
-        # Extended resources may only be set as limits (the request defaults to the limit).
-        limits[spec.get("gpu_resource", DEFAULT_GPU_RESOURCE)] = str(int(spec["gpu_count"]))
-    out: dict = {}
-    resources = {k: v for k, v in (("requests", requests), ("limits", limits)) if v}
-    if resources:
-        out["resources"] = resources
-    if spec.get("node_selector"):
-        out["nodeSelector"] = dict(spec["node_selector"])
-    if spec.get("tolerations"):
-        tolerations = []
-        for t in spec["tolerations"]:
-            item = {"key": t.get("key"), "operator": t.get("operator", "Equal")}
-            if t.get("value") is not None:
-                item["value"] = t["value"]
-            if t.get("effect"):
-                item["effect"] = t["effect"]
-            if t.get("toleration_seconds") is not None:
-                item["tolerationSeconds"] = t["toleration_seconds"]
-            tolerations.append({k: v for k, v in item.items() if v is not None})
-        out["tolerations"] = tolerations
-    return out

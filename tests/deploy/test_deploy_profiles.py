@@ -148,30 +148,38 @@ def test_gpu_profile_reaches_the_compiled_kfp_task(tmp_path):
     ]
 
 
-def test_replica_pod_fields_are_valid_kubernetes(tmp_path):
-    """The TFJob replica fields validate as a Kubernetes pod template."""
+@pytest.mark.parametrize("name", resources.SHIPPED_PROFILES)
+def test_profile_reaches_the_tfjob_replicas(name):
+    """Each shipped profile through the TFJob builder: SDK models and Kubernetes pod schema."""
     import kubernetes_validate
+    from kfp_edge.tfjob_training.tfjob import build_tfjob, check_against_sdk
 
-    for name in resources.SHIPPED_PROFILES:
-        replicas = resources.training_replica_resources(resources.load_profile(name))
-        for role, spec in replicas.items():
-            fields = resources.replica_pod_fields(spec)
-            pod = {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": f"{name}-{role}"},
-                "spec": {
-                    "containers": [
-                        {"name": "tensorflow", "image": "kfp-edge-tensorflow:0.1.0"}
-                        | ({"resources": fields["resources"]} if "resources" in fields else {})
-                    ],
-                    **{k: v for k, v in fields.items() if k != "resources"},
-                },
-            }
-            kubernetes_validate.validate(pod, "1.37.0", strict=True)
-    worker = resources.replica_pod_fields(resources.load_profile("gpu-multi")["training_worker"])
-    assert worker["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    assert "nvidia.com/gpu" not in worker["resources"]["requests"]
+    profile = resources.load_profile(name)
+    job = build_tfjob(
+        "kfp-edge-train-profile",
+        ["--epochs", "1"],
+        image="ghcr.io/kfp-edge/kfp-edge-tensorflow:0.1.0",
+        workers=profile["training"]["workers"],
+        replica_resources=resources.training_replica_resources(profile),
+    )
+    check_against_sdk(job)
+    replicas = job["spec"]["tfReplicaSpecs"]
+    assert sum(r["replicas"] for r in replicas.values()) == profile["training"]["workers"]
+    for replica_type, replica in replicas.items():
+        step = "training_chief" if replica_type == "Chief" else "training_worker"
+        spec = profile[step]
+        template = replica["template"]
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, **template}
+        pod["metadata"] = {"name": f"{name}-{replica_type.lower()}"}
+        kubernetes_validate.validate(pod, "1.37.0", strict=True)
+        container = template["spec"]["containers"][0]
+        assert container["resources"]["requests"]["memory"] == spec["memory_request"]
+        if spec.get("gpu_count"):
+            assert container["resources"]["limits"]["nvidia.com/gpu"] == str(spec["gpu_count"])
+            assert template["spec"]["nodeSelector"] == spec["node_selector"]
+            assert template["spec"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+        else:
+            assert "nvidia.com/gpu" not in container["resources"].get("limits", {})
 
 
 @pytest.mark.parametrize("name", resources.SHIPPED_PROFILES)
