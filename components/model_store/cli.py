@@ -42,9 +42,19 @@ def register(subparsers) -> None:
 
 
 def _cmd_pull(args) -> int:
+    from contextlib import nullcontext
+
     from kfp_edge.model_store.pull import pull
 
-    result = pull(args.name, args.dest, args.version, workspace=args.workspace, s3_uri=args.s3_uri)
+    guard = nullcontext()
+    if args.s3_uri:
+        from kfp_edge.model_store.s3 import readable_errors
+
+        guard = readable_errors(args.s3_uri)
+    with guard:
+        result = pull(
+            args.name, args.dest, args.version, workspace=args.workspace, s3_uri=args.s3_uri
+        )
     if result["changed"]:
         previous = result["previous_version"]
         print(
@@ -68,6 +78,10 @@ def _cmd_rollback(args) -> int:
     return 0
 
 
+def _row(name: str, version: int, manifest: dict) -> tuple:
+    return (name, version, manifest.get("created_at", ""), manifest.get("variant", ""))
+
+
 def _cmd_models(args) -> int:
     rows = []
     if args.workspace:
@@ -76,21 +90,17 @@ def _cmd_models(args) -> int:
         store = ModelStore(Path(args.workspace) / "models")
         for name in [args.name] if args.name else store.names():
             for version in store.versions(name):
-                manifest = store.read_manifest(name, version)
-                rows.append(
-                    (name, version, manifest.get("created_at", ""), manifest.get("variant", ""))
-                )
+                rows.append(_row(name, version, store.read_manifest(name, version)))
     else:
         from kfp_edge.model_store import s3
 
         bucket, prefix = s3.parse_s3_uri(args.s3_uri)
         client = s3.client_from_env()
-        for name in [args.name] if args.name else s3.list_names(client, bucket, prefix):
-            for version in s3.list_versions(client, bucket, prefix, name):
-                manifest = s3.read_manifest(client, bucket, prefix, name, version)
-                rows.append(
-                    (name, version, manifest.get("created_at", ""), manifest.get("variant", ""))
-                )
+        with s3.readable_errors(args.s3_uri):
+            for name in [args.name] if args.name else s3.list_names(client, bucket, prefix):
+                for version in s3.list_versions(client, bucket, prefix, name):
+                    manifest = s3.read_manifest(client, bucket, prefix, name, version)
+                    rows.append(_row(name, version, manifest))
     if not rows:
         print("no models")
         return 0

@@ -17,6 +17,7 @@ def ModelStoreOp(
     data_dir: str,
     include_all_variants: bool = False,
     keep_last: int = 0,
+    pinned_versions: list = [],  # noqa: B006 (kfp reads the default; never mutated)
     s3_bucket: str = "",
     s3_prefix: str = "models",
 ) -> NamedTuple("Outputs", [("version", int), ("model_dir", str)]):
@@ -39,6 +40,7 @@ def ModelStoreOp(
         data_dir: The ETL output directory (dataset manifest and preprocessing spec).
         include_all_variants: Also publish every evaluated .tflite under variants/.
         keep_last: Keep only this many newest versions after publishing (0 keeps all).
+        pinned_versions: Versions that pruning keeps whatever their age.
         s3_bucket: Also upload the version to this bucket; empty for no upload.
         s3_prefix: Key prefix in the bucket.
 
@@ -60,6 +62,7 @@ def ModelStoreOp(
         data_dir=data_dir,
         include_all_variants=include_all_variants,
         keep_last=keep_last,
+        pinned_versions=[int(v) for v in pinned_versions],
         s3_bucket=s3_bucket,
         s3_prefix=s3_prefix,
     )

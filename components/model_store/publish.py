@@ -40,6 +40,7 @@ def publish_run(
     data_dir: str,
     include_all_variants: bool = False,
     keep_last: int = 0,
+    pinned_versions: list[int] | None = None,
     s3_bucket: str = "",
     s3_prefix: str = "models",
 ) -> dict:
@@ -61,6 +62,7 @@ def publish_run(
         include_all_variants: Also publish every .tflite next to the chosen one, under
             ``variants/``.
         keep_last: Prune to this many newest versions after publishing (0 keeps all).
+        pinned_versions: Versions that pruning keeps whatever their age.
         s3_bucket: Also upload the version to this bucket (empty: no upload). Endpoint and
             credentials come from the ``KFP_EDGE_S3_*`` environment variables.
         s3_prefix: Key prefix in the bucket.
@@ -114,7 +116,8 @@ def publish_run(
     }
     store = store_for(workspace)
     published = store.publish(model_name, files, metadata)
-    pruned = store.prune(model_name, keep_last) if keep_last > 0 else []
+    pinned = pinned_versions or []
+    pruned = store.prune(model_name, keep_last, pinned) if keep_last > 0 else []
     uploaded = None
     if s3_bucket:
         from kfp_edge.model_store import s3

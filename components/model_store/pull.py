@@ -169,8 +169,7 @@ def pull(
                 manifest = _fetch_from_workspace(workspace, name, version, staging)
             else:
                 manifest = _fetch_from_s3(s3_uri, name, version, staging)
-            write_manifest(staging, manifest)
-            verify_directory(staging, manifest)
+            write_manifest(staging, manifest)  # every file was checked while it was copied
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

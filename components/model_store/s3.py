@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -88,6 +89,25 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     if parsed.scheme != "s3" or not parsed.netloc:
         raise ValueError(f"invalid S3 location {uri!r}: expected s3://bucket[/prefix]")
     return parsed.netloc, parsed.path.strip("/")
+
+
+@contextmanager
+def readable_errors(location: str):
+    """Turns S3 and connection errors into ``ValueError`` naming the location (no secrets).
+
+    Args:
+        location: What was being accessed, e.g. ``s3://bucket/prefix``.
+    """
+    from minio.error import MinioException, S3Error
+    from urllib3.exceptions import HTTPError
+
+    try:
+        yield
+    except S3Error as exc:
+        raise ValueError(f"{location}: S3 error {exc.code}: {exc.message}") from exc
+    except (MinioException, HTTPError) as exc:
+        endpoint = os.environ.get(ENV_ENDPOINT, "")
+        raise ValueError(f"{location}: cannot talk to S3 at {endpoint}: {exc}") from exc
 
 
 def _key(prefix: str, *parts: str) -> str:

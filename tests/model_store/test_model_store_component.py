@@ -187,9 +187,11 @@ def test_publish_all_variants_and_retention(trained_run):
         saved_model_dir=str(trained_run["saved"]),
         data_dir=str(trained_run["data_dir"]),
     )
-    publish_run(**kwargs)
-    result = publish_run(**kwargs, include_all_variants=True, keep_last=1)
-    assert result["version"] == 2 and result["pruned"] == [1]
+    for _ in range(3):
+        publish_run(**kwargs)
+    result = publish_run(**kwargs, include_all_variants=True, keep_last=1, pinned_versions=[2])
+    assert result["version"] == 4 and result["pruned"] == [1, 3]
+    assert store_for(trained_run["workspace"]).versions("iris-keep") == [2, 4]
     manifest = store_for(trained_run["workspace"]).verify("iris-keep")
     assert {"variants/float32.tflite", "variants/dynamic_int8.tflite"} <= set(manifest["files"])
 

@@ -227,3 +227,26 @@ def test_uploads_killed_at_random_points_never_show_a_partial_version(tmp_path, 
             )
         ).digest()
     )
+
+
+def test_cli_models_over_s3_and_readable_errors(tmp_path, bucket, store, capsys, monkeypatch):
+    client, name = bucket
+    s3.upload_version(client, name, "fleet", store.get("edge", 1))
+    s3.upload_version(client, name, "fleet", store.get("edge-2", 1))
+    assert main(["models", "--s3", f"s3://{name}/fleet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines[1:]] == [["edge", "1"], ["edge-2", "1"]]
+    assert main(["models", "--s3", f"s3://{name}/fleet", "--name", "edge-2"]) == 0
+    assert "other" in capsys.readouterr().out
+
+    dest = str(tmp_path / "device")
+    assert main(["pull", "--name", "edge", "--dest", dest, "--s3", "s3://no-such-bucket/x"]) == 2
+    assert "S3 error NoSuchBucket" in capsys.readouterr().err
+    monkeypatch.setenv("KFP_EDGE_S3_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    # The client retries 5 times with exponential backoff (~6 s); no need to wait for it here.
+    monkeypatch.setattr("urllib3.util.retry.Retry.get_backoff_time", lambda self: 0.0)
+    assert main(["pull", "--name", "edge", "--dest", dest, "--s3", f"s3://{name}/fleet"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot talk to S3 at http://127.0.0.1:9" in err
+    assert "kfp-edge-test-secret" not in err
+    assert current_manifest(dest) is None
