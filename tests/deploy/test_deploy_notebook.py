@@ -32,7 +32,9 @@ def _text(cell) -> str:
 @pytest.fixture
 def kernel_env(tmp_path, monkeypatch):
     """The kernel inherits this environment: a private HOME (kfp's context file) and no host."""
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
     for name in ("KF_PIPELINES_ENDPOINT", "KF_PIPELINES_TOKEN", "KF_PIPELINES_NAMESPACE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "no-token"))
