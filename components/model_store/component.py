@@ -41,7 +41,8 @@ def ModelStoreOp(
         include_all_variants: Also publish every evaluated .tflite under variants/.
         keep_last: Keep only this many newest versions after publishing (0 keeps all).
         pinned_versions: Versions that pruning keeps whatever their age.
-        s3_bucket: Also upload the version to this bucket; empty for no upload.
+        s3_bucket: Also upload the version to this bucket; when empty, the bucket in the
+            KFP_EDGE_S3_BUCKET environment variable if set, else no upload.
         s3_prefix: Key prefix in the bucket.
 
     Returns:
@@ -81,6 +82,7 @@ def use_s3_credentials(
     task: dsl.PipelineTask,
     secret_name: str = DEFAULT_S3_SECRET,
     endpoint: str = DEFAULT_S3_ENDPOINT,
+    bucket: str = "",
 ) -> dsl.PipelineTask:
     """Gives a publish task the S3 endpoint and the credentials from a Kubernetes Secret.
 
@@ -91,14 +93,17 @@ def use_s3_credentials(
         task: The ``ModelStoreOp`` task (or any task that calls the S3 helpers).
         secret_name: Secret with the keys ``accesskey`` and ``secretkey``.
         endpoint: ``http(s)://host:port`` of the S3 service (not a secret).
+        bucket: If set, the default bucket (``KFP_EDGE_S3_BUCKET``) the step uploads to.
 
     Returns:
         The task.
     """
     from kfp import kubernetes
 
-    from kfp_edge.model_store.s3 import ENV_ENDPOINT, SECRET_KEY_TO_ENV
+    from kfp_edge.model_store.s3 import ENV_BUCKET, ENV_ENDPOINT, SECRET_KEY_TO_ENV
 
     kubernetes.use_secret_as_env(task, secret_name=secret_name, secret_key_to_env=SECRET_KEY_TO_ENV)
     task.set_env_variable(ENV_ENDPOINT, endpoint)
+    if bucket:
+        task.set_env_variable(ENV_BUCKET, bucket)
     return task

@@ -12,6 +12,7 @@ from pathlib import Path
 from kfp_edge import __version__
 from kfp_edge.dataset import MANIFEST_FILE as DATASET_MANIFEST
 from kfp_edge.dataset import PREPROCESSING_FILE
+from kfp_edge.model_store.s3 import ENV_BUCKET
 from kfp_edge.model_store.store import ModelStore
 from kfp_edge.workspace import read_report, run_dir, update_report
 
@@ -63,8 +64,9 @@ def publish_run(
             ``variants/``.
         keep_last: Prune to this many newest versions after publishing (0 keeps all).
         pinned_versions: Versions that pruning keeps whatever their age.
-        s3_bucket: Also upload the version to this bucket (empty: no upload). Endpoint and
-            credentials come from the ``KFP_EDGE_S3_*`` environment variables.
+        s3_bucket: Also upload the version to this bucket; when empty, the bucket named by
+            ``KFP_EDGE_S3_BUCKET`` if set, else no upload. Endpoint and credentials come from
+            the ``KFP_EDGE_S3_*`` environment variables.
         s3_prefix: Key prefix in the bucket.
 
     Returns:
@@ -119,10 +121,11 @@ def publish_run(
     pinned = pinned_versions or []
     pruned = store.prune(model_name, keep_last, pinned) if keep_last > 0 else []
     uploaded = None
-    if s3_bucket:
+    bucket = s3_bucket or os.environ.get(ENV_BUCKET, "")
+    if bucket:
         from kfp_edge.model_store import s3
 
-        uploaded = s3.upload_version(s3.client_from_env(), s3_bucket, s3_prefix, published["path"])
+        uploaded = s3.upload_version(s3.client_from_env(), bucket, s3_prefix, published["path"])
     result = {
         "model_name": model_name,
         "version": published["version"],
@@ -133,6 +136,6 @@ def publish_run(
     if pruned:
         section["pruned"] = pruned
     if uploaded:
-        section["s3"] = f"s3://{s3_bucket}/{uploaded['manifest_key']}"
+        section["s3"] = f"s3://{bucket}/{uploaded['manifest_key']}"
     update_report(directory, "publish", section)
     return {**result, "pruned": pruned, "s3": uploaded}

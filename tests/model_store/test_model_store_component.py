@@ -221,3 +221,24 @@ def test_publish_refuses_a_variant_the_gate_rejected_or_no_choice(trained_run):
             chosen_path=str(trained_run["variants_dir"] / "nope.tflite"),
         )
     assert store.versions("iris-rejected") == before == []
+
+
+def test_publish_uploads_to_the_bucket_named_in_the_environment(trained_run, bucket, monkeypatch):
+    from kfp_edge.model_store import s3
+
+    client, bucket_name = bucket
+    kwargs = dict(
+        workspace=str(trained_run["workspace"]),
+        run_id="run-1",
+        model_name="iris-env",
+        chosen_variant="float32",
+        chosen_path=str(trained_run["variants_dir"] / "float32.tflite"),
+        saved_model_dir=str(trained_run["saved"]),
+        data_dir=str(trained_run["data_dir"]),
+    )
+    monkeypatch.delenv("KFP_EDGE_S3_BUCKET", raising=False)
+    assert publish_run(**kwargs)["s3"] is None  # no bucket anywhere: no upload
+    monkeypatch.setenv("KFP_EDGE_S3_BUCKET", bucket_name)
+    result = publish_run(**kwargs, s3_prefix="")
+    assert result["s3"]["manifest_key"] == "iris-env/2/manifest.json"
+    assert s3.list_versions(client, bucket_name, "", "iris-env") == [2]

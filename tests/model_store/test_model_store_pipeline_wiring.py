@@ -20,7 +20,9 @@ def test_compiled_publish_step_reads_credentials_from_a_secret(tmp_path):
             data_dir="/workspace/data",
             s3_bucket=s3_bucket,
         )
-        use_s3_credentials(task, secret_name="edge-s3", endpoint="http://minio.edge:9000")
+        use_s3_credentials(
+            task, secret_name="edge-s3", endpoint="http://minio.edge:9000", bucket="edge-models"
+        )
 
     path = tmp_path / "p.yaml"
     compiler.Compiler().compile(publish_only, str(path))
@@ -41,6 +43,7 @@ def test_compiled_publish_step_reads_credentials_from_a_secret(tmp_path):
     }
     container = next(iter(docs[0]["deploymentSpec"]["executors"].values()))["container"]
     assert {"name": "KFP_EDGE_S3_ENDPOINT", "value": "http://minio.edge:9000"} in container["env"]
+    assert {"name": "KFP_EDGE_S3_BUCKET", "value": "edge-models"} in container["env"]
     names = {e["name"] for e in container["env"]}
     assert "KFP_EDGE_S3_ACCESS_KEY" not in names and "KFP_EDGE_S3_SECRET_KEY" not in names
     inputs = docs[0]["components"]["comp-modelstoreop"]["inputDefinitions"]["parameters"]
