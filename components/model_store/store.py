@@ -379,6 +379,7 @@ class ModelStore:
                     version = max(version + 1, (self.latest(name) or 0) + 1)
                     continue
                 _fsync_dir(model_dir)
+                self.clean(name)  # leftovers of publishes that crashed over an hour ago
                 return {"name": name, "version": version, "path": str(target), "manifest": manifest}
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

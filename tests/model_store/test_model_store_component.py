@@ -150,6 +150,22 @@ def test_component_publishes_uploads_and_the_device_runs_the_pulled_model(
     assert manifest["metrics"]["name"] == "float32" and manifest["gate"]["chosen"] == "float32"
     assert s3.list_versions(client, bucket_name, "fleet", "iris-edge") == [1]
 
+    # The published SavedModel loads and computes what the trained model computed.
+    from kfp_edge.tf_env import import_tf
+
+    tf, _ = import_tf()
+    loaded = tf.saved_model.load(str(model_dir / "saved_model"))
+    spec = json.loads((model_dir / "preprocessing.json").read_text())
+    x = tf.constant(_standardize(trained_run["x_test"], spec))
+    np.testing.assert_array_equal(
+        np.asarray(
+            loaded.signatures["serving_default"](x)[
+                next(iter(loaded.signatures["serving_default"].structured_outputs))
+            ]
+        ).argmax(1),
+        trained_run["keras_pred"],
+    )
+
     # The device pulls from S3 with the slim client (own process) and runs the model.
     device = tmp_path / "device"
     out = subprocess.run(

@@ -191,3 +191,37 @@ def test_pulls_killed_at_random_points_leave_a_complete_current_model(tmp_path, 
     assert rollback(dest)["version"] == 2
     assert not any(p.name.startswith(".staging-") for p in (dest / "releases").iterdir())
     assert json.loads((dest / "current" / "manifest.json").read_text())["version"] == 2
+
+
+def test_cli_lists_the_edge_commands():
+    from kfp_edge.cli import build_parser
+
+    text = build_parser().format_help()
+    for command in ("pull", "rollback", "models"):
+        assert command in text
+
+
+_ONE_PULL = """
+import sys
+from kfp_edge.model_store.pull import pull
+print(pull("edge", sys.argv[1], int(sys.argv[2]), workspace=sys.argv[3])["version"])
+"""
+
+
+def test_concurrent_pulls_on_one_device_are_serialised(tmp_path, workspace):
+    dest = tmp_path / "device"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _ONE_PULL, str(dest), str(v), str(workspace)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for v in (1, 2, 1, 2)
+    ]
+    for p in procs:
+        p.communicate(timeout=60)
+        assert p.returncode == 0
+    assert _current_version(dest) in (1, 2)
+    previous = current_manifest(dest, "previous")
+    verify_directory(dest / "previous", previous)
+    assert sorted(p.name[:7] for p in (dest / "releases").iterdir()) == ["edge-v1", "edge-v2"]
