@@ -27,6 +27,14 @@ def register(subparsers) -> None:
         dest="s3_uri",
         help="s3://bucket/prefix; endpoint and credentials from KFP_EDGE_S3_* variables",
     )
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="download only matching files, e.g. --only model.tflite --only '*.json' "
+        "(repeatable; default: the whole version)",
+    )
     p.set_defaults(func=_cmd_pull)
 
     r = subparsers.add_parser("rollback", help="make the previously pulled model current again")
@@ -53,7 +61,12 @@ def _cmd_pull(args) -> int:
         guard = readable_errors(args.s3_uri)
     with guard:
         result = pull(
-            args.name, args.dest, args.version, workspace=args.workspace, s3_uri=args.s3_uri
+            args.name,
+            args.dest,
+            args.version,
+            workspace=args.workspace,
+            s3_uri=args.s3_uri,
+            only=args.only,
         )
     if result["changed"]:
         previous = result["previous_version"]

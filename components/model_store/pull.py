@@ -19,10 +19,12 @@ This module imports neither TensorFlow nor PySpark (only the ``minio`` client, a
 from __future__ import annotations
 
 import fcntl
+import fnmatch
 import json
 import os
 import shutil
 import uuid
+from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -97,10 +99,39 @@ def _check(entry: dict, digest: str, size: int, relpath: str, source: str) -> No
         )
 
 
-def _fetch_from_workspace(workspace: str, name: str, version, staging: Path) -> dict:
+def select_files(manifest: dict, only: Sequence[str] = ()) -> dict:
+    """Returns the manifest restricted to the files matching any of the glob patterns.
+
+    Args:
+        manifest: A version's manifest.
+        only: ``fnmatch`` patterns such as ``model.tflite`` or ``*.json``; empty keeps all.
+
+    Returns:
+        The manifest itself, or a copy whose ``files`` holds the matches and whose
+        ``omitted_files`` lists the rest.
+
+    Raises:
+        ValueError: If a pattern matches no file of the version.
+    """
+    if not only:
+        return manifest
+    files = manifest["files"]
+    for pattern in only:
+        if not any(fnmatch.fnmatchcase(rel, pattern) for rel in files):
+            raise ValueError(
+                f"--only {pattern!r} matches no file of {manifest['name']!r} version "
+                f"{manifest['version']} (files: {', '.join(sorted(files))})"
+            )
+    kept = {r: e for r, e in files.items() if any(fnmatch.fnmatchcase(r, p) for p in only)}
+    return {**manifest, "files": kept, "omitted_files": sorted(set(files) - set(kept))}
+
+
+def _fetch_from_workspace(
+    workspace: str, name: str, version, staging: Path, only: Sequence[str]
+) -> dict:
     store = ModelStore(Path(workspace) / "models")
     directory = store.get(name, version)
-    manifest = json.loads((directory / MANIFEST_FILE).read_text())
+    manifest = select_files(json.loads((directory / MANIFEST_FILE).read_text()), only)
     for relpath, entry in sorted(manifest["files"].items()):
         validate_relpath(relpath)
         source = directory / relpath
@@ -111,13 +142,13 @@ def _fetch_from_workspace(workspace: str, name: str, version, staging: Path) -> 
     return manifest
 
 
-def _fetch_from_s3(s3_uri: str, name: str, version, staging: Path) -> dict:
+def _fetch_from_s3(s3_uri: str, name: str, version, staging: Path, only: Sequence[str]) -> dict:
     from kfp_edge.model_store import s3
     from minio.error import S3Error
 
     bucket, prefix = s3.parse_s3_uri(s3_uri)
     client = s3.client_from_env()
-    manifest = s3.read_manifest(client, bucket, prefix, name, version)
+    manifest = select_files(s3.read_manifest(client, bucket, prefix, name, version), only)
     base = s3.version_prefix(prefix, name, manifest["version"])
     for relpath, entry in sorted(manifest["files"].items()):
         validate_relpath(relpath)
@@ -137,6 +168,7 @@ def pull(
     version: int | str = "latest",
     workspace: str | None = None,
     s3_uri: str | None = None,
+    only: Sequence[str] = (),
 ) -> dict:
     """Downloads a model version, verifies it and makes it ``DEST/current`` atomically.
 
@@ -146,6 +178,8 @@ def pull(
         version: A version number or ``latest``.
         workspace: The workspace (PV) path holding ``models/``; or give ``s3_uri``.
         s3_uri: ``s3://bucket/prefix`` (endpoint and credentials from ``KFP_EDGE_S3_*``).
+        only: Download only the files matching these glob patterns (e.g. ``model.tflite``,
+            ``*.json``), for a device that does not need the SavedModel; empty: every file.
 
     Returns:
         ``{"name", "version", "path", "changed", "previous_version"}``; ``changed`` is False
@@ -166,9 +200,9 @@ def pull(
         staging.mkdir()
         try:
             if workspace is not None:
-                manifest = _fetch_from_workspace(workspace, name, version, staging)
+                manifest = _fetch_from_workspace(workspace, name, version, staging, only)
             else:
-                manifest = _fetch_from_s3(s3_uri, name, version, staging)
+                manifest = _fetch_from_s3(s3_uri, name, version, staging, only)
             write_manifest(staging, manifest)  # every file was checked while it was copied
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)

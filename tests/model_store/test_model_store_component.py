@@ -180,12 +180,17 @@ def test_component_publishes_uploads_and_the_device_runs_the_pulled_model(
             str(device),
             "--s3",
             f"s3://{bucket_name}/fleet",
+            "--only",
+            "model.tflite",
+            "--only",
+            "preprocessing.json",
         ],
         capture_output=True,
         text=True,
         check=True,
     )
     assert "pulled iris-edge version 1" in out.stdout
+    assert not (device / "current" / "saved_model").exists()  # the device skipped it
     spec = json.loads((device / "current" / "preprocessing.json").read_text())
     probs = _litert_predict(
         device / "current" / "model.tflite", _standardize(trained_run["x_test"], spec)

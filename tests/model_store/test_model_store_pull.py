@@ -225,3 +225,19 @@ def test_concurrent_pulls_on_one_device_are_serialised(tmp_path, workspace):
     previous = current_manifest(dest, "previous")
     verify_directory(dest / "previous", previous)
     assert sorted(p.name[:7] for p in (dest / "releases").iterdir()) == ["edge-v1", "edge-v2"]
+
+
+def test_pull_only_some_files_for_a_small_device(tmp_path, workspace, capsys):
+    dest = tmp_path / "device"
+    argv = ["pull", "--name", "edge", "--dest", str(dest), "--workspace", str(workspace)]
+    assert main([*argv, "--only", "model.tflite", "--only", "*.index"]) == 0
+    manifest = current_manifest(dest)
+    assert set(manifest["files"]) == {"model.tflite", "saved_model/variables/variables.index"}
+    assert "saved_model/saved_model.pb" in manifest["omitted_files"]
+    assert not (dest / "current" / "saved_model" / "saved_model.pb").exists()
+    verify_directory(dest / "current", manifest)
+    assert main([*argv]) == 0  # the full version is a different release: it swaps in
+    assert (dest / "current" / "saved_model" / "saved_model.pb").is_file()
+    assert rollback(dest)["version"] == 2
+    assert main([*argv, "--only", "weights.bin"]) == 2
+    assert "'weights.bin' matches no file" in capsys.readouterr().err
