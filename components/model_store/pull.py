@@ -33,6 +33,7 @@ from kfp_edge.model_store.store import (
     ModelStore,
     _copy_file,
     _fsync_dir,
+    _fsync_tree,
     validate_name,
     validate_relpath,
     verify_directory,
@@ -126,40 +127,50 @@ def select_files(manifest: dict, only: Sequence[str] = ()) -> dict:
     return {**manifest, "files": kept, "omitted_files": sorted(set(files) - set(kept))}
 
 
-def _fetch_from_workspace(
-    workspace: str, name: str, version, staging: Path, only: Sequence[str]
-) -> dict:
-    store = ModelStore(Path(workspace) / "models")
-    directory = store.get(name, version)
-    manifest = select_files(json.loads((directory / MANIFEST_FILE).read_text()), only)
-    for relpath, entry in sorted(manifest["files"].items()):
-        validate_relpath(relpath)
-        source = directory / relpath
+class _WorkspaceSource:
+    """Reads versions from the store on the workspace volume."""
+
+    def __init__(self, workspace: str):
+        self.store = ModelStore(Path(workspace) / "models")
+
+    def manifest(self, name: str, version) -> dict:
+        self.directory = self.store.get(name, version)
+        self.where = str(self.directory)
+        return json.loads((self.directory / MANIFEST_FILE).read_text())
+
+    def fetch(self, relpath: str, dest: Path) -> tuple[str, int]:
+        source = self.directory / relpath
         if not source.is_file():
             raise ValueError(f"{source}: missing; download rejected, current model kept")
-        copied = _copy_file(source, staging / relpath)
-        _check(entry, copied["sha256"], copied["size"], relpath, str(directory))
-    return manifest
+        copied = _copy_file(source, dest)
+        return copied["sha256"], copied["size"]
 
 
-def _fetch_from_s3(s3_uri: str, name: str, version, staging: Path, only: Sequence[str]) -> dict:
-    from kfp_edge.model_store import s3
-    from minio.error import S3Error
+class _S3Source:
+    """Reads versions from ``s3://bucket/prefix`` (configuration from ``KFP_EDGE_S3_*``)."""
 
-    bucket, prefix = s3.parse_s3_uri(s3_uri)
-    client = s3.client_from_env()
-    manifest = select_files(s3.read_manifest(client, bucket, prefix, name, version), only)
-    base = s3.version_prefix(prefix, name, manifest["version"])
-    for relpath, entry in sorted(manifest["files"].items()):
-        validate_relpath(relpath)
+    def __init__(self, s3_uri: str):
+        from kfp_edge.model_store import s3
+
+        self.s3 = s3
+        self.bucket, self.prefix = s3.parse_s3_uri(s3_uri)
+        self.client = s3.client_from_env()
+
+    def manifest(self, name: str, version) -> dict:
+        manifest = self.s3.read_manifest(self.client, self.bucket, self.prefix, name, version)
+        self.base = self.s3.version_prefix(self.prefix, name, manifest["version"])
+        self.where = f"s3://{self.bucket}/{self.base}"
+        return manifest
+
+    def fetch(self, relpath: str, dest: Path) -> tuple[str, int]:
+        from minio.error import S3Error
+
         try:
-            digest, size = s3.download_file(client, bucket, base + relpath, staging / relpath)
+            return self.s3.download_file(self.client, self.bucket, self.base + relpath, dest)
         except S3Error as exc:
             raise ValueError(
-                f"s3://{bucket}/{base}{relpath}: {exc.code}; download rejected, current model kept"
+                f"{self.where}{relpath}: {exc.code}; download rejected, current model kept"
             ) from exc
-        _check(entry, digest, size, relpath, f"s3://{bucket}/{base}")
-    return manifest
 
 
 def pull(
@@ -194,28 +205,16 @@ def pull(
         raise ValueError("pull needs exactly one source: a workspace or an s3:// location")
     dest = Path(dest)
     with _locked(dest):
-        releases = dest / RELEASES
-        releases.mkdir(exist_ok=True)
-        staging = releases / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
-        staging.mkdir()
-        try:
-            if workspace is not None:
-                manifest = _fetch_from_workspace(workspace, name, version, staging, only)
-            else:
-                manifest = _fetch_from_s3(s3_uri, name, version, staging, only)
-            write_manifest(staging, manifest)  # every file was checked while it was copied
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        old = current_manifest(dest)
+        source = _WorkspaceSource(workspace) if workspace is not None else _S3Source(s3_uri)
+        manifest = select_files(source.manifest(name, version), only)
         number = manifest["version"]
+        old = current_manifest(dest)
         if (
             old is not None
             and old.get("name") == name
             and old.get("version") == number
-            and (old.get("files") == manifest["files"])
-        ):
-            shutil.rmtree(staging, ignore_errors=True)
+            and old.get("files") == manifest["files"]
+        ):  # already installed: nothing is downloaded
             return {
                 "name": name,
                 "version": number,
@@ -223,7 +222,20 @@ def pull(
                 "changed": False,
                 "previous_version": (current_manifest(dest, PREVIOUS) or {}).get("version"),
             }
-        _fsync_dir(staging)
+        releases = dest / RELEASES
+        releases.mkdir(exist_ok=True)
+        staging = releases / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+        staging.mkdir()
+        try:
+            for relpath, entry in sorted(manifest["files"].items()):
+                validate_relpath(relpath)
+                digest, size = source.fetch(relpath, staging / relpath)
+                _check(entry, digest, size, relpath, source.where)
+            write_manifest(staging, manifest)  # every file was checked while it was copied
+            _fsync_tree(staging)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         release = releases / f"{name}-v{number}-{uuid.uuid4().hex[:12]}"
         os.rename(staging, release)
         old_release = _release_of(dest, CURRENT)

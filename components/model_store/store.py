@@ -131,6 +131,12 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _fsync_tree(root: Path) -> None:
+    """Calls fsync on every directory of a tree, deepest first (files: when written)."""
+    for dirpath, _, _ in sorted(os.walk(root), key=lambda w: -len(w[0])):
+        _fsync_dir(Path(dirpath))
+
+
 def _copy_file(src: Path, dst: Path) -> dict:
     """Copies one file, fsyncs it, and returns its sha256 and size computed while copying."""
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -368,7 +374,7 @@ class ModelStore:
                     "files": table,
                 }
                 write_manifest(tmp, manifest)
-                _fsync_dir(tmp)
+                _fsync_tree(tmp)
                 target = model_dir / str(version)
                 try:
                     os.rename(tmp, target)

@@ -241,3 +241,14 @@ def test_pull_only_some_files_for_a_small_device(tmp_path, workspace, capsys):
     assert rollback(dest)["version"] == 2
     assert main([*argv, "--only", "weights.bin"]) == 2
     assert "'weights.bin' matches no file" in capsys.readouterr().err
+
+
+def test_pulling_the_installed_version_downloads_nothing(tmp_path, workspace):
+    dest = tmp_path / "device"
+    pull("edge", dest, workspace=str(workspace))
+    installed = os.readlink(dest / "current")
+    # Removing the store's files shows that nothing is read when the version is installed.
+    (workspace / "models" / "edge" / "2" / "model.tflite").unlink()
+    result = pull("edge", dest, workspace=str(workspace))
+    assert result["changed"] is False and os.readlink(dest / "current") == installed
+    assert _current_version(dest) == 2
