@@ -246,6 +246,11 @@ def test_publishes_killed_at_random_points_leave_old_or_complete_versions(tmp_pa
     (src / "model.tflite").write_bytes(os.urandom(60_000))
     files = {"saved_model": str(src / "saved_model"), "model.tflite": str(src / "model.tflite")}
     root = tmp_path / "models"
+    # Kill within ~3 publish durations measured now, so the kills land before, inside and
+    # after publishes whatever the machine's load.
+    start = time.perf_counter()
+    ModelStore(tmp_path / "probe").publish("probe", files, {})
+    window = 3 * (time.perf_counter() - start)
     rng = random.Random(1234)
     history: dict[int, str] = {}
     leftovers = 0
@@ -256,7 +261,7 @@ def test_publishes_killed_at_random_points_leave_old_or_complete_versions(tmp_pa
             text=True,
         )
         assert proc.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.0, 0.08))
+        time.sleep(rng.uniform(0.0, window))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         proc.stdout.close()

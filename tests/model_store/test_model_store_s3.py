@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import json
 import os
@@ -172,61 +171,64 @@ def test_manifest_naming_another_version_is_rejected(tmp_path, bucket, store):
     assert not (tmp_path / "escape").exists()
 
 
-_LOOPING_UPLOADER = """
+_UPLOADER = """
 import sys
 from kfp_edge.model_store import s3
 client = s3.client_from_env()
 print("ready", flush=True)
 s3.upload_version(client, sys.argv[1], "fleet", sys.argv[2])
-print("done", flush=True)
+
 """
 
 
 def test_uploads_killed_at_random_points_never_show_a_partial_version(tmp_path, bucket):
-    """SIGKILLs an upload 10 times: a reader sees no version or a complete one, and a
-    restarted upload completes the version."""
+    """SIGKILLs 10 uploads (one new version each) at random moments: a reader sees no version
+    or a complete one, and re-running an interrupted upload completes it."""
     client, name = bucket
     src = tmp_path / "src"
     src.mkdir()
     for i in range(30):
         (src / f"part-{i:02d}.bin").write_bytes(os.urandom(2000))
     store = ModelStore(tmp_path / "models")
-    version_dir = store.publish("edge", {"shards": str(src)}, {})["path"]
+    files = {"shards": str(src)}
+    # Kill within 1.5 upload durations measured now, whatever the machine's load.
+    probe = store.publish("edge", files, {})["path"]
+    start = time.perf_counter()
+    s3.upload_version(client, name, "probe", probe)
+    window = 1.5 * (time.perf_counter() - start)
     rng = random.Random(7)
-    partial_seen = 0
-    for _ in range(10):
+    device = tmp_path / "device"
+    partial_seen, interrupted = 0, []
+    for i in range(10):
+        version_dir = store.publish("edge", files, {"attempt": i})["path"]
+        version = int(Path(version_dir).name)
         proc = subprocess.Popen(
-            [sys.executable, "-c", _LOOPING_UPLOADER, name, version_dir],
+            [sys.executable, "-c", _UPLOADER, name, version_dir],
             stdout=subprocess.PIPE,
             text=True,
-            env=os.environ.copy(),
         )
         assert proc.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.0, 0.25))
+        time.sleep(rng.uniform(0.0, window))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         proc.stdout.close()
-        versions = s3.list_versions(client, name, "fleet", "edge")
-        if versions:
-            break  # the upload finished before the kill: complete by construction, checked below
-        partial_seen += bool(_keys(client, name))
-        with pytest.raises(FileNotFoundError, match="no versions"):
-            pull("edge", tmp_path / "device", s3_uri=f"s3://{name}/fleet")
+        if version in s3.list_versions(client, name, "fleet", "edge"):
+            pull("edge", device, version, s3_uri=f"s3://{name}/fleet")  # complete: verifies
+            assert current_manifest(device)["version"] == version
+        else:
+            partial_seen += any(k.startswith(f"fleet/edge/{version}/") for k in _keys(client, name))
+            with pytest.raises(FileNotFoundError, match=f"no version {version}"):
+                pull("edge", device, version, s3_uri=f"s3://{name}/fleet")
+            interrupted.append(version_dir)
     assert partial_seen, "no kill landed inside an upload"
-    if not s3.list_versions(client, name, "fleet", "edge"):
-        s3.upload_version(client, name, "fleet", version_dir)  # resumes over its own objects
-    assert s3.list_versions(client, name, "fleet", "edge") == [1]
-    result = pull("edge", tmp_path / "device", s3_uri=f"s3://{name}/fleet")
-    assert result["version"] == 1
-    verify_directory(tmp_path / "device" / "current", current_manifest(tmp_path / "device"))
-    assert (
-        hashlib.sha256((Path(version_dir) / "shards" / "part-00.bin").read_bytes()).digest()
-        == (
-            hashlib.sha256(
-                (tmp_path / "device" / "current" / "shards" / "part-00.bin").read_bytes()
-            )
-        ).digest()
-    )
+    for version_dir in interrupted:  # resumes over the objects it had already written
+        s3.upload_version(client, name, "fleet", version_dir)
+    assert s3.list_versions(client, name, "fleet", "edge") == list(range(2, 12))
+    assert pull("edge", device, s3_uri=f"s3://{name}/fleet")["version"] == 11
+    verify_directory(device / "current", current_manifest(device))
+    assert (device / "current" / "shards" / "part-07.bin").read_bytes() == (
+        src / "part-07.bin"
+    ).read_bytes()
 
 
 def test_cli_models_over_s3_and_readable_errors(tmp_path, bucket, store, capsys, monkeypatch):
