@@ -3,6 +3,7 @@
 Measured in one run on the same files:
 
 - ``copytree``: a plain ``shutil.copytree`` of the model (the baseline: no hashes, no fsync);
+- ``copy + sha256``: read, hash and write every file, without fsync (isolates the hashing);
 - ``publish``: ``ModelStore.publish`` (copy + sha256 + fsync + manifest + rename);
 - ``pull (workspace)``: ``pull`` from the PV (copy + verify + atomic swap);
 - ``plain PUT``: ``Minio.put_object`` of every file to a loopback S3 server (moto);
@@ -63,6 +64,18 @@ def run(quick: bool = False) -> dict:
         def copytree():
             shutil.copytree(tmp / "src", tmp / f"copy-{next(counter)}")
 
+        def copy_and_hash():
+            import hashlib
+
+            out = tmp / f"hashed-{next(counter)}"
+            for src in sorted((tmp / "src").rglob("*")):
+                if src.is_file():
+                    dst = out / src.relative_to(tmp / "src")
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    data = src.read_bytes()
+                    hashlib.sha256(data).hexdigest()
+                    dst.write_bytes(data)
+
         def publish():
             store.publish("bench", files, {})
 
@@ -71,6 +84,7 @@ def run(quick: bool = False) -> dict:
 
         timings = {
             "copytree": _best(copytree, repeats),
+            "copy + sha256 (no fsync)": _best(copy_and_hash, repeats),
             "publish": _best(publish, repeats),
             "pull (workspace)": _best(pull_ws, repeats),
         }
@@ -126,6 +140,7 @@ def run(quick: bool = False) -> dict:
         "rows": rows,
         "ratios": {
             "publish / copytree": timings["publish"] / timings["copytree"],
+            "publish / copy_sha256": timings["publish"] / timings["copy + sha256 (no fsync)"],
             "pull_workspace / copytree": timings["pull (workspace)"] / timings["copytree"],
             "upload_version / plain_put": timings["upload_version"] / timings["plain PUT"],
         },
