@@ -1,4 +1,4 @@
-"""``kfp-edge pull``, ``kfp-edge rollback`` and ``kfp-edge models``.
+"""``kfp-edge pull``, ``kfp-edge rollback``, ``kfp-edge models`` and ``kfp-edge push``.
 
 Imports neither TensorFlow nor PySpark (nor kfp): this is what runs on the edge device.
 """
@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
-    """Adds the ``pull``, ``rollback`` and ``models`` subcommands.
+    """Adds the ``pull``, ``push``, ``rollback`` and ``models`` subcommands.
 
     Args:
         subparsers: The ``add_subparsers()`` object of the ``kfp-edge`` parser.
@@ -36,6 +36,15 @@ def register(subparsers) -> None:
         "(repeatable; default: the whole version)",
     )
     p.set_defaults(func=_cmd_pull)
+
+    u = subparsers.add_parser(
+        "push", help="upload a version of the workspace store to S3 (manifest last)"
+    )
+    u.add_argument("--workspace", required=True, help="workspace (PV) path holding models/")
+    u.add_argument("--name", required=True, help="model name in the store")
+    u.add_argument("--version", default="latest", help="version number or latest (default)")
+    u.add_argument("--s3", dest="s3_uri", required=True, help="s3://bucket/prefix")
+    u.set_defaults(func=_cmd_push)
 
     r = subparsers.add_parser("rollback", help="make the previously pulled model current again")
     r.add_argument("--dest", required=True, help="destination directory of kfp-edge pull")
@@ -78,6 +87,22 @@ def _cmd_pull(args) -> int:
         print(
             f"{result['name']} version {result['version']} is already current at {result['path']}"
         )
+    return 0
+
+
+def _cmd_push(args) -> int:
+    from kfp_edge.model_store import s3
+    from kfp_edge.model_store.store import ModelStore
+
+    directory = ModelStore(Path(args.workspace) / "models").get(args.name, args.version)
+    bucket, prefix = s3.parse_s3_uri(args.s3_uri)
+    client = s3.client_from_env()
+    with s3.readable_errors(args.s3_uri):
+        result = s3.upload_version(client, bucket, prefix, directory)
+    print(
+        f"uploaded {result['name']} version {result['version']} "
+        f"to s3://{bucket}/{result['manifest_key']} ({result['objects']} objects)"
+    )
     return 0
 
 

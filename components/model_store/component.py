@@ -103,7 +103,11 @@ def use_s3_credentials(
 
     from kfp_edge.model_store.s3 import ENV_BUCKET, ENV_ENDPOINT, SECRET_KEY_TO_ENV
 
-    kubernetes.use_secret_as_env(task, secret_name=secret_name, secret_key_to_env=SECRET_KEY_TO_ENV)
+    # optional: without the Secret the pod still starts, and only an upload (a bucket set)
+    # fails, with an error naming the missing variables.
+    kubernetes.use_secret_as_env(
+        task, secret_name=secret_name, secret_key_to_env=SECRET_KEY_TO_ENV, optional=True
+    )
     task.set_env_variable(ENV_ENDPOINT, endpoint)
     if bucket:
         task.set_env_variable(ENV_BUCKET, bucket)

@@ -116,26 +116,40 @@ def publish_run(
             "parameters": (report.get("run") or {}).get("parameters", {}),
         },
     }
+    bucket = s3_bucket or os.environ.get(ENV_BUCKET, "")
+    client = None
+    if bucket:  # check the S3 side before anything is published
+        from kfp_edge.model_store import s3
+
+        client = s3.client_from_env()
+        with s3.readable_errors(f"s3://{bucket}"):
+            if not client.bucket_exists(bucket):
+                raise ValueError(f"s3://{bucket}: the bucket does not exist")
     store = store_for(workspace)
     published = store.publish(model_name, files, metadata)
     pinned = pinned_versions or []
     pruned = store.prune(model_name, keep_last, pinned) if keep_last > 0 else []
-    uploaded = None
-    bucket = s3_bucket or os.environ.get(ENV_BUCKET, "")
-    if bucket:
-        from kfp_edge.model_store import s3
-
-        uploaded = s3.upload_version(s3.client_from_env(), bucket, s3_prefix, published["path"])
     result = {
         "model_name": model_name,
         "version": published["version"],
         "model_dir": published["path"],
         "variant": chosen_variant,
     }
-    section = dict(result)
-    if pruned:
-        section["pruned"] = pruned
-    if uploaded:
-        section["s3"] = f"s3://{bucket}/{uploaded['manifest_key']}"
+    section = dict(result, **({"pruned": pruned} if pruned else {}))
     update_report(directory, "publish", section)
+    uploaded = None
+    if client is not None:
+        location = f"s3://{bucket}/{s3_prefix.strip('/')}"
+        try:
+            with s3.readable_errors(location):
+                uploaded = s3.upload_version(client, bucket, s3_prefix, published["path"])
+        except (ValueError, FileExistsError) as exc:
+            raise RuntimeError(
+                f"{model_name!r} version {published['version']} is published at "
+                f"{published['path']} but its upload to {location} failed: {exc}. Retry with "
+                f"`kfp-edge push --workspace {workspace} --name {model_name} "
+                f"--version {published['version']} --s3 {location}`"
+            ) from exc
+        section["s3"] = f"s3://{bucket}/{uploaded['manifest_key']}"
+        update_report(directory, "publish", section)
     return {**result, "pruned": pruned, "s3": uploaded}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import subprocess
 import sys
@@ -263,3 +264,47 @@ def test_publish_uploads_to_the_bucket_named_in_the_environment(trained_run, buc
     result = publish_run(**kwargs, s3_prefix="")
     assert result["s3"]["manifest_key"] == "iris-env/2/manifest.json"
     assert s3.list_versions(client, bucket_name, "", "iris-env") == [2]
+
+
+def test_failed_upload_keeps_the_local_version_and_push_retries_it(
+    trained_run, bucket, monkeypatch, capsys
+):
+    from kfp_edge.cli import main
+    from kfp_edge.model_store import s3
+
+    client, bucket_name = bucket
+    workspace = str(trained_run["workspace"])
+    kwargs = dict(
+        workspace=workspace,
+        run_id="run-1",
+        model_name="iris-push",
+        chosen_variant="float32",
+        chosen_path=str(trained_run["variants_dir"] / "float32.tflite"),
+        saved_model_dir=str(trained_run["saved"]),
+        data_dir=str(trained_run["data_dir"]),
+    )
+    with pytest.raises(ValueError, match="s3://no-such-bucket: the bucket does not exist"):
+        publish_run(**kwargs, s3_bucket="no-such-bucket")
+    assert store_for(workspace).versions("iris-push") == []  # checked before publishing
+    # Another store already put an object where version 1 goes: the upload fails after the
+    # local publish, which stays and is recorded; push retries once the conflict is gone.
+    client.put_object(bucket_name, "p/iris-push/1/model.tflite", io.BytesIO(b"x"), 1)
+    with pytest.raises(RuntimeError, match="kfp-edge push --workspace .* --version 1"):
+        publish_run(**kwargs, s3_bucket=bucket_name, s3_prefix="p")
+    assert store_for(workspace).versions("iris-push") == [1]
+    assert read_report(trained_run["run_dir"])["publish"]["model_name"] == "iris-push"
+    client.remove_object(bucket_name, "p/iris-push/1/model.tflite")
+    argv = [
+        "push",
+        "--workspace",
+        workspace,
+        "--name",
+        "iris-push",
+        "--s3",
+        f"s3://{bucket_name}/p",
+    ]
+    assert main(argv) == 0
+    assert "uploaded iris-push version 1" in capsys.readouterr().out
+    assert s3.list_versions(client, bucket_name, "p", "iris-push") == [1]
+    assert main(argv) == 2  # never overwritten
+    assert "already exists" in capsys.readouterr().err

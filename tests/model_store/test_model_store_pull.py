@@ -197,7 +197,7 @@ def test_cli_lists_the_edge_commands():
     from kfp_edge.cli import build_parser
 
     text = build_parser().format_help()
-    for command in ("pull", "rollback", "models"):
+    for command in ("pull", "push", "rollback", "models"):
         assert command in text
 
 
