@@ -1,0 +1,112 @@
+"""``kfp-edge drift``: check new observations for drift against a published model.
+
+Exit status: 0 no drift, 1 drift detected, 2 error (bad input, missing model or file).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+EXIT_NO_DRIFT = 0
+EXIT_DRIFT = 1
+
+
+def register(subparsers) -> None:
+    """Adds the ``drift`` subcommand to the ``kfp-edge`` parser.
+
+    Args:
+        subparsers: The subparsers object of the ``kfp-edge`` argument parser.
+    """
+    p = subparsers.add_parser(
+        "drift",
+        help="check new observations for drift (exit 0: none, 1: drift, 2: error)",
+        description="Feed new observations through ADWIN drift detectors for a published model "
+        "and update its biased reservoir. Exit status: 0 no drift, 1 drift, 2 error.",
+    )
+    p.add_argument("--workspace", default=".kfp-edge", help="workspace directory (the PV)")
+    p.add_argument("--name", required=True, help="model name in the model store")
+    p.add_argument("--version", default="latest", help="model version (default latest)")
+    p.add_argument(
+        "--input",
+        dest="input_path",
+        default=None,
+        help="CSV or Parquet file, directory of them, or - for CSV lines on stdin",
+    )
+    p.add_argument("source", nargs="?", default=None, help="- to read CSV lines from stdin")
+    p.add_argument("--delta", type=float, default=0.002, help="ADWIN delta (default 0.002)")
+    p.add_argument("--window", type=int, default=10, help="observations per window mean")
+    p.add_argument("--clock", type=int, default=1, help="ADWIN checks every CLOCK updates")
+    p.add_argument("--bias-rate", type=float, default=0.001, help="reservoir bias rate lambda")
+    p.add_argument("--capacity", type=int, default=None, help="reservoir rows (default 1/lambda)")
+    p.add_argument("--label", dest="label_column", default=None, help="label column")
+    p.add_argument("--reference", default=None, help="data like the training data (priming)")
+    p.add_argument("--no-model", action="store_true", help="leave the model out of the loop")
+    p.add_argument("--no-save", action="store_true", help="do not update the saved state")
+    p.add_argument("--json", action="store_true", help="print the whole decision as JSON")
+    p.set_defaults(func=_cmd_drift)
+
+
+def _cmd_drift(args) -> int:
+    from kfp_edge.drift_monitor.monitor import monitor_drift
+
+    if (args.input_path is None) == (args.source is None):
+        raise ValueError("give the observations once: --input PATH, or - for stdin")
+    if args.source not in (None, "-"):
+        raise ValueError(f"unexpected argument {args.source!r}; use --input PATH")
+    decision = monitor_drift(
+        args.workspace,
+        args.name,
+        args.input_path or args.source,
+        args.version,
+        delta=args.delta,
+        window=args.window,
+        clock=args.clock,
+        bias_rate=args.bias_rate,
+        capacity=args.capacity,
+        label_column=args.label_column,
+        model_in_loop=not args.no_model,
+        reference=args.reference,
+        save_state=not args.no_save,
+    )
+    if args.json:
+        json.dump(decision, sys.stdout, indent=2, sort_keys=True, default=str)
+        print()
+    else:
+        print(format_decision(decision))
+    return EXIT_DRIFT if decision["drifted"] else EXIT_NO_DRIFT
+
+
+def format_decision(decision: dict) -> str:
+    """Formats a drift decision as a few lines of text."""
+    model = decision["model"]
+    lines = [
+        f"model {model['name']} version {model['version']}: {decision['observations']} "
+        f"observations, {'DRIFT' if decision['drifted'] else 'no drift'}"
+    ]
+    for feature, f in decision["features"].items():
+        if f["detected"]:
+            lines.append(
+                f"  {feature}: drift at observation {f['position']} "
+                f"(shift {f['statistic']:+.3f} training std, {f['detections']} detection(s))"
+            )
+        else:
+            lines.append(f"  {feature}: stable")
+    error = decision["error"]
+    if error["monitored"] and error["labelled_rows"]:
+        state = (
+            f"error rate rose at observation {error['position']} ({error['statistic']:+.3f})"
+            if error["detected"]
+            else "error rate stable"
+        )
+        lines.append(
+            f"  model error: {state}; {error['errors']}/{error['labelled_rows']} labelled rows "
+            "misclassified"
+        )
+    reservoir = decision["reservoir"]
+    lines.append(
+        f"  reservoir: {reservoir['size']}/{reservoir['capacity']} rows, "
+        f"{reservoir['seen']} seen, bias rate {reservoir['bias_rate']}"
+        + (f", at {reservoir['path']}" if reservoir.get("path") else "")
+    )
+    return "\n".join(lines)

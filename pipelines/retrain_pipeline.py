@@ -1,0 +1,218 @@
+"""The retraining pipeline: drift check -> if drifted: the reservoir (plus the original data when
+asked) -> the edge pipeline (ETL, TFJob training, compression, LiteRT evaluation, SLO gate) ->
+a new version in the model store.
+
+Run it on a schedule (a Kubeflow recurring run, see ``examples/create_recurring_run.py``) over
+the directory where new observations land: each run feeds them through the model's ADWIN
+detectors, whose state and biased reservoir persist on the workspace volume, and only a run that
+sees drift trains and, if the gate passes, publishes.
+"""
+
+from __future__ import annotations
+
+from kfp import dsl
+
+from kfp_edge import resources
+from kfp_edge.workspace import CLUSTER_MOUNT_PATH
+
+PIPELINE_NAME = "kfp-edge-retrain"
+DRIFT_STEP = "drift_check"
+RETRAIN_DATA_STEP = "retrain_data"
+
+
+def build_retrain_pipeline(profile: dict | None = None):
+    """Returns the retraining pipeline function with a resource profile applied.
+
+    Args:
+        profile: A resource profile (see :mod:`kfp_edge.resources`); the default when None.
+            The drift check and the retraining input use the ``evaluation`` step's spec; the
+            edge sub-pipeline uses its own steps' specs.
+    """
+    from kfp_edge.drift_monitor.component import DriftMonitorOp, RetrainDataOp
+    from kfp_edge.pipelines.edge_pipeline import (
+        DEFAULT_VARIANTS,
+        _on_workspace,
+        build_edge_pipeline,
+    )
+
+    profile = profile or resources.load_profile(None)
+    edge_pipeline = build_edge_pipeline(profile)
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="Drift check with ADWIN on new observations; when drift is found, retrain "
+        "on the biased reservoir (plus the original data when asked), gate and publish.",
+    )
+    def retrain_pipeline(
+        input_path: str,
+        workspace: str = CLUSTER_MOUNT_PATH,
+        run_id: str = "",
+        model_name: str = "edge-model",
+        version: str = "latest",
+        delta: float = 0.002,
+        window: int = 10,
+        bias_rate: float = 0.001,
+        label_column: str = "",
+        reference_path: str = "",
+        include_original: bool = False,
+        min_rows: int = 30,
+        seed: int = 42,
+        max_bad_fraction: float = 0.05,
+        model: str = "iris_mlp",
+        epochs: int = 100,
+        batch_size: int = 16,
+        learning_rate: float = 0.04,
+        workers: int = int(profile["training"]["workers"]),
+        training_engine: str = "kubernetes",
+        variants: list = DEFAULT_VARIANTS,
+        min_accuracy: float = 0.9,
+        max_accuracy_drop: float = 0.05,
+        max_size_bytes: int = 10_000_000,
+        max_latency_p50_us: float = 10_000.0,
+        max_latency_p95_us: float = 50_000.0,
+    ):
+        """Checks for drift and, when found, retrains, gates and publishes a new version.
+
+        Args:
+            input_path: New observations: a CSV or Parquet file or a directory of them.
+            workspace: Mount path of the workspace volume (a local directory in local runs).
+            run_id: Run id of the drift check; empty to use the KFP run id. The retraining
+                run gets ``<run id>-retrain``.
+            model_name: The watched model in the model store; the new version goes there too.
+            version: Watched model version, or latest.
+            delta: ADWIN's confidence parameter.
+            window: Observations per window mean of the feature detectors.
+            bias_rate: Bias rate of the reservoir (it holds at most 1/bias_rate rows).
+            label_column: Label column of the observations; empty for the model's.
+            reference_path: Optional data like the training data, to prime fresh detectors.
+            include_original: Retrain on the original data as well as the reservoir.
+            min_rows: The retraining input needs at least this many labelled rows.
+            seed: Seed of the deterministic split and of training.
+            max_bad_fraction: The ETL fails when more rows than this fraction are quarantined.
+            model: Model from the training registry (iris_mlp, mlp, cnn1d).
+            epochs: Training epochs.
+            batch_size: Per-replica batch size.
+            learning_rate: Adam learning rate.
+            workers: Training replicas of the TFJob (chief included).
+            training_engine: kubernetes (a TFJob on the cluster) or local.
+            variants: Compressed variants to produce and evaluate.
+            min_accuracy: Gate: minimum test accuracy.
+            max_accuracy_drop: Gate: maximum accuracy lost against the float reference.
+            max_size_bytes: Gate: maximum .tflite size in bytes.
+            max_latency_p50_us: Gate: maximum single-sample p50 latency in microseconds.
+            max_latency_p95_us: Gate: maximum single-sample p95 latency in microseconds.
+        """
+        drift = DriftMonitorOp(
+            workspace=workspace,
+            run_id=run_id,
+            job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            model_name=model_name,
+            input_path=input_path,
+            version=version,
+            delta=delta,
+            window=window,
+            bias_rate=bias_rate,
+            label_column=label_column,
+            reference_path=reference_path,
+        )
+        _on_workspace(drift, "evaluation", profile)
+        drift.set_display_name(DRIFT_STEP.replace("_", "-"))
+        with dsl.If(drift.outputs["Output"] == True, name="drifted"):  # noqa: E712
+            data = RetrainDataOp(
+                workspace=workspace,
+                run_id=run_id,
+                job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                model_name=model_name,
+                version=version,
+                include_original=include_original,
+                min_rows=min_rows,
+            )
+            _on_workspace(data, "evaluation", profile)
+            data.set_display_name(RETRAIN_DATA_STEP.replace("_", "-"))
+            edge_pipeline(
+                workspace=workspace,
+                run_id=data.outputs["train_run_id"],
+                input_path=data.outputs["input_path"],
+                label_column=data.outputs["label_column"],
+                seed=seed,
+                max_bad_fraction=max_bad_fraction,
+                model=model,
+                epochs=epochs,
+                batch_size=batch_size,
+                learning_rate=learning_rate,
+                workers=workers,
+                training_engine=training_engine,
+                variants=variants,
+                model_name=model_name,
+                min_accuracy=min_accuracy,
+                max_accuracy_drop=max_accuracy_drop,
+                max_size_bytes=max_size_bytes,
+                max_latency_p50_us=max_latency_p50_us,
+                max_latency_p95_us=max_latency_p95_us,
+            ).set_display_name("retrain")
+
+    return retrain_pipeline
+
+
+def run_retrain_local(
+    input_path: str, workspace: str | None = None, run_id: str | None = None, **params
+) -> dict:
+    """Runs the retraining pipeline locally (kfp.local SubprocessRunner, this environment).
+
+    Args:
+        input_path: New observations (file or directory).
+        workspace: Directory standing for the workspace PV (default ``./.kfp-edge``).
+        run_id: Run id of the drift check (default: a fresh ``retrain-<timestamp>`` id).
+        **params: Other pipeline parameters; ``training_engine`` defaults to ``local``.
+
+    Returns:
+        ``{"run_id", "drift" (the decision), "retrained" (bool), "train_run_id", "report"
+        (the retraining run's report, or {}), "published" (bool), "version" (or None),
+        "error" (or None)}``.
+    """
+    import os
+    from pathlib import Path
+
+    from kfp import local
+
+    from kfp_edge.local_run import new_run_id
+    from kfp_edge.workspace import DEFAULT_LOCAL_WORKSPACE, read_report, run_dir
+
+    workspace_path = Path(workspace or DEFAULT_LOCAL_WORKSPACE).resolve()
+    workspace_path.mkdir(parents=True, exist_ok=True)
+    run_id = run_id or new_run_id().replace("edge-", "retrain-", 1)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(workspace_path / "kfp-local"),
+        raise_on_error=True,
+    )
+    params.setdefault("training_engine", "local")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    error = None
+    try:
+        build_retrain_pipeline()(
+            input_path=str(input_path), workspace=str(workspace_path), run_id=run_id, **params
+        )
+    except RuntimeError as exc:  # kfp.local raises when a task fails; its log says why
+        error = str(exc)
+    drift_report = read_report(run_dir(workspace_path, run_id))
+    train_run_id = f"{run_id}-retrain"
+    train_report = read_report(run_dir(workspace_path, train_run_id))
+    publish = train_report.get("publish") or {}
+    return {
+        "run_id": run_id,
+        "drift": drift_report.get("drift"),
+        "retrained": "retrain_input" in drift_report,
+        "train_run_id": train_run_id if train_report else None,
+        "report": train_report,
+        "published": bool(publish) and error is None,
+        "version": publish.get("version"),
+        "error": error,
+    }
+
+
+def __getattr__(name: str):
+    # `from kfp_edge.pipelines import retrain_pipeline` builds the default pipeline on first use.
+    if name == "retrain_pipeline":
+        return build_retrain_pipeline()
+    raise AttributeError(name)
