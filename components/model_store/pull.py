@@ -34,6 +34,7 @@ from kfp_edge.model_store.store import (
     _copy_file,
     _fsync_dir,
     _fsync_tree,
+    check_manifest,
     validate_name,
     validate_relpath,
     verify_directory,
@@ -206,7 +207,7 @@ def pull(
     dest = Path(dest)
     with _locked(dest):
         source = _WorkspaceSource(workspace) if workspace is not None else _S3Source(s3_uri)
-        manifest = select_files(source.manifest(name, version), only)
+        manifest = select_files(check_manifest(source.manifest(name, version), source.where), only)
         number = manifest["version"]
         old = current_manifest(dest)
         if (

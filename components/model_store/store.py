@@ -47,7 +47,7 @@ _CHUNK = 1 << 20
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _VERSION_DIR = re.compile(r"[1-9][0-9]{0,17}")
 # Keys the store itself writes into a manifest; metadata may not override them.
-RESERVED_KEYS = ("format", "name", "version", "created_at", "files")
+RESERVED_KEYS = ("format", "name", "version", "created_at", "files", "omitted_files")
 
 
 def validate_name(name: str) -> str:
@@ -178,6 +178,37 @@ def write_manifest(directory: Path, manifest: Mapping[str, Any]) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, directory / MANIFEST_FILE)
+
+
+def check_manifest(manifest: Any, where: str) -> dict:
+    """Checks the shape of a manifest read from disk or from S3 before anything trusts it.
+
+    Args:
+        manifest: The parsed manifest.
+        where: Where it was read from, for the error message.
+
+    Returns:
+        The manifest.
+
+    Raises:
+        ValueError: If the name, version or files table is malformed, or a file path could
+            escape the version directory.
+    """
+    ok = isinstance(manifest, dict) and isinstance(manifest.get("files"), dict)
+    if ok:
+        validate_name(manifest.get("name"))
+        ok = isinstance(manifest.get("version"), int) and manifest["version"] > 0
+    if not ok:
+        raise ValueError(f"{where}: not a model manifest (needs name, version and files)")
+    for relpath, entry in manifest["files"].items():
+        validate_relpath(relpath)
+        digest = entry.get("sha256") if isinstance(entry, dict) else None
+        size = entry.get("size") if isinstance(entry, dict) else None
+        if not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)) or not (
+            isinstance(size, int) and size >= 0
+        ):
+            raise ValueError(f"{where}: manifest entry of {relpath!r} needs sha256 and size")
+    return manifest
 
 
 def verify_directory(directory: str | os.PathLike, manifest: Mapping[str, Any]) -> None:

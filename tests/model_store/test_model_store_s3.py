@@ -169,6 +169,12 @@ def test_manifest_naming_another_version_is_rejected(tmp_path, bucket, store):
     with pytest.raises(ValueError, match="invalid file path"):
         pull("edge", tmp_path / "device", 1, s3_uri=f"s3://{name}")
     assert not (tmp_path / "escape").exists()
+    no_size = store.read_manifest("edge", 1)
+    no_size["files"]["model.tflite"] = {"sha256": "f" * 64}
+    data = json.dumps(no_size).encode()
+    client.put_object(name, "edge/1/manifest.json", io.BytesIO(data), len(data))
+    with pytest.raises(ValueError, match="entry of 'model.tflite' needs sha256 and size"):
+        pull("edge", tmp_path / "device", 1, s3_uri=f"s3://{name}")
 
 
 _UPLOADER = """
