@@ -252,3 +252,16 @@ def test_pulling_the_installed_version_downloads_nothing(tmp_path, workspace):
     result = pull("edge", dest, workspace=str(workspace))
     assert result["changed"] is False and os.readlink(dest / "current") == installed
     assert _current_version(dest) == 2
+
+
+def test_pull_module_needs_only_the_standard_library_and_minio(tmp_path, workspace):
+    code = (
+        "import sys\n"
+        "from kfp_edge.model_store.pull import pull\n"
+        f"pull('edge', {str(tmp_path / 'device')!r}, workspace={str(workspace)!r})\n"
+        "import kfp_edge.model_store.s3, minio\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'numpy', 'kfp', 'tensorflow', 'pyspark', 'pandas', 'pyarrow', 'yaml'}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
