@@ -224,13 +224,10 @@ def upload_version(client, bucket: str, prefix: str, version_dir: str | os.PathL
     }
 
 
-def list_versions(client, bucket: str, prefix: str, name: str) -> list[int]:
-    """Returns the versions of a model in the bucket that have a manifest, ascending.
-
-    Listing ``<prefix>/<name>/`` with the trailing slash keeps ``name`` and ``name-2`` apart.
-    """
+def _candidates(client, bucket: str, prefix: str, name: str) -> list[int]:
+    """Version numbers that have any object under them, descending (manifest not checked)."""
     base = _key(prefix, validate_name(name)) + "/"
-    found = []
+    numbers = []
     for obj in client.list_objects(bucket, prefix=base, recursive=False):
         if not obj.is_dir:
             continue
@@ -239,12 +236,34 @@ def list_versions(client, bucket: str, prefix: str, name: str) -> list[int]:
             number = parse_version(segment)
         except ValueError:
             continue
-        if (
-            number is not None
-            and object_sha256(client, bucket, base + f"{number}/{MANIFEST_FILE}") is not None
-        ):
-            found.append(number)
-    return sorted(found)
+        if number is not None:
+            numbers.append(number)
+    return sorted(numbers, reverse=True)
+
+
+def _has_manifest(client, bucket: str, prefix: str, name: str, number: int) -> bool:
+    key = version_prefix(prefix, name, number) + MANIFEST_FILE
+    return object_sha256(client, bucket, key) is not None
+
+
+def list_versions(client, bucket: str, prefix: str, name: str) -> list[int]:
+    """Returns the versions of a model in the bucket that have a manifest, ascending.
+
+    Listing ``<prefix>/<name>/`` with the trailing slash keeps ``name`` and ``name-2`` apart.
+    """
+    return sorted(
+        n
+        for n in _candidates(client, bucket, prefix, name)
+        if _has_manifest(client, bucket, prefix, name, n)
+    )
+
+
+def latest_version(client, bucket: str, prefix: str, name: str) -> int | None:
+    """Returns the highest version with a manifest (checking from the top down), or None."""
+    for number in _candidates(client, bucket, prefix, name):
+        if _has_manifest(client, bucket, prefix, name, number):
+            return number
+    return None
 
 
 def list_names(client, bucket: str, prefix: str) -> list[str]:
@@ -272,10 +291,9 @@ def read_manifest(client, bucket: str, prefix: str, name: str, version: int | st
 
     number = parse_version(version)
     if number is None:
-        versions = list_versions(client, bucket, prefix, name)
-        if not versions:
+        number = latest_version(client, bucket, prefix, name)
+        if number is None:
             raise FileNotFoundError(f"s3://{bucket}/{_key(prefix, name)}/: no versions of {name!r}")
-        number = versions[-1]
     key = version_prefix(prefix, name, number) + MANIFEST_FILE
     try:
         response = client.get_object(bucket, key)

@@ -88,12 +88,16 @@ def test_existing_version_is_never_overwritten(bucket, store):
     assert client.get_object(name, "edge/1/manifest.json").read() == before
 
 
-def test_object_left_by_another_publisher_blocks_the_version(bucket, store):
+def test_object_left_by_another_publisher_blocks_the_version(tmp_path, bucket, store):
     client, name = bucket
     client.put_object(name, "edge/2/model.tflite", io.BytesIO(b"someone else"), 12)
     with pytest.raises(FileExistsError, match="exists with other content"):
         s3.upload_version(client, name, "", store.get("edge", 2))
     assert s3.list_versions(client, name, "", "edge") == []  # no manifest: not a version
+    s3.upload_version(client, name, "", store.get("edge", 1))
+    # latest skips the higher number that has objects but no manifest
+    assert s3.latest_version(client, name, "", "edge") == 1
+    assert pull("edge", tmp_path / "device", s3_uri=f"s3://{name}")["version"] == 1
 
 
 def test_pull_from_s3_verifies_and_swaps_and_rolls_back(tmp_path, bucket, store):
