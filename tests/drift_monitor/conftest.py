@@ -99,3 +99,97 @@ def workspace(tmp_path, published_iris):
 def make_drift_stream():
     """The stream generator :func:`make_stream` (test modules cannot import conftest)."""
     return make_stream
+
+
+class FakeKfpScheduleApi:
+    """The few KFP v2beta1 endpoints ``kfp.Client`` uses to create a recurring run (healthz,
+    experiments, recurringruns), refusing what a real server refuses (no pipeline spec, no
+    trigger, parameters the pipeline does not declare). Fake KFP API: no KFP server on this
+    machine."""
+
+    def __init__(self):
+        self.experiments: list[dict] = []
+        self.recurring_runs: list[dict] = []
+        self.requests: list[tuple[str, str]] = []
+
+    def route(self, method: str, path: str, query: dict, body):
+        self.requests.append((method, path))
+        if method == "GET" and path == "/apis/v2beta1/healthz":
+            return 200, {"multi_user": False}
+        if method == "GET" and path == "/apis/v2beta1/experiments":
+            wanted = json.loads(query.get("filter", '{"predicates": []}'))["predicates"]
+            names = {p.get("stringValue") or p.get("string_value") for p in wanted}
+            found = [e for e in self.experiments if not names or e["display_name"] in names]
+            return 200, {"experiments": found, "total_size": len(found)}
+        if method == "GET" and path.startswith("/apis/v2beta1/experiments/"):
+            found = [e for e in self.experiments if e["experiment_id"] == path.rsplit("/", 1)[1]]
+            return (200, found[0]) if found else (404, {"error": "no such experiment"})
+        if method == "POST" and path == "/apis/v2beta1/experiments":
+            experiment = {**body, "experiment_id": f"exp-{len(self.experiments) + 1}"}
+            self.experiments.append(experiment)
+            return 200, experiment
+        if method == "POST" and path == "/apis/v2beta1/recurringruns":
+            spec = (body or {}).get("pipeline_spec") or {}
+            if not spec.get("pipelineInfo") or not spec.get("root"):
+                return 400, {"error": "recurring run needs a pipeline_spec"}
+            trigger = (body.get("trigger") or {}).get("cron_schedule") or {}
+            if len(str(trigger.get("cron", "")).split()) != 6:
+                return 400, {"error": "cron schedule needs 6 fields"}
+            declared = spec["root"].get("inputDefinitions", {}).get("parameters", {})
+            given = (body.get("runtime_config") or {}).get("parameters") or {}
+            unknown = sorted(set(given) - set(declared))
+            if unknown:
+                return 400, {"error": f"unknown parameters {unknown}"}
+            job = {**body, "recurring_run_id": f"rr-{len(self.recurring_runs) + 1}"}
+            self.recurring_runs.append(job)
+            return 200, {"recurring_run_id": job["recurring_run_id"],
+                         "display_name": body.get("display_name")}
+        return 404, {"error": f"{method} {path} is not part of this fake"}
+
+    def start(self) -> str:
+        import http.server
+        import threading
+        import urllib.parse
+
+        api = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _handle(self, method: str):
+                url = urllib.parse.urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length)) if length else None
+                status, reply = api.route(method, url.path, dict(urllib.parse.parse_qsl(url.query)), body)
+                data = json.dumps(reply).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):  # noqa: N802
+                self._handle("GET")
+
+            def do_POST(self):  # noqa: N802
+                self._handle("POST")
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def stop(self):
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def fake_kfp_schedule():
+    """A started :class:`FakeKfpScheduleApi`; ``.url`` is its address."""
+    api = FakeKfpScheduleApi()
+    api.url = api.start()
+    yield api
+    api.stop()
