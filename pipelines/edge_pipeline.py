@@ -5,8 +5,6 @@ Every step mounts the workspace PVC (bulky data lives there; kfp artifacts carry
 caching is off for all of them: kfp's cache key ignores PVC contents.
 """
 
-from __future__ import annotations
-
 from kfp import dsl, kubernetes
 
 from kfp_edge import resources

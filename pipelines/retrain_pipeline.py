@@ -8,8 +8,6 @@ detectors, whose state and biased reservoir persist on the workspace volume, and
 sees drift trains and, if the gate passes, publishes.
 """
 
-from __future__ import annotations
-
 from kfp import dsl
 
 from kfp_edge import resources

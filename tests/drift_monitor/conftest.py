@@ -130,6 +130,8 @@ class FakeKfpScheduleApi:
             return 200, experiment
         if method == "POST" and path == "/apis/v2beta1/recurringruns":
             spec = (body or {}).get("pipeline_spec") or {}
+            # With a platform spec (the PVC mounts), kfp.Client sends both, nested.
+            spec = spec.get("pipeline_spec", spec)
             if not spec.get("pipelineInfo") or not spec.get("root"):
                 return 400, {"error": "recurring run needs a pipeline_spec"}
             trigger = (body.get("trigger") or {}).get("cron_schedule") or {}
