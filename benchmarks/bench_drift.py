@@ -44,9 +44,8 @@ def _stream(rows: int, drift_at: int, seed: int = 0):
 
 
 def _train_tflite(directory: Path) -> Path:
-    from sklearn.datasets import load_iris
-
     from kfp_edge.tf_env import import_tf
+    from sklearn.datasets import load_iris
 
     tf, keras = import_tf()
     iris = load_iris()
@@ -133,9 +132,7 @@ def run(quick: bool = False) -> dict:
     t_pandas, first_pandas = _pandas_rolling(frame, stats)
 
     def false_alarms(decision) -> int:
-        return sum(
-            sum(p < drift_at for p in f["positions"]) for f in decision["features"].values()
-        )
+        return sum(sum(p < drift_at for p in f["positions"]) for f in decision["features"].values())
 
     result_rows = [
         {

@@ -1,11 +1,11 @@
-"""Schedule the kfp-edge retraining pipeline as a Kubeflow recurring run.
+r"""Schedule the kfp-edge retraining pipeline as a Kubeflow recurring run.
 
 Every run checks the observations that landed in ``--input`` for drift against the published
 model (ADWIN state and the biased reservoir persist on the workspace volume), and retrains,
 gates and publishes a new version only when drift is found.
 
-    python examples/create_recurring_run.py --host http://localhost:8080 \\
-        --input /workspace/incoming/sensor --model-name sensor-model \\
+    python examples/create_recurring_run.py --host http://localhost:8080 \
+        --input /workspace/incoming/sensor --model-name sensor-model \
         --cron "0 0 2 * * *" --param include_original=true
 
 Authentication: ``KF_PIPELINES_TOKEN`` or the pod's projected service-account token, as for
@@ -19,6 +19,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parses the command line and creates the recurring run; returns the exit status."""
     from kfp_edge.drift_monitor.schedule import DEFAULT_CRON, create_recurring_retrain
     from kfp_edge.local_run import parse_params
 
@@ -32,7 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job-name", default="kfp-edge drift check")
     parser.add_argument("--resources", default=None, help="resource profile name or YAML")
     parser.add_argument(
-        "--param", action="append", default=[], metavar="NAME=VALUE",
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
         help="any other retrain pipeline parameter (repeatable)",
     )
     args = parser.parse_args(argv)
@@ -40,8 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     arguments.update({"input_path": args.input, "model_name": args.model_name})
     try:
         job = create_recurring_retrain(
-            arguments, cron=args.cron, host=args.host, namespace=args.namespace,
-            experiment=args.experiment, job_name=args.job_name, resources=args.resources,
+            arguments,
+            cron=args.cron,
+            host=args.host,
+            namespace=args.namespace,
+            experiment=args.experiment,
+            job_name=args.job_name,
+            resources=args.resources,
         )
     except (ValueError, FileNotFoundError) as exc:
         print(f"create_recurring_run: error: {exc}", file=sys.stderr)

@@ -1,6 +1,8 @@
-"""The retraining pipeline: drift check -> if drifted: the reservoir (plus the original data when
-asked) -> the edge pipeline (ETL, TFJob training, compression, LiteRT evaluation, SLO gate) ->
-a new version in the model store.
+"""The retraining pipeline: drift check, then on drift retraining, gate and publish.
+
+Drift check -> if drifted: the reservoir (plus the original data when asked) -> the edge
+pipeline (ETL, TFJob training, compression, LiteRT evaluation, SLO gate) -> a new version in
+the model store.
 
 Run it on a schedule (a Kubeflow recurring run, see ``examples/create_recurring_run.py``) over
 the directory where new observations land: each run feeds them through the model's ADWIN
@@ -9,7 +11,6 @@ sees drift trains and, if the gate passes, publishes.
 """
 
 from kfp import dsl
-
 from kfp_edge import resources
 from kfp_edge.workspace import CLUSTER_MOUNT_PATH
 
@@ -172,7 +173,6 @@ def run_retrain_local(
     from pathlib import Path
 
     from kfp import local
-
     from kfp_edge.local_run import new_run_id
     from kfp_edge.workspace import DEFAULT_LOCAL_WORKSPACE, read_report, run_dir
 

@@ -3,7 +3,6 @@
 from typing import NamedTuple
 
 from kfp import dsl
-
 from kfp_edge.images import TENSORFLOW_IMAGE
 
 
@@ -102,9 +101,7 @@ def RetrainDataOp(
     version: str = "latest",
     include_original: bool = False,
     min_rows: int = 30,
-) -> NamedTuple(
-    "Outputs", [("input_path", str), ("label_column", str), ("train_run_id", str)]
-):
+) -> NamedTuple("Outputs", [("input_path", str), ("label_column", str), ("train_run_id", str)]):
     """Writes the input of a retraining run: the reservoir's rows, plus the original data.
 
     Args:
@@ -129,7 +126,11 @@ def RetrainDataOp(
 
     run_id = run_id or job_id
     result = prepare_retraining_data(
-        workspace, model_name, run_id, include_original=include_original, version=version,
+        workspace,
+        model_name,
+        run_id,
+        include_original=include_original,
+        version=version,
         min_rows=min_rows,
     )
     update_report(run_dir(workspace, run_id), "retrain_input", result)

@@ -38,7 +38,9 @@ class LiteRTClassifier:
             )
         self.num_features = int(inputs[0]["shape"][1])
         self.batch_size = int(batch_size)
-        self.interpreter.resize_tensor_input(inputs[0]["index"], [self.batch_size, self.num_features])
+        self.interpreter.resize_tensor_input(
+            inputs[0]["index"], [self.batch_size, self.num_features]
+        )
         self.interpreter.allocate_tensors()
         self._input = self.interpreter.get_input_details()[0]
         self._output = self.interpreter.get_output_details()[0]

@@ -1,5 +1,4 @@
-"""The drift monitor: ADWIN on per-feature window means and on the model's errors, plus a
-biased reservoir of recent labelled rows for retraining.
+"""The drift monitor: ADWIN on feature window means and model errors, and a biased reservoir.
 
 For a published model version (``<workspace>/models/<name>/<version>/`` with ``model.tflite``,
 ``preprocessing.json`` and ``dataset_manifest.json``), new observations are read in arrival
@@ -38,7 +37,6 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
-
 from kfp_edge.drift_monitor.observations import iter_chunks
 from kfp_edge.drift_monitor.reservoir import DATA_FILE, STATE_FILE, BiasedReservoir
 from kfp_edge.workspace import write_json_atomic

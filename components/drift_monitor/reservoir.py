@@ -26,7 +26,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-
 from kfp_edge.workspace import write_json_atomic
 
 DATA_FILE = "reservoir.parquet"

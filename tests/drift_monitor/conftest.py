@@ -58,9 +58,7 @@ def published_iris(tmp_path_factory, iris_data_dir):
     model = keras.Sequential(
         [
             keras.layers.Input(shape=(4,)),
-            keras.layers.Normalization(
-                mean=pre["mean"], variance=[s * s for s in pre["std"]]
-            ),
+            keras.layers.Normalization(mean=pre["mean"], variance=[s * s for s in pre["std"]]),
             keras.layers.Dense(10, activation="sigmoid"),
             keras.layers.Dense(3, activation="softmax"),
         ]
@@ -144,8 +142,10 @@ class FakeKfpScheduleApi:
                 return 400, {"error": f"unknown parameters {unknown}"}
             job = {**body, "recurring_run_id": f"rr-{len(self.recurring_runs) + 1}"}
             self.recurring_runs.append(job)
-            return 200, {"recurring_run_id": job["recurring_run_id"],
-                         "display_name": body.get("display_name")}
+            return 200, {
+                "recurring_run_id": job["recurring_run_id"],
+                "display_name": body.get("display_name"),
+            }
         return 404, {"error": f"{method} {path} is not part of this fake"}
 
     def start(self) -> str:
@@ -163,7 +163,9 @@ class FakeKfpScheduleApi:
                 url = urllib.parse.urlsplit(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length)) if length else None
-                status, reply = api.route(method, url.path, dict(urllib.parse.parse_qsl(url.query)), body)
+                status, reply = api.route(
+                    method, url.path, dict(urllib.parse.parse_qsl(url.query)), body
+                )
                 data = json.dumps(reply).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

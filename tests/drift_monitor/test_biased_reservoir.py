@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from kfp_edge.drift_monitor.reservoir import BiasedReservoir
 
 
@@ -24,7 +23,12 @@ def test_memory_stays_fixed_however_long_the_stream():
         _stream(reservoir, 20_000)
         sizes.append(reservoir.size)
         assert reservoir.nbytes == before
-        assert all(a is b for a, b in zip(buffers, (reservoir.features, reservoir.labels, reservoir.arrivals)))
+        assert all(
+            a is b
+            for a, b in zip(
+                buffers, (reservoir.features, reservoir.labels, reservoir.arrivals), strict=True
+            )
+        )
     assert max(sizes) <= 50 and sizes[-1] >= 45
     assert reservoir.seen == 100_000
     # Labels stay attached to their features' rows: arrival time equals the label given.
@@ -91,7 +95,9 @@ def test_invalid_parameters_and_torn_state_are_refused(tmp_path):
     reservoir.add_many(np.ones((30, 1)), ["x"] * 30)
     reservoir.save(tmp_path)
     BiasedReservoir(["a"], "y", 0.1).save(tmp_path / "empty")
-    (tmp_path / "reservoir.parquet").write_bytes((tmp_path / "empty" / "reservoir.parquet").read_bytes())
+    (tmp_path / "reservoir.parquet").write_bytes(
+        (tmp_path / "empty" / "reservoir.parquet").read_bytes()
+    )
     with pytest.raises(ValueError, match="reservoir.parquet: holds 0 rows"):
         BiasedReservoir.load(tmp_path)
     with pytest.raises(FileNotFoundError, match="no saved reservoir"):

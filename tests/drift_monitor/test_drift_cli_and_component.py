@@ -9,7 +9,6 @@ import sys
 
 import pandas as pd
 import pytest
-
 from kfp_edge.cli import main
 from kfp_edge.drift_monitor.monitor import monitor_drift
 from kfp_edge.drift_monitor.retrain import prepare_retraining_data
@@ -25,7 +24,16 @@ def test_cli_exit_status_tells_drift_from_no_drift(workspace, tmp_path, make_dri
     shifted = tmp_path / "shifted.parquet"
     make_drift_stream(1000, 0, seed=2).to_parquet(shifted)
     code = main(
-        ["drift", "--workspace", str(workspace), "--name", "iris", "--input", str(shifted), "--json"]
+        [
+            "drift",
+            "--workspace",
+            str(workspace),
+            "--name",
+            "iris",
+            "--input",
+            str(shifted),
+            "--json",
+        ]
     )
     decision = json.loads(capsys.readouterr().out)
     assert code == 1 and decision["drifted"] is True
@@ -33,20 +41,48 @@ def test_cli_exit_status_tells_drift_from_no_drift(workspace, tmp_path, make_dri
     assert decision["reservoir"]["seen"] == 2000
 
 
-def test_cli_reads_csv_lines_from_stdin_and_reports_errors_with_status_2(workspace, make_drift_stream):
+def test_cli_reads_csv_lines_from_stdin_and_reports_errors_with_status_2(
+    workspace, make_drift_stream
+):
     csv_text = make_drift_stream(400, None, seed=3).to_csv(index=False)
     proc = subprocess.run(
-        [sys.executable, "-m", "kfp_edge.cli", "drift", "--workspace", str(workspace),
-         "--name", "iris", "--no-model", "--json", "-"],
-        input=csv_text, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "kfp_edge.cli",
+            "drift",
+            "--workspace",
+            str(workspace),
+            "--name",
+            "iris",
+            "--no-model",
+            "--json",
+            "-",
+        ],
+        input=csv_text,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     decision = json.loads(proc.stdout)
     assert decision["observations"] == 400 and decision["error"]["monitored"] is False
     proc = subprocess.run(
-        [sys.executable, "-m", "kfp_edge.cli", "drift", "--workspace", str(workspace),
-         "--name", "iris", "-"],
-        input="sepal_length,sepal_width\n1,2\n", capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "kfp_edge.cli",
+            "drift",
+            "--workspace",
+            str(workspace),
+            "--name",
+            "iris",
+            "-",
+        ],
+        input="sepal_length,sepal_width\n1,2\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "<stdin>: missing feature column(s) ['petal_length', 'petal_width']" in proc.stderr
@@ -65,7 +101,11 @@ def test_retraining_input_from_reservoir_and_original_data(workspace, tmp_path, 
     only = prepare_retraining_data(workspace, "iris", "check-1")
     table = pd.read_parquet(only["input_path"])
     assert list(table.columns) == [
-        "sepal_length", "sepal_width", "petal_length", "petal_width", "label"
+        "sepal_length",
+        "sepal_width",
+        "petal_length",
+        "petal_width",
+        "label",
     ]
     assert len(table) == only["rows"] == only["reservoir_rows"] <= 200
     assert set(table["label"]) <= {"setosa", "versicolor", "virginica"}
@@ -82,7 +122,6 @@ def test_retraining_input_from_reservoir_and_original_data(workspace, tmp_path, 
 def test_drift_components_run_under_kfp_local(workspace, tmp_path, make_drift_stream):
     """DriftMonitorOp and RetrainDataOp run as real subprocesses under kfp.local."""
     from kfp import local
-
     from kfp_edge.drift_monitor.component import DriftMonitorOp, RetrainDataOp
     from kfp_edge.workspace import read_report, run_dir
 
@@ -94,8 +133,12 @@ def test_drift_components_run_under_kfp_local(workspace, tmp_path, make_drift_st
         raise_on_error=True,
     )
     task = DriftMonitorOp(
-        workspace=str(workspace), run_id="check-a", job_id="job-1", model_name="iris",
-        input_path=str(source), bias_rate=0.005,
+        workspace=str(workspace),
+        run_id="check-a",
+        job_id="job-1",
+        model_name="iris",
+        input_path=str(source),
+        bias_rate=0.005,
     )
     assert task.outputs["Output"] is True
     artifact = task.outputs["metrics"]

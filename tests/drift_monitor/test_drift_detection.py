@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
 from kfp_edge.drift_monitor.monitor import DriftMonitor, monitor_drift
 
 IRIS_COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
@@ -21,7 +20,9 @@ def _iris_stats():
     return list(iris.target_names), iris.data.mean(axis=0), iris.data.std(axis=0)
 
 
-def test_adwin_detects_mean_shift_within_delay_and_false_alarms_are_bounded_over_20_seeds(make_drift_stream):
+def test_adwin_detects_mean_shift_within_delay_and_false_alarms_are_bounded_over_20_seeds(
+    make_drift_stream,
+):
     classes, mean, std = _iris_stats()
     false_alarms = 0
     delays = []
@@ -55,7 +56,9 @@ def test_stationary_stream_is_not_flagged_and_unshifted_features_stay_quiet(make
     assert decision["drifted_features"] == ["petal_length"]
 
 
-def test_monitor_runs_the_published_model_and_detects_the_error_increase(workspace, make_drift_stream):
+def test_monitor_runs_the_published_model_and_detects_the_error_increase(
+    workspace, make_drift_stream
+):
     stream = make_drift_stream(3000, 1500, seed=3)
     source = workspace / "new.csv"
     stream.to_csv(source, index=False)
@@ -82,7 +85,9 @@ def test_monitor_runs_the_published_model_and_detects_the_error_increase(workspa
     assert 0.95 * 500 <= reservoir["size"] <= 500
 
 
-def test_state_carries_over_between_calls_so_a_later_shifted_batch_is_detected(workspace, make_drift_stream):
+def test_state_carries_over_between_calls_so_a_later_shifted_batch_is_detected(
+    workspace, make_drift_stream
+):
     stream = make_drift_stream(4000, 2000, seed=5)
     first, second = workspace / "day1.csv", workspace / "day2.parquet"
     stream.iloc[:2000].to_csv(first, index=False)
@@ -98,7 +103,9 @@ def test_state_carries_over_between_calls_so_a_later_shifted_batch_is_detected(w
     assert later["reservoir"]["seen"] == 4000
 
 
-def test_reference_data_makes_an_already_shifted_first_batch_detectable(workspace, tmp_path, make_drift_stream):
+def test_reference_data_makes_an_already_shifted_first_batch_detectable(
+    workspace, tmp_path, make_drift_stream
+):
     reference = tmp_path / "reference.csv"
     make_drift_stream(1000, None, seed=11).to_csv(reference, index=False)
     shifted = make_drift_stream(1000, 0, seed=12)
@@ -130,7 +137,9 @@ def test_directory_of_files_is_read_in_name_order(workspace, tmp_path, make_drif
     assert 1500 <= decision["features"]["petal_length"]["position"] <= 1500 + MAX_DELAY
 
 
-def test_bad_values_name_file_row_and_column_and_leave_saved_state_alone(workspace, tmp_path, make_drift_stream):
+def test_bad_values_name_file_row_and_column_and_leave_saved_state_alone(
+    workspace, tmp_path, make_drift_stream
+):
     good = tmp_path / "good.csv"
     make_drift_stream(200, None, seed=1).to_csv(good, index=False)
     monitor_drift(workspace, "iris", good)

@@ -55,9 +55,20 @@ def test_recurring_run_is_created_through_kfp_client(fake_kfp_schedule, monkeypa
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
     code = example.main(
-        ["--host", fake_kfp_schedule.url, "--input", "/workspace/incoming", "--model-name",
-         "sensor-model", "--cron", "0 3 * * *", "--param", "include_original=true",
-         "--param", "epochs=20"]
+        [
+            "--host",
+            fake_kfp_schedule.url,
+            "--input",
+            "/workspace/incoming",
+            "--model-name",
+            "sensor-model",
+            "--cron",
+            "0 3 * * *",
+            "--param",
+            "include_original=true",
+            "--param",
+            "epochs=20",
+        ]
     )
     assert code == 0
     (job,) = fake_kfp_schedule.recurring_runs
@@ -87,8 +98,13 @@ def test_retraining_branch_runs_end_to_end_locally(workspace, tmp_path, make_dri
     stream = make_drift_stream(1200, 200, seed=21)
     stream.to_csv(incoming / "batch-0001.csv", index=False)
     small = dict(
-        model_name="iris", bias_rate=0.004, epochs=40, workers=1, variants=["float32"],
-        min_accuracy=0.7, max_accuracy_drop=0.2,
+        model_name="iris",
+        bias_rate=0.004,
+        epochs=40,
+        workers=1,
+        variants=["float32"],
+        min_accuracy=0.7,
+        max_accuracy_drop=0.2,
     )
     result = run_retrain_local(incoming, workspace=str(workspace), run_id="check-1", **small)
     assert result["error"] is None, result["error"]
