@@ -16,6 +16,8 @@ _COMPONENTS = {
     "EvaluationOp": "kfp_edge.evaluation.component",
     "GateOp": "kfp_edge.gate.component",
     "ModelStoreOp": "kfp_edge.model_store.component",
+    "DriftMonitorOp": "kfp_edge.drift_monitor.component",
+    "RetrainDataOp": "kfp_edge.drift_monitor.component",
 }
 _FUNCTIONS = {
     "run_local": "kfp_edge.local_run",
