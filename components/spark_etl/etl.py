@@ -44,7 +44,6 @@ from kfp_edge.dataset import (
     SPLITS,
 )
 from kfp_edge.spark_etl.schema import (
-    NUMERIC_TYPES,
     Schema,
     infer_csv_schema,
     load_schema,
@@ -130,14 +129,14 @@ def download_s3(uri: str, target: Path) -> Path:
     objects = [
         o
         for o in client.list_objects(bucket, prefix=prefix, recursive=True)
-        if not o.is_dir and (o.object_name == prefix or o.object_name.startswith(prefix + "/")
-                             or not prefix)
+        if not o.is_dir
+        and (o.object_name == prefix or o.object_name.startswith(prefix + "/") or not prefix)
     ]
     if not objects:
         raise FileNotFoundError(f"{uri}: no objects found")
     target.mkdir(parents=True, exist_ok=True)
     for obj in objects:
-        rel = obj.object_name[len(prefix):].lstrip("/") or Path(obj.object_name).name
+        rel = obj.object_name[len(prefix) :].lstrip("/") or Path(obj.object_name).name
         local = target / rel
         local.parent.mkdir(parents=True, exist_ok=True)
         client.fget_object(bucket, obj.object_name, str(local))
@@ -252,9 +251,15 @@ def _raw_parquet(spark, files: list[Path], schema: Schema):
 def _parquet_schema(spark, files: list[Path], label_column: str) -> Schema:
     frame = spark.read.parquet(str(files[0]))
     types = {
-        "double": "double", "float": "double", "int": "long", "bigint": "long",
-        "smallint": "long", "tinyint": "long", "timestamp": "timestamp",
-        "timestamp_ntz": "timestamp", "date": "timestamp",
+        "double": "double",
+        "float": "double",
+        "int": "long",
+        "bigint": "long",
+        "smallint": "long",
+        "tinyint": "long",
+        "timestamp": "timestamp",
+        "timestamp_ntz": "timestamp",
+        "date": "timestamp",
     }
     columns = [
         {"name": f.name, "type": types.get(f.dataType.simpleString(), "string")}
@@ -278,40 +283,55 @@ def _classify(raw, schema: Schema):
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    required = list(dict.fromkeys(
-        [*schema.feature_columns, schema.label_column]
-        + [c for c in (schema.id_column, schema.time_column, schema.device_column) if c]
-    ))
+    required = list(
+        dict.fromkeys(
+            [*schema.feature_columns, schema.label_column]
+            + [c for c in (schema.id_column, schema.time_column, schema.device_column) if c]
+        )
+    )
     typed = {}
     for name in required:
         ctype = schema.type_of(name)
         col = F.col(name)
         typed[name] = col if ctype == "string" else F.trim(col).try_cast(ctype)
     checks = [
-        (F.col("_nfields") != len(schema.names),
-         F.concat(F.col("_nfields").cast("string"), F.lit(f" fields, expected {len(schema.names)}")),
-         "wrong_field_count"),
+        (
+            F.col("_nfields") != len(schema.names),
+            F.concat(
+                F.col("_nfields").cast("string"), F.lit(f" fields, expected {len(schema.names)}")
+            ),
+            "wrong_field_count",
+        ),
     ]
     for name in required:
-        checks.append((F.col(name).isNull() | (F.trim(F.col(name)) == ""), F.lit(name),
-                       "missing_value"))
+        checks.append(
+            (F.col(name).isNull() | (F.trim(F.col(name)) == ""), F.lit(name), "missing_value")
+        )
     for name in required:
         if schema.type_of(name) != "string":
             checks.append((typed[name].isNull(), F.lit(name), "unparsable"))
     for name in schema.feature_columns:
-        checks.append((F.isnan(typed[name]) | (F.abs(typed[name]) == float("inf")), F.lit(name),
-                       "non_finite"))
+        checks.append(
+            (F.isnan(typed[name]) | (F.abs(typed[name]) == float("inf")), F.lit(name), "non_finite")
+        )
     if schema.classes:
-        checks.append((~F.col(schema.label_column).isin(schema.classes),
-                       F.lit(schema.label_column), "unknown_label"))
+        checks.append(
+            (
+                ~F.col(schema.label_column).isin(schema.classes),
+                F.lit(schema.label_column),
+                "unknown_label",
+            )
+        )
     reason = None
     detail = None
     for cond, det, name in checks:
-        reason = (F.when(cond, F.lit(name)) if reason is None
-                  else reason.when(cond, F.lit(name)))
+        reason = F.when(cond, F.lit(name)) if reason is None else reason.when(cond, F.lit(name))
         detail = F.when(cond, det) if detail is None else detail.when(cond, det)
     frame = raw.select(
-        "_raw", "_source", reason.alias("_reason"), detail.alias("_detail"),
+        "_raw",
+        "_source",
+        reason.alias("_reason"),
+        detail.alias("_detail"),
         *[typed[n].alias(n) for n in required],
     )
     if schema.id_column:
@@ -320,11 +340,11 @@ def _classify(raw, schema: Schema):
             Window.partitionBy(F.col("_reason").isNull(), ident).orderBy("_raw", "_source")
         )
         dup = F.col("_reason").isNull() & (rank > 1)
-        frame = frame.select(
-            "*", dup.alias("_dup")
-        ).select(
-            "_raw", "_source",
-            F.when(F.col("_dup"), F.lit("duplicate_id")).otherwise(F.col("_reason"))
+        frame = frame.select("*", dup.alias("_dup")).select(
+            "_raw",
+            "_source",
+            F.when(F.col("_dup"), F.lit("duplicate_id"))
+            .otherwise(F.col("_reason"))
             .alias("_reason"),
             F.when(F.col("_dup"), F.lit(ident)).otherwise(F.col("_detail")).alias("_detail"),
             *required,
@@ -371,7 +391,6 @@ def _shard_writer(out_dir: str, paths: list[str], features: list[str]):
     def write(batches):
         import numpy as np
         import pyarrow as pa
-
         from kfp_edge.tfrecord import ExampleEncoder, TFRecordWriter
 
         encoder = ExampleEncoder(len(features))
@@ -482,11 +501,15 @@ def run_etl(
     out = Path(output_dir)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out}: output directory is not empty; nothing is overwritten")
-    if len(split_fractions) != 3 or abs(sum(split_fractions) - 1) > 1e-9 or min(
-        split_fractions
-    ) < 0:
-        raise ValueError(f"split_fractions must be three non-negative numbers summing to 1, "
-                         f"got {split_fractions}")
+    if (
+        len(split_fractions) != 3
+        or abs(sum(split_fractions) - 1) > 1e-9
+        or min(split_fractions) < 0
+    ):
+        raise ValueError(
+            f"split_fractions must be three non-negative numbers summing to 1, "
+            f"got {split_fractions}"
+        )
     if not 0 <= max_bad_fraction <= 1:
         raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
     stats = tuple(s.strip() for s in window_stats.split(",") if s.strip())
@@ -505,12 +528,17 @@ def run_etl(
             if not label_column and schema is None:
                 raise ValueError("input_path needs label_column (or a schema naming it)")
             if schema is not None and label_column and label_column != schema.label_column:
-                raise ValueError(f"label_column {label_column!r} differs from the schema's "
-                                 f"{schema.label_column!r} ({schema_path})")
+                raise ValueError(
+                    f"label_column {label_column!r} differs from the schema's "
+                    f"{schema.label_column!r} ({schema_path})"
+                )
             label_column = label_column or schema.label_column
             source = input_path
-            local = (download_s3(input_path, tmp_dir / "s3") if input_path.startswith("s3://")
-                     else Path(input_path))
+            local = (
+                download_s3(input_path, tmp_dir / "s3")
+                if input_path.startswith("s3://")
+                else Path(input_path)
+            )
         elif dataset == "iris":
             source = "iris"
             local, declared = _iris_csv(tmp_dir)
@@ -538,9 +566,17 @@ def run_etl(
                 schema = schema or _parquet_schema(spark, files, label_column)
                 raw = _raw_parquet(spark, files, schema)
             result = _process(
-                spark, raw, files, schema, out, seed=seed, max_bad_fraction=max_bad_fraction,
-                window_seconds=window_seconds or 0.0, stats=stats,
-                split_fractions=split_fractions, rows_per_shard=rows_per_shard,
+                spark,
+                raw,
+                files,
+                schema,
+                out,
+                seed=seed,
+                max_bad_fraction=max_bad_fraction,
+                window_seconds=window_seconds or 0.0,
+                stats=stats,
+                split_fractions=split_fractions,
+                rows_per_shard=rows_per_shard,
                 min_shards=min_shards,
             )
         finally:
@@ -556,30 +592,48 @@ def run_etl(
 
 
 def _csv_schema(files, schema, label_column, header, delimiter, quote) -> Schema:
-    """Checks every file's header against the (declared or inferred) schema."""
+    """Checks every file's header against the declared schema, or infers one."""
     if not header and schema is None:
         raise ValueError(f"{files[0]}: CSV without a header needs a schema file (schema_path)")
-    first_header = None
+    heads = {}
     for f in files:
         if f.stat().st_size == 0:
             raise BadDataError(f"{f}: empty file (no header line)")
-        if not header:
-            continue
-        names, sample = read_csv_head(f, delimiter, quote)
-        if schema is None:
-            schema = infer_csv_schema(names, sample, label_column, str(f))
+        if header:
+            heads[f] = read_csv_head(f, delimiter, quote)
+    if schema is None:
+        with_rows = [f for f in files if heads[f][1]]
+        if not with_rows:
+            names = ", ".join(str(f) for f in files[:5])
+            if label_column not in heads[files[0]][0]:
+                infer_csv_schema(heads[files[0]][0], [], label_column, str(files[0]))
+            raise BadDataError(f"{names}: no data rows (header-only input)")
+        schema = infer_csv_schema(*heads[with_rows[0]], label_column, str(with_rows[0]))
+    for f, (names, _) in heads.items():
         if names != schema.names:
             if schema.label_column not in names:
                 raise BadDataError(
                     f"{f}: label column {schema.label_column!r} not found; columns are {names}"
                 )
             raise BadDataError(f"{f}: header {names} does not match the schema {schema.names}")
-        first_header = first_header or names
     return schema
 
 
-def _process(spark, raw, files, schema: Schema, out: Path, *, seed, max_bad_fraction,
-             window_seconds, stats, split_fractions, rows_per_shard, min_shards) -> dict:
+def _process(
+    spark,
+    raw,
+    files,
+    schema: Schema,
+    out: Path,
+    *,
+    seed,
+    max_bad_fraction,
+    window_seconds,
+    stats,
+    split_fractions,
+    rows_per_shard,
+    min_shards,
+) -> dict:
     from pyspark import StorageLevel
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -589,24 +643,50 @@ def _process(spark, raw, files, schema: Schema, out: Path, *, seed, max_bad_frac
     classified = classified.select(
         F.when(F.col("_reason").isNotNull(), F.col("_raw")).alias("_raw"),
         F.when(F.col("_reason").isNotNull(), F.col("_source")).alias("_source"),
-        "_reason", "_detail", *required,
+        "_reason",
+        "_detail",
+        *required,
         F.xxhash64(F.lit(seed), key).alias("_h"),
         F.xxhash64(F.lit(seed + 1), key).alias("_h2"),
     ).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         return _process_classified(
-            spark, classified, files, schema, out, seed=seed,
-            max_bad_fraction=max_bad_fraction, window_seconds=window_seconds, stats=stats,
-            split_fractions=split_fractions, rows_per_shard=rows_per_shard,
-            min_shards=min_shards, Window=Window, F=F,
+            spark,
+            classified,
+            files,
+            schema,
+            out,
+            seed=seed,
+            max_bad_fraction=max_bad_fraction,
+            window_seconds=window_seconds,
+            stats=stats,
+            split_fractions=split_fractions,
+            rows_per_shard=rows_per_shard,
+            min_shards=min_shards,
+            Window=Window,
+            F=F,
         )
     finally:
         classified.unpersist()
 
 
-def _process_classified(spark, classified, files, schema, out, *, seed, max_bad_fraction,
-                        window_seconds, stats, split_fractions, rows_per_shard, min_shards,
-                        Window, F) -> dict:
+def _process_classified(
+    spark,
+    classified,
+    files,
+    schema,
+    out,
+    *,
+    seed,
+    max_bad_fraction,
+    window_seconds,
+    stats,
+    split_fractions,
+    rows_per_shard,
+    min_shards,
+    Window,
+    F,
+) -> dict:
     counts = {r["_reason"]: r["count"] for r in classified.groupBy("_reason").count().collect()}
     rows_good = int(counts.pop(None, 0))
     bad_by_reason = {r: int(counts.get(r, 0)) for r in REASONS}
@@ -616,8 +696,10 @@ def _process_classified(spark, classified, files, schema, out, *, seed, max_bad_
     if rows_in == 0:
         raise BadDataError(f"{names}: no data rows (header-only input)")
     bad = classified.where(F.col("_reason").isNotNull()).select(
-        F.col("_raw").alias("raw_line"), F.col("_source").alias("source_file"),
-        F.col("_reason").alias("reason"), F.col("_detail").alias("detail"),
+        F.col("_raw").alias("raw_line"),
+        F.col("_source").alias("source_file"),
+        F.col("_reason").alias("reason"),
+        F.col("_detail").alias("detail"),
     )
     out.mkdir(parents=True, exist_ok=True)
     bad.coalesce(1).write.parquet(str(out / QUARANTINE_DIR))
@@ -639,49 +721,71 @@ def _process_classified(spark, classified, files, schema, out, *, seed, max_bad_
     profile = _profile(good, schema, F)
 
     features = list(schema.feature_columns)
-    examples = good.select(*[F.col(c).cast("double") for c in features],
-                           F.col(schema.label_column).cast("string"), "_h", "_h2",
-                           *([schema.time_column] if schema.time_column else []),
-                           *([schema.device_column] if schema.device_column else []))
+    examples = good.select(
+        *[F.col(c).cast("double") for c in features],
+        F.col(schema.label_column).cast("string"),
+        "_h",
+        "_h2",
+        *([schema.time_column] if schema.time_column else []),
+        *([schema.device_column] if schema.device_column else []),
+    )
     if window_seconds > 0:
         examples, features = _windowed(examples, schema, window_seconds, stats)
         examples = examples.select(
-            *features, schema.label_column,
+            *features,
+            schema.label_column,
             F.xxhash64(F.lit(seed), "_key").alias("_h"),
             F.xxhash64(F.lit(seed + 1), "_key").alias("_h2"),
         )
     classes = list(schema.classes) or sorted(
         r[0] for r in examples.select(schema.label_column).distinct().collect()
     )
-    label_index = (F.array_position(F.array(*[F.lit(c) for c in classes]),
-                                    F.col(schema.label_column)) - 1).cast("long")
+    label_index = (
+        F.array_position(F.array(*[F.lit(c) for c in classes]), F.col(schema.label_column)) - 1
+    ).cast("long")
     examples = examples.select(*features, label_index.alias(LABEL_INDEX_COLUMN), "_h", "_h2")
-    per_class = {int(r[0]): int(r[1]) for r in
-                 examples.groupBy(LABEL_INDEX_COLUMN).count().collect()}
+    per_class = {
+        int(r[0]): int(r[1]) for r in examples.groupBy(LABEL_INDEX_COLUMN).count().collect()
+    }
     plan = _split_plan(per_class, classes, split_fractions, rows_per_shard, min_shards)
-    bounds = spark.createDataFrame(plan["bounds"], [LABEL_INDEX_COLUMN, "_train_end", "_val_end",
-                                                    "_off_train", "_off_val", "_off_test"])
-    rank = F.row_number().over(
-        Window.partitionBy(LABEL_INDEX_COLUMN).orderBy("_h", "_h2")) - 1
-    ranked = examples.select("*", rank.alias("_rank")).join(
-        F.broadcast(bounds), LABEL_INDEX_COLUMN)
-    split = (F.when(F.col("_rank") < F.col("_train_end"), 0)
-             .when(F.col("_rank") < F.col("_val_end"), 1).otherwise(2))
-    pos = (F.when(split == 0, F.col("_rank") + F.col("_off_train"))
-           .when(split == 1, F.col("_rank") - F.col("_train_end") + F.col("_off_val"))
-           .otherwise(F.col("_rank") - F.col("_val_end") + F.col("_off_test")))
+    bounds = spark.createDataFrame(
+        plan["bounds"],
+        [LABEL_INDEX_COLUMN, "_train_end", "_val_end", "_off_train", "_off_val", "_off_test"],
+    )
+    rank = F.row_number().over(Window.partitionBy(LABEL_INDEX_COLUMN).orderBy("_h", "_h2")) - 1
+    ranked = examples.select("*", rank.alias("_rank")).join(F.broadcast(bounds), LABEL_INDEX_COLUMN)
+    split = (
+        F.when(F.col("_rank") < F.col("_train_end"), 0)
+        .when(F.col("_rank") < F.col("_val_end"), 1)
+        .otherwise(2)
+    )
+    pos = (
+        F.when(split == 0, F.col("_rank") + F.col("_off_train"))
+        .when(split == 1, F.col("_rank") - F.col("_train_end") + F.col("_off_val"))
+        .otherwise(F.col("_rank") - F.col("_val_end") + F.col("_off_test"))
+    )
     n_shards = F.array(*[F.lit(max(plan["shards"][s], 1)) for s in SPLITS])
     first = F.array(*[F.lit(plan["first_part"][s]) for s in SPLITS])
-    part = (F.element_at(first, split + 1) + F.pmod(pos, F.element_at(n_shards, split + 1)))
-    final = ranked.select(*features, LABEL_INDEX_COLUMN, "_h", "_h2",
-                          split.alias("_split"), pos.alias("_pos"),
-                          part.cast("int").alias("_part"))
+    part = F.element_at(first, split + 1) + F.pmod(pos, F.element_at(n_shards, split + 1))
+    final = ranked.select(
+        *features,
+        LABEL_INDEX_COLUMN,
+        "_h",
+        "_h2",
+        split.alias("_split"),
+        pos.alias("_pos"),
+        part.cast("int").alias("_part"),
+    )
     final = final.persist()
     try:
-        stats_row = final.where(F.col("_split") == 0).agg(
-            *[F.avg(c).alias(f"m_{i}") for i, c in enumerate(features)],
-            *[F.stddev_pop(c).alias(f"s_{i}") for i, c in enumerate(features)],
-        ).collect()[0]
+        stats_row = (
+            final.where(F.col("_split") == 0)
+            .agg(
+                *[F.avg(c).alias(f"m_{i}") for i, c in enumerate(features)],
+                *[F.stddev_pop(c).alias(f"s_{i}") for i, c in enumerate(features)],
+            )
+            .collect()[0]
+        )
         mean = [float(stats_row[f"m_{i}"]) for i in range(len(features))]
         std = [float(stats_row[f"s_{i}"]) for i in range(len(features))]
         std = [s if s > 0 and math.isfinite(s) else 1.0 for s in std]
@@ -693,16 +797,26 @@ def _process_classified(spark, classified, files, schema, out, *, seed, max_bad_
             final.select("_part", "_split", "_pos", *features, LABEL_INDEX_COLUMN)
             .repartition(total_parts, "_part")
             .sortWithinPartitions("_part", "_pos")
-            .mapInArrow(_shard_writer(str(out), paths, features),
-                        "part int, rows long, sha256 string")
+            .mapInArrow(
+                _shard_writer(str(out), paths, features), "part int, rows long, sha256 string"
+            )
             .collect()
         )
         shard_info = {int(r["part"]): (int(r["rows"]), r["sha256"]) for r in written}
         split_names = F.array(*[F.lit(s) for s in SPLITS])
-        (final.select(*features, LABEL_INDEX_COLUMN,
-                      F.element_at(split_names, F.col("_split") + 1).alias("split"), "_pos")
-         .repartition("split").sortWithinPartitions("split", "_pos").drop("_pos")
-         .write.partitionBy("split").parquet(str(out / "parquet")))
+        (
+            final.select(
+                *features,
+                LABEL_INDEX_COLUMN,
+                F.element_at(split_names, F.col("_split") + 1).alias("split"),
+                "_pos",
+            )
+            .repartition("split")
+            .sortWithinPartitions("split", "_pos")
+            .drop("_pos")
+            .write.partitionBy("split")
+            .parquet(str(out / "parquet"))
+        )
     finally:
         final.unpersist()
     for s in SPLITS:
@@ -720,8 +834,10 @@ def _process_classified(spark, classified, files, schema, out, *, seed, max_bad_
             shards.append({"path": paths[p], "rows": rows, "sha256": digest})
         manifest_splits[s] = {"rows": plan["rows"][s], "shards": shards, "parquet": f"parquet/{s}"}
         if sum(sh["rows"] for sh in shards) != plan["rows"][s]:
-            raise RuntimeError(f"split {s}: shards hold {sum(sh['rows'] for sh in shards)} rows, "
-                               f"expected {plan['rows'][s]}")
+            raise RuntimeError(
+                f"split {s}: shards hold {sum(sh['rows'] for sh in shards)} rows, "
+                f"expected {plan['rows'][s]}"
+            )
     preprocessing = {"type": "standardize", "feature_columns": features, "mean": mean, "std": std}
     write_json_atomic(out / PREPROCESSING_FILE, preprocessing)
     write_json_atomic(out / SCHEMA_FILE, schema.to_dict())
@@ -764,14 +880,16 @@ def _profile(good, schema: Schema, F) -> dict:
     present = [c for c in good.columns if not c.startswith("_")]
     aggs = [F.approx_count_distinct(c).alias(f"d_{i}") for i, c in enumerate(present)]
     for i, c in enumerate(schema.feature_columns):
-        aggs += [F.min(c).alias(f"min_{i}"), F.max(c).alias(f"max_{i}"),
-                 F.avg(c).alias(f"avg_{i}")]
+        aggs += [F.min(c).alias(f"min_{i}"), F.max(c).alias(f"max_{i}"), F.avg(c).alias(f"avg_{i}")]
     row = good.agg(*aggs).collect()[0]
     return {
         "approx_distinct": {c: int(row[f"d_{i}"]) for i, c in enumerate(present)},
         "feature_profile": {
-            c: {"min": float(row[f"min_{i}"]), "max": float(row[f"max_{i}"]),
-                "mean": float(row[f"avg_{i}"])}
+            c: {
+                "min": float(row[f"min_{i}"]),
+                "max": float(row[f"max_{i}"]),
+                "mean": float(row[f"avg_{i}"]),
+            }
             for i, c in enumerate(schema.feature_columns)
         },
     }
@@ -795,9 +913,7 @@ def _split_plan(per_class: dict[int, int], classes, fractions, rows_per_shard, m
     for s in ("train", "test"):
         if rows[s] == 0:
             raise BadDataError(f"too few good rows ({sum(per_class.values())}) for a {s} split")
-    bounds = [
-        (k, cuts[k][0], cuts[k][0] + cuts[k][1], *offsets[k]) for k in sorted(per_class)
-    ]
+    bounds = [(k, cuts[k][0], cuts[k][0] + cuts[k][1], *offsets[k]) for k in sorted(per_class)]
     shards, first_part, paths = {}, {}, []
     for s in SPLITS:
         wanted = max(min_shards, math.ceil(rows[s] / max(rows_per_shard, 1)))
@@ -805,8 +921,14 @@ def _split_plan(per_class: dict[int, int], classes, fractions, rows_per_shard, m
         first_part[s] = len(paths)
         count = shards[s]
         paths += [f"{s}/part-{i:05d}-of-{count:05d}.tfrecord" for i in range(count)]
-    return {"rows": rows, "bounds": bounds, "shards": shards, "first_part": first_part,
-            "paths": paths, "total_parts": max(len(paths), 1)}
+    return {
+        "rows": rows,
+        "bounds": bounds,
+        "shards": shards,
+        "first_part": first_part,
+        "paths": paths,
+        "total_parts": max(len(paths), 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

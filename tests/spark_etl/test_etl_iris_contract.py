@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-
 from kfp_edge import dataset
 
 
@@ -14,7 +13,10 @@ def test_iris_output_follows_the_data_contract(iris_etl):
     manifest = dataset.read_manifest(out)
     assert manifest["classes"] == ["setosa", "versicolor", "virginica"]
     assert manifest["feature_columns"] == [
-        "sepal_length", "sepal_width", "petal_length", "petal_width"
+        "sepal_length",
+        "sepal_width",
+        "petal_length",
+        "petal_width",
     ]
     assert manifest["num_features"] == 4 and manifest["num_classes"] == 3
     # stratified and exact: 50 per class -> 30/10/10 per class
@@ -92,7 +94,6 @@ def test_same_seed_same_bytes_other_seed_other_split(spark, tmp_path, iris_etl):
 
 def test_output_directory_is_never_overwritten(iris_etl):
     import pytest
-
     from kfp_edge.spark_etl.etl import run_etl
 
     out, _ = iris_etl
@@ -105,7 +106,6 @@ def test_output_directory_is_never_overwritten(iris_etl):
 def test_component_writes_report_and_metrics(spark, tmp_path):
     """Calls the kfp component's Python function as kfp.local would (same process)."""
     from kfp import dsl
-
     from kfp_edge.spark_etl.component import SparkEtlOp
     from kfp_edge.workspace import read_report, run_dir
 

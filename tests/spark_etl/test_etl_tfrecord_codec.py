@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from kfp_edge.tfrecord import (
     ExampleEncoder,
     TFRecordWriter,
@@ -62,9 +61,7 @@ def test_tensorflow_reads_shards_written_without_tensorflow(tmp_path):
         "features": tf.io.FixedLenFeature([6], tf.float32),
         "label": tf.io.FixedLenFeature([], tf.int64),
     }
-    parsed = [
-        tf.io.parse_single_example(r, spec) for r in tf.data.TFRecordDataset(str(path))
-    ]
+    parsed = [tf.io.parse_single_example(r, spec) for r in tf.data.TFRecordDataset(str(path))]
     np.testing.assert_array_equal(np.stack([p["features"].numpy() for p in parsed]), x)
     np.testing.assert_array_equal(np.array([p["label"].numpy() for p in parsed]), y)
     # and TensorFlow's writer frames the same payload into the same bytes
