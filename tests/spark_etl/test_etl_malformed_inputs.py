@@ -1,4 +1,4 @@
-"""Malformed input, table-driven: every quarantine reason, the counts, the errors, no good row lost."""
+"""Malformed input, table-driven: every quarantine reason, counts, errors, no good row lost."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-
 from kfp_edge import dataset
 from kfp_edge.spark_etl.etl import REASONS, BadDataError, run_etl
 
