@@ -36,7 +36,7 @@ def run_dir(workspace: str | os.PathLike, run_id: str) -> Path:
     Raises:
         ValueError: If the run id could escape the runs directory.
     """
-    if not _RUN_ID.match(run_id) or run_id in {".", ".."}:
+    if not _RUN_ID.fullmatch(run_id) or run_id in {".", ".."}:
         raise ValueError(f"invalid run id {run_id!r}: use letters, digits, '.', '_' and '-'")
     return Path(workspace) / "runs" / run_id
 

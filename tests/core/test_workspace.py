@@ -6,7 +6,7 @@ import pytest
 from kfp_edge.workspace import read_report, run_dir, update_report, write_json_atomic
 
 
-@pytest.mark.parametrize("bad", ["", "..", ".", "../x", "a/b", "/abs", "a\nb", "-x"])
+@pytest.mark.parametrize("bad", ["", "..", ".", "../x", "a/b", "/abs", "a\nb", "x\n", "-x"])
 def test_run_dir_rejects_ids_that_escape_or_are_empty(tmp_path, bad):
     with pytest.raises(ValueError, match="invalid run id"):
         run_dir(tmp_path, bad)
