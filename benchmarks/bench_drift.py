@@ -44,8 +44,9 @@ def _stream(rows: int, drift_at: int, seed: int = 0):
 
 
 def _train_tflite(directory: Path) -> Path:
-    from kfp_edge.tf_env import import_tf
     from sklearn.datasets import load_iris
+
+    from kfp_edge.tf_env import import_tf
 
     tf, keras = import_tf()
     iris = load_iris()

@@ -11,6 +11,7 @@ sees drift trains and, if the gate passes, publishes.
 """
 
 from kfp import dsl
+
 from kfp_edge import resources
 from kfp_edge.workspace import CLUSTER_MOUNT_PATH
 
@@ -173,6 +174,7 @@ def run_retrain_local(
     from pathlib import Path
 
     from kfp import local
+
     from kfp_edge.local_run import new_run_id
     from kfp_edge.workspace import DEFAULT_LOCAL_WORKSPACE, read_report, run_dir
 

@@ -3,6 +3,7 @@
 from typing import NamedTuple
 
 from kfp import dsl
+
 from kfp_edge.images import TENSORFLOW_IMAGE
 
 

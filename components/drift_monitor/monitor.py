@@ -17,6 +17,9 @@ day's new files) see one continuous stream::
     <workspace>/drift/<name>/reservoir.json      the reservoir's state
     <workspace>/drift/<name>/detectors.pkl       ADWIN detectors and partial windows, per model
                                                  version (reset when a new version is watched)
+    <workspace>/drift/<name>/processed.json      input files already read (path, size, mtime):
+                                                 a file is read once, so a recurring run can
+                                                 point at a directory where new files land
     <workspace>/drift/<name>/decision.json       the last decision
 
 A drift position is the 0-based index of the observation (in this call's input) that completed
@@ -37,19 +40,31 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
-from kfp_edge.drift_monitor.observations import iter_chunks
-from kfp_edge.drift_monitor.reservoir import DATA_FILE, STATE_FILE, BiasedReservoir
+
+from kfp_edge.drift_monitor.observations import STDIN, input_files, iter_chunks
+from kfp_edge.drift_monitor.reservoir import DATA_FILE, BiasedReservoir
 from kfp_edge.workspace import write_json_atomic
 
 DRIFT_DIR = "drift"
 DETECTORS_FILE = "detectors.pkl"
 DECISION_FILE = "decision.json"
+PROCESSED_FILE = "processed.json"
 MODEL_FILE = "model.tflite"
 DATASET_MANIFEST_FILE = "dataset_manifest.json"
 PREPROCESSING_FILE = "preprocessing.json"
 STATE_FORMAT = 1
 MAX_POSITIONS = 50
 RECENT = 16  # values behind a statistic's recent mean
+
+
+def _file_key(path: Path) -> dict:
+    stat = path.stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _already_read(processed: dict, path: Path) -> bool:
+    entry = processed.get(str(path.resolve())) or {}
+    return {k: entry.get(k) for k in ("size", "mtime_ns")} == _file_key(path)
 
 
 def drift_dir(workspace: str | os.PathLike, name: str) -> Path:
@@ -412,18 +427,18 @@ def monitor_drift(
             window=window,
             clock=clock,
         )
-    if (state_dir / STATE_FILE).is_file():
+    if (state_dir / DATA_FILE).is_file():
         reservoir = BiasedReservoir.load(state_dir)
         if reservoir.feature_columns != feature_columns or reservoir.label_column != label_column:
             raise ValueError(
-                f"{state_dir / STATE_FILE}: the saved reservoir holds columns "
+                f"{state_dir / DATA_FILE}: the saved reservoir holds columns "
                 f"{reservoir.feature_columns} + {reservoir.label_column!r}, but model {name!r} "
                 f"version {model_version} uses {feature_columns} + {label_column!r}; move the "
                 "old reservoir away to start a new one"
             )
         if reservoir.bias_rate != float(bias_rate):
             raise ValueError(
-                f"{state_dir / STATE_FILE}: the saved reservoir has bias rate "
+                f"{state_dir / DATA_FILE}: the saved reservoir has bias rate "
                 f"{reservoir.bias_rate}, not {bias_rate}; a reservoir keeps its bias rate"
             )
     else:
@@ -443,19 +458,38 @@ def monitor_drift(
         for detector in monitor.features.values():
             detector.detections.clear()
 
+    processed_path = state_dir / PROCESSED_FILE
+    processed = json.loads(processed_path.read_text()) if processed_path.is_file() else {}
+    if str(source) == STDIN:
+        sources, skipped = [STDIN], []
+    else:
+        files = input_files(source)
+        sources = [f for f in files if not _already_read(processed, f)]
+        skipped = [str(f) for f in files if f not in sources]
+
     counts, error_count = monitor.detection_counts()
     observations = 0
-    for origin, first_row, frame in iter_chunks(source, chunk_rows, stdin=stdin):
-        monitor.process(frame, origin, first_row, offset=observations)
-        observations += len(frame)
-    if observations == 0:
-        raise ValueError(f"{source}: no observations to monitor")
+    for item in sources:
+        rows_before = observations
+        for origin, first_row, frame in iter_chunks(item, chunk_rows, stdin=stdin):
+            monitor.process(frame, origin, first_row, offset=observations)
+            observations += len(frame)
+        if item != STDIN:
+            processed[str(item.resolve())] = {
+                **_file_key(item),
+                "rows": observations - rows_before,
+                "model_version": model_version,
+            }
 
     decision = monitor.decision(counts, error_count)
     decision.update(
         {
             "observations": observations,
             "stream_observations": monitor.stream_position,
+            "inputs": {
+                "read": [str(x) for x in sources],
+                "skipped_already_processed": skipped,
+            },
             "model": {"name": name, "version": model_version, "path": str(model_dir)},
             "parameters": {
                 "delta": delta,
@@ -488,5 +522,6 @@ def monitor_drift(
                 f,
             )
         os.replace(tmp, detectors_path)
+        write_json_atomic(processed_path, processed)
         write_json_atomic(state_dir / DECISION_FILE, decision)
     return decision

@@ -10,13 +10,14 @@ probability that the row that arrived at time ``r`` is still held at time ``t`` 
 ``p_in * (1 - lambda) ** (t - r)``: an exponential bias towards recent data, in memory that
 never grows beyond ``n`` rows.
 
-The reservoir is saved on the workspace as two files next to each other::
+The reservoir is saved on the workspace as::
 
-    reservoir.parquet   the resident rows: feature columns and the label column, nothing else,
-                        so that a retraining run can read it as its input data
-    reservoir.json      the state: capacity, bias rate, rows seen, arrival time of every
-                        resident, and the random generator's state (a resumed reservoir draws
-                        the same numbers an uninterrupted one would)
+    reservoir.parquet   the resident rows (feature columns and the label column, nothing else,
+                        so that a retraining run can read it as its input data), and in the
+                        file's metadata the state: capacity, bias rate, rows seen, arrival time
+                        of every resident, and the random generator's state (a resumed
+                        reservoir draws the same numbers an uninterrupted one would)
+    reservoir.json      a readable copy of that state
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ import os
 from pathlib import Path
 
 import numpy as np
+
 from kfp_edge.workspace import write_json_atomic
 
 DATA_FILE = "reservoir.parquet"
 STATE_FILE = "reservoir.json"
 STATE_FORMAT = 1
+METADATA_KEY = b"kfp_edge.reservoir"
 
 
 class BiasedReservoir:
@@ -159,8 +162,26 @@ class BiasedReservoir:
         frame[self.label_column] = list(self.labels[: self.size][order])
         return frame
 
+    def _state(self) -> dict:
+        order = np.argsort(self.arrivals[: self.size], kind="stable")
+        return {
+            "format": STATE_FORMAT,
+            "feature_columns": self.feature_columns,
+            "label_column": self.label_column,
+            "bias_rate": self.bias_rate,
+            "capacity": self.capacity,
+            "seen": self.seen,
+            "size": self.size,
+            "arrivals": self.arrivals[: self.size][order].tolist(),
+            "rng": self.rng.bit_generator.state,
+        }
+
     def save(self, directory: str | os.PathLike) -> Path:
-        """Saves the reservoir to ``directory`` (rows as Parquet, state as JSON), atomically.
+        """Saves the reservoir to ``directory`` by one atomic rename.
+
+        The rows and the state travel in one Parquet file (the state in its key-value
+        metadata), so a reader or a crash never sees rows of one save with the state of
+        another. ``reservoir.json`` is a readable copy of the state, written afterwards.
 
         Returns:
             The path of the Parquet file.
@@ -170,26 +191,18 @@ class BiasedReservoir:
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        order = np.argsort(self.arrivals[: self.size], kind="stable")
-        frame = self.to_frame()
-        table = pa.Table.from_pandas(frame, preserve_index=False)
+        state = self._state()
+        table = pa.Table.from_pandas(self.to_frame(), preserve_index=False)
+        metadata = dict(table.schema.metadata or {})
+        metadata[METADATA_KEY] = json.dumps(state).encode()
+        table = table.replace_schema_metadata(metadata)
         tmp = directory / f".{DATA_FILE}.{os.getpid()}.tmp"
-        pq.write_table(table, tmp)
-        os.replace(tmp, directory / DATA_FILE)
-        write_json_atomic(
-            directory / STATE_FILE,
-            {
-                "format": STATE_FORMAT,
-                "feature_columns": self.feature_columns,
-                "label_column": self.label_column,
-                "bias_rate": self.bias_rate,
-                "capacity": self.capacity,
-                "seen": self.seen,
-                "size": self.size,
-                "arrivals": self.arrivals[: self.size][order].tolist(),
-                "rng": self.rng.bit_generator.state,
-            },
-        )
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, directory / DATA_FILE)
+        finally:
+            tmp.unlink(missing_ok=True)
+        write_json_atomic(directory / STATE_FILE, state)
         return directory / DATA_FILE
 
     @classmethod
@@ -198,27 +211,29 @@ class BiasedReservoir:
 
         Raises:
             FileNotFoundError: If the directory holds no saved reservoir.
-            ValueError: If the saved files disagree with each other.
+            ValueError: If the file is not a saved reservoir or its rows and state disagree.
         """
         import pyarrow.parquet as pq
 
-        directory = Path(directory)
-        state_path = directory / STATE_FILE
-        if not state_path.exists():
-            raise FileNotFoundError(f"{state_path}: no saved reservoir")
-        state = json.loads(state_path.read_text())
+        path = Path(directory) / DATA_FILE
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no saved reservoir")
+        try:
+            table = pq.read_table(path)
+        except Exception as exc:  # pyarrow raises several types for a corrupt file
+            raise ValueError(f"{path}: not a readable Parquet file: {exc}") from exc
+        raw = (table.schema.metadata or {}).get(METADATA_KEY)
+        if raw is None:
+            raise ValueError(f"{path}: no reservoir state in the file's metadata")
+        state = json.loads(raw)
         if state.get("format") != STATE_FORMAT:
-            raise ValueError(f"{state_path}: unknown reservoir format {state.get('format')!r}")
+            raise ValueError(f"{path}: unknown reservoir format {state.get('format')!r}")
+        size = state["size"]
+        if table.num_rows != size or len(state["arrivals"]) != size:
+            raise ValueError(f"{path}: holds {table.num_rows} rows but its state says {size}")
         reservoir = cls(
             state["feature_columns"], state["label_column"], state["bias_rate"], state["capacity"]
         )
-        table = pq.read_table(directory / DATA_FILE)
-        if table.num_rows != state["size"] or len(state["arrivals"]) != state["size"]:
-            raise ValueError(
-                f"{directory / DATA_FILE}: holds {table.num_rows} rows but {state_path} "
-                f"says {state['size']}; the reservoir was not saved completely"
-            )
-        size = state["size"]
         for k, column in enumerate(reservoir.feature_columns):
             reservoir.features[:size, k] = table.column(column).to_numpy()
         reservoir.labels[:size] = table.column(reservoir.label_column).to_pylist()

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+
 from kfp_edge.dataset import SPLITS, load_split, read_manifest
 from kfp_edge.drift_monitor.monitor import drift_dir, resolve_model
 from kfp_edge.drift_monitor.reservoir import BiasedReservoir

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from kfp_edge.drift_monitor.reservoir import BiasedReservoir
 
 
@@ -94,11 +95,9 @@ def test_invalid_parameters_and_torn_state_are_refused(tmp_path):
     reservoir = BiasedReservoir(["a"], "y", 0.1, seed=0)
     reservoir.add_many(np.ones((30, 1)), ["x"] * 30)
     reservoir.save(tmp_path)
-    BiasedReservoir(["a"], "y", 0.1).save(tmp_path / "empty")
-    (tmp_path / "reservoir.parquet").write_bytes(
-        (tmp_path / "empty" / "reservoir.parquet").read_bytes()
-    )
-    with pytest.raises(ValueError, match="reservoir.parquet: holds 0 rows"):
+    # A Parquet file without the state (e.g. a user's table copied over it) is refused.
+    reservoir.to_frame().to_parquet(tmp_path / "reservoir.parquet")
+    with pytest.raises(ValueError, match="reservoir.parquet: no reservoir state"):
         BiasedReservoir.load(tmp_path)
     with pytest.raises(FileNotFoundError, match="no saved reservoir"):
         BiasedReservoir.load(tmp_path / "nothing")

@@ -9,6 +9,7 @@ import sys
 
 import pandas as pd
 import pytest
+
 from kfp_edge.cli import main
 from kfp_edge.drift_monitor.monitor import monitor_drift
 from kfp_edge.drift_monitor.retrain import prepare_retraining_data
@@ -122,6 +123,7 @@ def test_retraining_input_from_reservoir_and_original_data(workspace, tmp_path, 
 def test_drift_components_run_under_kfp_local(workspace, tmp_path, make_drift_stream):
     """DriftMonitorOp and RetrainDataOp run as real subprocesses under kfp.local."""
     from kfp import local
+
     from kfp_edge.drift_monitor.component import DriftMonitorOp, RetrainDataOp
     from kfp_edge.workspace import read_report, run_dir
 

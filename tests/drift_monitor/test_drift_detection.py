@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+
 from kfp_edge.drift_monitor.monitor import DriftMonitor, monitor_drift
 
 IRIS_COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
@@ -170,3 +171,24 @@ def test_unlabelled_rows_feed_only_the_feature_detectors(workspace, tmp_path, ma
     assert decision["error"]["labelled_rows"] == 500
     assert decision["reservoir"]["seen"] == 500
     assert np.isclose(decision["features"]["sepal_length"]["window_means"], 100)
+
+
+def test_a_watched_directory_is_read_once_per_file(workspace, tmp_path, make_drift_stream):
+    stream = make_drift_stream(3000, 2000, seed=13)
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    stream.iloc[:1000].to_csv(incoming / "2026-01-01.csv", index=False)
+    first = monitor_drift(workspace, "iris", incoming, model_in_loop=False)
+    assert first["observations"] == 1000 and not first["drifted"]
+    stream.iloc[1000:2000].to_csv(incoming / "2026-01-02.csv", index=False)
+    second = monitor_drift(workspace, "iris", incoming, model_in_loop=False)
+    assert second["observations"] == 1000 and second["stream_observations"] == 2000
+    assert second["inputs"]["skipped_already_processed"] == [str(incoming / "2026-01-01.csv")]
+    nothing = monitor_drift(workspace, "iris", incoming, model_in_loop=False)
+    assert nothing["observations"] == 0 and nothing["drifted"] is False
+    stream.iloc[2000:].to_csv(incoming / "2026-01-03.csv", index=False)
+    third = monitor_drift(workspace, "iris", incoming, model_in_loop=False)
+    assert third["drifted"] and third["stream_observations"] == 3000
+    assert third["reservoir"]["seen"] == 3000  # no row was offered twice
+    processed = json.loads((workspace / "drift" / "iris" / "processed.json").read_text())
+    assert sorted(v["rows"] for v in processed.values()) == [1000, 1000, 1000]
