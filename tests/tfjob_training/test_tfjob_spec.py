@@ -1,0 +1,170 @@
+"""The TFJob spec: golden manifests and a strict field check against the kubeflow-training SDK.
+
+Regenerate the golden manifests (after an intended change of the spec) with:
+
+    .venv/bin/python tests/tfjob_training/test_tfjob_spec.py --regenerate
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kfp_edge.tfjob_training.tfjob import (
+    build_tfjob,
+    check_against_sdk,
+    job_name,
+    trainer_args,
+)
+
+GOLDEN = Path(__file__).parent / "golden"
+IMAGE = "ghcr.io/kfp-edge/kfp-edge-tensorflow:0.1.0"
+
+
+def _case_cpu_2_workers() -> dict:
+    """CPU only, workers=2: a chief and one worker (the pipeline's default shape)."""
+    name = job_name("run-2026-golden")
+    args = trainer_args("/workspace/runs/run-2026-golden/data",
+                        "/workspace/runs/run-2026-golden/training", name)
+    cpu = {"cpu_request": "1", "cpu_limit": "2", "memory_request": "2Gi", "memory_limit": "4Gi"}
+    replica = {"chief": cpu, "worker": cpu}
+    return build_tfjob(name, args, namespace="kubeflow", image=IMAGE, workers=2,
+                       replica_resources=replica)
+
+
+def _case_gpu_1_chief_3_workers() -> dict:
+    """1 chief and 3 workers with one GPU each, a GPU node selector and a toleration."""
+    name = job_name("run-2026-gpu")
+    args = trainer_args("/workspace/runs/run-2026-gpu/data",
+                        "/workspace/runs/run-2026-gpu/training", name, model="cnn1d",
+                        epochs=50, batch_size=64, learning_rate=0.001, width=32, depth=3)
+    gpu = {"cpu_request": "4", "memory_request": "8Gi", "memory_limit": "12Gi", "gpu_count": 1,
+           "node_selector": {"nvidia.com/gpu.present": "true"},
+           "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists",
+                            "effect": "NoSchedule"}]}
+    return build_tfjob(name, args, namespace="ml-team", image=IMAGE, workers=4,
+                       replica_resources={"chief": gpu, "worker": gpu}, pvc_name="edge-ws",
+                       backoff_limit=5, active_deadline_seconds=7200, clean_pod_policy="All",
+                       ttl_seconds_after_finished=3600)
+
+
+CASES = {"tfjob_cpu_2_workers": _case_cpu_2_workers,
+         "tfjob_gpu_1_chief_3_workers": _case_gpu_1_chief_3_workers}
+
+
+def _dump(manifest: dict) -> str:
+    return yaml.safe_dump(manifest, sort_keys=True, default_flow_style=False)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_tfjob_matches_golden(case):
+    golden = GOLDEN / f"{case}.yaml"
+    assert golden.exists(), f"{golden} missing: run this file with --regenerate"
+    assert _dump(CASES[case]()) == golden.read_text(), (
+        f"{case} differs from {golden}; if intended, regenerate with "
+        "`.venv/bin/python tests/tfjob_training/test_tfjob_spec.py --regenerate`")
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_field_exists_in_the_sdk_models(case):
+    manifest = yaml.safe_load((GOLDEN / f"{case}.yaml").read_text())
+    checked = check_against_sdk(manifest)
+    assert checked > 60
+    # and the SDK rebuilds the job into its models (KubeflowOrgV1TFJob, V1PodTemplateSpec, ...)
+    # and serializes it back without losing or changing a field
+    from kubeflow.training import models
+    from kubeflow.training.api_client import ApiClient
+
+    client = ApiClient()
+    job = client._ApiClient__deserialize(manifest, "KubeflowOrgV1TFJob")
+    assert isinstance(job, models.KubeflowOrgV1TFJob)
+    assert isinstance(job.spec.run_policy, models.KubeflowOrgV1RunPolicy)
+    assert job.spec.run_policy.backoff_limit == manifest["spec"]["runPolicy"]["backoffLimit"]
+    assert client.sanitize_for_serialization(job) == manifest
+
+
+def test_the_old_launchers_mistakes_are_caught():
+    """Policy fields at spec level, and the misspelt deadline, are not TFJob fields."""
+    manifest = _case_cpu_2_workers()
+    wrong_level = copy.deepcopy(manifest)
+    wrong_level["spec"]["backoffLimit"] = 3
+    with pytest.raises(ValueError, match=r"\.spec\.backoffLimit: no field"):
+        check_against_sdk(wrong_level)
+    misspelt = copy.deepcopy(manifest)
+    misspelt["spec"]["runPolicy"]["activeDeadlineSecond"] = 60
+    with pytest.raises(ValueError, match="activeDeadlineSecond"):
+        check_against_sdk(misspelt)
+    deep = copy.deepcopy(manifest)
+    deep["spec"]["tfReplicaSpecs"]["Chief"]["template"]["spec"]["containers"][0]["gpu"] = 1
+    with pytest.raises(ValueError, match=r"containers\[0\]\.gpu"):
+        check_against_sdk(deep)
+    wrong_type = copy.deepcopy(manifest)
+    wrong_type["spec"]["tfReplicaSpecs"]["Worker"]["replicas"] = "1"
+    with pytest.raises(ValueError, match="expected int"):
+        check_against_sdk(wrong_type)
+
+
+def test_gpu_resources_reach_every_training_replica():
+    manifest = _case_gpu_1_chief_3_workers()
+    specs = manifest["spec"]["tfReplicaSpecs"]
+    assert specs["Chief"]["replicas"] == 1 and specs["Worker"]["replicas"] == 3
+    for rtype in ("Chief", "Worker"):
+        replica = specs[rtype]
+        assert replica["restartPolicy"] == "ExitCode"
+        pod = replica["template"]["spec"]
+        container = pod["containers"][0]
+        assert container["name"] == "tensorflow"
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+        assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+        assert pod["volumes"] == [{"name": "workspace",
+                                   "persistentVolumeClaim": {"claimName": "edge-ws"}}]
+        assert container["volumeMounts"] == [{"name": "workspace", "mountPath": "/workspace"}]
+        assert container["command"] == ["python", "-m", "kfp_edge.tfjob_training.trainer"]
+    assert manifest["spec"]["runPolicy"] == {"backoffLimit": 5, "activeDeadlineSeconds": 7200,
+                                             "cleanPodPolicy": "All",
+                                             "ttlSecondsAfterFinished": 3600}
+
+
+def test_one_replica_is_a_chief_alone_and_bad_specs_are_refused():
+    args = trainer_args("/d", "/o", "solo")
+    solo = build_tfjob("solo", args, image=IMAGE, workers=1)
+    assert list(solo["spec"]["tfReplicaSpecs"]) == ["Chief"]
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        build_tfjob("solo", args, image=IMAGE, workers=0)
+    with pytest.raises(ValueError, match="DNS-1123"):
+        build_tfjob("Bad_Name", args, image=IMAGE)
+    with pytest.raises(ValueError, match="restart_policy"):
+        build_tfjob("solo", args, image=IMAGE, restart_policy="Sometimes")
+    with pytest.raises(ValueError, match="unknown replica types"):
+        build_tfjob("solo", args, image=IMAGE, replica_resources={"ps": {}})
+    with pytest.raises(ValueError, match="toleration 0"):
+        build_tfjob("solo", args, image=IMAGE,
+                    replica_resources={"worker": {"tolerations": [{"value": "x"}]}})
+
+
+def test_job_names_are_deterministic_dns_labels():
+    a = job_name("My_Run.2026-11-23T10:00:00" + "x" * 80)
+    assert a == job_name("My_Run.2026-11-23T10:00:00" + "x" * 80)
+    assert len(a) <= 50 and a.islower()
+    assert job_name("run-a") != job_name("run-b")
+
+
+def regenerate() -> None:
+    GOLDEN.mkdir(exist_ok=True)
+    for case, build in CASES.items():
+        manifest = build()
+        check_against_sdk(manifest)
+        (GOLDEN / f"{case}.yaml").write_text(_dump(manifest))
+        print(f"wrote {GOLDEN / (case + '.yaml')}")
+
+
+if __name__ == "__main__":
+    if "--regenerate" in sys.argv:
+        regenerate()
+    else:
+        print(__doc__)
