@@ -53,16 +53,14 @@ def DriftMonitorOp(
     Returns:
         Whether any feature drifted or the model's error rate rose.
     """
-    from kfp_edge.drift_monitor.monitor import monitor_drift
-    from kfp_edge.workspace import run_dir, update_report, write_json_atomic
+    from kfp_edge.drift_monitor.monitor import decision_metrics, run_drift_check
 
-    resolved = run_id or job_id
-    directory = run_dir(workspace, resolved)
-    decision = monitor_drift(
+    decision = run_drift_check(
         workspace,
+        run_id or job_id,
         model_name,
         input_path,
-        version,
+        version=version,
         delta=delta,
         window=window,
         bias_rate=bias_rate,
@@ -70,26 +68,8 @@ def DriftMonitorOp(
         reference=reference_path or None,
         model_in_loop=model_in_loop,
     )
-    directory.mkdir(parents=True, exist_ok=True)
-    update_report(directory, "drift", decision)
-    decision_path = directory / "drift_decision.json"
-    write_json_atomic(decision_path, decision)
-    metrics.log_metric("drifted", int(decision["drifted"]))
-    metrics.log_metric("observations", decision["observations"])
-    for feature, figures in decision["features"].items():
-        metrics.log_metric(f"{feature}.detected", int(figures["detected"]))
-        if figures["detected"]:
-            metrics.log_metric(f"{feature}.position", figures["position"])
-            metrics.log_metric(f"{feature}.statistic", round(figures["statistic"], 6))
-    error = decision["error"]
-    if error["monitored"]:
-        metrics.log_metric("error.detected", int(error["detected"]))
-        if error["error_rate"] is not None:
-            metrics.log_metric("error.rate", round(error["error_rate"], 6))
-        if error["detected"]:
-            metrics.log_metric("error.position", error["position"])
-            metrics.log_metric("error.statistic", round(error["statistic"], 6))
-    metrics.log_metric("reservoir.size", decision["reservoir"]["size"])
+    for key, value in decision_metrics(decision).items():
+        metrics.log_metric(key, value)
     return bool(decision["drifted"])
 
 

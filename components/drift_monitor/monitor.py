@@ -525,3 +525,67 @@ def monitor_drift(
         write_json_atomic(processed_path, processed)
         write_json_atomic(state_dir / DECISION_FILE, decision)
     return decision
+
+
+def run_drift_check(
+    workspace: str | os.PathLike, run_id: str, name: str, source, **options
+) -> dict:
+    """Runs :func:`monitor_drift` as a pipeline step of run ``run_id`` and records it.
+
+    Writes the ``drift`` section of the run's report and ``drift_decision.json`` in the run
+    directory.
+
+    Args:
+        workspace: Root of the workspace volume.
+        run_id: The run id (its directory is created if needed).
+        name: Model name in the model store.
+        source: The new observations (see :func:`monitor_drift`).
+        **options: Other :func:`monitor_drift` arguments.
+
+    Returns:
+        The decision.
+
+    Raises:
+        FileExistsError: If the run already holds a drift check (it is never overwritten).
+    """
+    from kfp_edge.workspace import read_report, run_dir, update_report
+
+    directory = run_dir(workspace, run_id)
+    if "drift" in read_report(directory):
+        raise FileExistsError(
+            f"{directory / 'report.json'}: run {run_id!r} already holds a drift check; "
+            "choose another run id"
+        )
+    decision = monitor_drift(workspace, name, source, **options)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(directory / "drift_decision.json", decision)
+    update_report(directory, "drift", decision)
+    return decision
+
+
+def decision_metrics(decision: dict) -> dict[str, float]:
+    """Returns the flat figures of a decision logged as kfp Metrics.
+
+    ``drifted``, ``observations``, per feature ``<name>.detected`` (0/1) and, when detected,
+    ``<name>.position`` and ``<name>.statistic``; ``error.*`` when the model is in the loop;
+    ``reservoir.size``.
+    """
+    metrics: dict[str, float] = {
+        "drifted": int(decision["drifted"]),
+        "observations": decision["observations"],
+    }
+    for feature, figures in decision["features"].items():
+        metrics[f"{feature}.detected"] = int(figures["detected"])
+        if figures["detected"]:
+            metrics[f"{feature}.position"] = figures["position"]
+            metrics[f"{feature}.statistic"] = round(figures["statistic"], 6)
+    error = decision["error"]
+    if error["monitored"]:
+        metrics["error.detected"] = int(error["detected"])
+        if error["error_rate"] is not None:
+            metrics["error.rate"] = round(error["error_rate"], 6)
+        if error["detected"]:
+            metrics["error.position"] = error["position"]
+            metrics["error.statistic"] = round(error["statistic"], 6)
+    metrics["reservoir.size"] = decision["reservoir"]["size"]
+    return metrics

@@ -150,6 +150,13 @@ def test_drift_components_run_under_kfp_local(workspace, tmp_path, make_drift_st
     assert artifact.metadata["sepal_width.detected"] == 0
     report = read_report(run_dir(workspace, "check-a"))
     assert report["drift"]["drifted"] is True
+    decision_file = run_dir(workspace, "check-a") / "drift_decision.json"
+    assert json.loads(decision_file.read_text())["observations"] == 1500
+    # A run's drift check is never overwritten (the file was read once anyway).
+    from kfp_edge.drift_monitor.monitor import run_drift_check
+
+    with pytest.raises(FileExistsError, match="already holds a drift check"):
+        run_drift_check(workspace, "check-a", "iris", source)
     data = RetrainDataOp(workspace=str(workspace), run_id="", job_id="check-a", model_name="iris")
     assert data.outputs["train_run_id"] == "check-a-retrain"
     assert pd.read_parquet(data.outputs["input_path"]).shape[1] == 5
