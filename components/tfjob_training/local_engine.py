@@ -231,6 +231,7 @@ def run_tfjob(
         TFJobFailed: With the reason (``PermanentError``, ``BackoffLimitExceeded``,
             ``DeadlineExceeded``) and the failing replica's log tail.
     """
+    counts = replica_counts(manifest)
     stream = stream or sys.stdout
     on_event = on_event or (lambda event, details: None)
     log_dir = Path(log_dir)
@@ -240,7 +241,6 @@ def run_tfjob(
     backoff_limit = int(run_policy.get("backoffLimit", 6))
     deadline_s = run_policy.get("activeDeadlineSeconds")
     specs = manifest["spec"]["tfReplicaSpecs"]
-    counts = replica_counts(manifest)
     total = sum(n for _, n in counts)
     threads = max(1, (os.cpu_count() or 1) // total)
     status = _Status()

@@ -1,0 +1,135 @@
+"""The local TFJob engine: real replicas (processes), real TF_CONFIG, the operator's policies.
+
+The engine's policy tests run tiny Python replicas (no TensorFlow) so that they are fast; the
+training tests in test_tfjob_local_training.py run the real trainer.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import time
+
+import pytest
+
+from kfp_edge.tfjob_training.local_engine import TFJobFailed, run_tfjob, tf_configs
+from kfp_edge.tfjob_training.tfjob import build_tfjob
+
+
+def _job(tmp_path, code: str, workers: int = 2, **kwargs) -> dict:
+    """A TFJob whose replicas run ``code`` (with TASK = the TF_CONFIG task and OUT a dir)."""
+    manifest = build_tfjob("policy-test", ["--unused"], image="img:1", workers=workers, **kwargs)
+    prelude = ("import json, os, sys, time; cfg = json.loads(os.environ['TF_CONFIG']); "
+               "task = cfg['task']; key = f\"{task['type']}-{task['index']}\"; "
+               f"out = {str(tmp_path)!r}; ")
+    for spec in manifest["spec"]["tfReplicaSpecs"].values():
+        container = spec["template"]["spec"]["containers"][0]
+        container["command"] = ["python", "-c", prelude + code]
+        container["args"] = []
+    return manifest
+
+
+def _run(manifest, tmp_path, **kwargs):
+    return run_tfjob(manifest, tmp_path / "logs", stream=io.StringIO(), grace_seconds=1.0,
+                     poll_seconds=0.05, **kwargs)
+
+
+def test_each_replica_gets_the_operators_tf_config(tmp_path):
+    code = ("open(os.path.join(out, key + '.json'), 'w').write(os.environ['TF_CONFIG']); "
+            "open(os.path.join(out, key + '.env'), 'w').write(os.environ['TF_USE_LEGACY_KERAS'])")
+    manifest = _job(tmp_path, code, workers=3)
+    status = _run(manifest, tmp_path)
+    assert [c["type"] for c in status["conditions"]] == ["Created", "Running", "Succeeded"]
+    configs = {k: json.loads((tmp_path / f"{k}.json").read_text())
+               for k in ("chief-0", "worker-0", "worker-1")}
+    cluster = configs["chief-0"]["cluster"]
+    assert set(cluster) == {"chief", "worker"}
+    assert len(cluster["chief"]) == 1 and len(cluster["worker"]) == 2
+    addresses = cluster["chief"] + cluster["worker"]
+    assert all(a.startswith("127.0.0.1:") for a in addresses) and len(set(addresses)) == 3
+    for key, cfg in configs.items():
+        rtype, index = key.split("-")
+        assert cfg["cluster"] == cluster
+        assert cfg["task"] == {"type": rtype, "index": int(index)}
+        assert cfg["environment"] == "cloud"
+        assert (tmp_path / f"{key}.env").read_text() == "1"  # the container's env reached it
+
+
+def test_tf_config_leaves_the_evaluator_out_of_the_cluster():
+    manifest = build_tfjob("evaljob", [], image="img:1", workers=2)
+    manifest["spec"]["tfReplicaSpecs"]["Evaluator"] = manifest["spec"]["tfReplicaSpecs"]["Chief"]
+    configs = tf_configs(manifest, ports=[1, 2, 3])
+    assert configs[("Evaluator", 0)]["cluster"] == {"chief": ["127.0.0.1:1"],
+                                                    "worker": ["127.0.0.1:2"]}
+    assert configs[("Evaluator", 0)]["task"] == {"type": "evaluator", "index": 0}
+
+
+def test_retryable_exit_restarts_all_replicas_until_the_backoff_limit(tmp_path):
+    code = ("open(os.path.join(out, key + '.starts'), 'a').write('x'); "
+            "sys.exit(138) if task['type'] == 'worker' else time.sleep(30)")
+    manifest = _job(tmp_path, code, workers=2, backoff_limit=2)
+    events = []
+    with pytest.raises(TFJobFailed) as err:
+        _run(manifest, tmp_path, on_event=lambda e, d: events.append(e))
+    assert err.value.reason == "BackoffLimitExceeded"
+    assert err.value.status["restarts"] == 2
+    # every replica, the healthy chief included, was started 3 times
+    assert (tmp_path / "chief-0.starts").read_text() == "xxx"
+    assert (tmp_path / "worker-0.starts").read_text() == "xxx"
+    assert events.count("Restarting") == 2 and events[-1] == "Failed"
+    assert [a["worker-0"]["exit_code"] for a in err.value.status["attempts"]] == [138] * 3
+    # the chief was stopped by SIGTERM (143) each time
+    assert {a["chief-0"]["exit_code"] for a in err.value.status["attempts"]} == {128 + 15}
+
+
+def test_permanent_exit_fails_at_once_with_the_replicas_log(tmp_path):
+    code = ("print('cannot read the data', flush=True); "
+            "sys.exit(3) if task['type'] == 'worker' else time.sleep(30)")
+    manifest = _job(tmp_path, code, workers=2, backoff_limit=5)
+    with pytest.raises(TFJobFailed) as err:
+        _run(manifest, tmp_path)
+    assert err.value.reason == "PermanentError"
+    assert err.value.status["restarts"] == 0 and len(err.value.status["attempts"]) == 1
+    assert "worker-0 exited with code 3" in str(err.value)
+    assert "cannot read the data" in str(err.value)
+
+
+def test_signal_death_is_retryable_and_never_policy_is_not(tmp_path):
+    code = "os.kill(os.getpid(), 9)"
+    manifest = _job(tmp_path, code, workers=1, backoff_limit=1)
+    with pytest.raises(TFJobFailed) as err:
+        _run(manifest, tmp_path)
+    assert err.value.reason == "BackoffLimitExceeded"
+    assert err.value.status["attempts"][0]["chief-0"]["exit_code"] == 137
+    never = _job(tmp_path, code, workers=1, backoff_limit=3, restart_policy="Never")
+    with pytest.raises(TFJobFailed) as err:
+        _run(never, tmp_path)
+    assert err.value.reason == "ReplicaFailed" and err.value.status["restarts"] == 0
+
+
+def test_active_deadline_stops_the_job(tmp_path):
+    manifest = _job(tmp_path, "time.sleep(60)", workers=2, active_deadline_seconds=1)
+    started = time.monotonic()
+    with pytest.raises(TFJobFailed) as err:
+        _run(manifest, tmp_path)
+    assert err.value.reason == "DeadlineExceeded"
+    assert time.monotonic() - started < 30  # the replicas were stopped, not waited for
+    assert all(r["exit_code"] is not None for r in err.value.status["attempts"][0].values())
+
+
+def test_chief_success_ends_the_job_and_stops_lingering_workers(tmp_path):
+    code = "print('chief log line', flush=True) if task['type'] == 'chief' else time.sleep(60)"
+    manifest = _job(tmp_path, code, workers=3)
+    out = io.StringIO()
+    status = run_tfjob(manifest, tmp_path / "logs", stream=out, grace_seconds=0.5,
+                       poll_seconds=0.05)
+    assert status["conditions"][-1]["type"] == "Succeeded"
+    assert "chief log line" in out.getvalue()  # the chief's log is streamed
+    assert status["attempts"][0]["chief-0"]["exit_code"] == 0
+    assert status["attempts"][0]["worker-1"]["exit_code"] == 143
+
+
+def test_not_a_tfjob_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="not a TFJob"):
+        run_tfjob({"kind": "PyTorchJob", "metadata": {"name": "x"}, "spec": {}}, tmp_path)

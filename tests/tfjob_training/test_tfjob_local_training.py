@@ -1,0 +1,149 @@
+"""Real distributed training on the local TFJob engine: Iris, MultiWorkerMirroredStrategy over
+gRPC on loopback, a SIGKILLed worker and BackupAndRestore, the component under kfp.local."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kfp_edge.dataset import load_split, read_preprocessing
+from kfp_edge.tfjob_training.local_engine import TFJobFailed
+from kfp_edge.tfjob_training.train import train_local
+from kfp_edge.tfjob_training.trainer import PROGRESS_FILE, job_dir
+
+
+def _check_saved_model(report: dict, data_dir: Path) -> float:
+    """Loads the SavedModel with tf_keras and scores the test split independently."""
+    from kfp_edge.tf_env import import_tf
+
+    _, keras = import_tf()
+    model = keras.models.load_model(report["saved_model_dir"])
+    assert model.input_shape == (None, 4)
+    norm = model.get_layer("preprocessing")
+    pre = read_preprocessing(data_dir)
+    np.testing.assert_allclose(norm.mean.numpy().ravel(), pre["mean"], rtol=1e-5)
+    np.testing.assert_allclose(norm.variance.numpy().ravel(), np.square(pre["std"]), rtol=1e-5)
+    x, y = load_split(data_dir, "test")  # raw values: the normalization is in the model
+    probs = model.predict(x, verbose=0)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    accuracy = float(np.mean(probs.argmax(axis=1) == y))
+    assert accuracy == pytest.approx(report["test"]["accuracy"])
+    return accuracy
+
+
+def _no_leftovers(output_dir: Path, job: str) -> None:
+    assert not list(output_dir.glob(".worker-*")), "a worker's temporary SavedModel was left"
+    assert not list(output_dir.glob(".saved_model.*")), "a staging directory was left"
+    assert not (output_dir / "backup" / job).exists(), "the backup was not cleaned up"
+
+
+@pytest.mark.slow
+def test_two_local_workers_reach_the_accuracy_bound_of_one(iris_data_dir, tmp_path):
+    reports = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}" / "training"
+        reports[workers] = train_local(iris_data_dir, out, workers=workers,
+                                       job=f"iris-w{workers}", stream=io.StringIO())
+        _no_leftovers(out, f"iris-w{workers}")
+        assert json.loads((out / "training_report.json").read_text()) == reports[workers]
+    one, two = reports[1], reports[2]
+    assert one["replicas"] == 1 and two["replicas"] == 2
+    assert two["strategy"] == "CollectiveAllReduceStrategy"  # MultiWorkerMirroredStrategy
+    assert two["tf_config_cluster"].keys() == {"chief", "worker"}
+    assert two["tfjob"]["replicas"] == {"Chief": 1, "Worker": 1}
+    assert two["global_batch_size"] == 2 * one["global_batch_size"] == 32
+    for report in (one, two):
+        assert report["epochs"] == 100 and report["resumed_at_epoch"] == 0
+        assert report["test"]["accuracy"] >= 0.9, report["test"]
+        assert report["tfjob"]["restarts"] == 0
+        assert report["examples_per_second"] > 0
+    assert _check_saved_model(two, iris_data_dir) >= 0.9
+
+
+@pytest.mark.slow
+def test_sigkilled_worker_restarts_all_replicas_and_resumes_from_backup(iris_data_dir,
+                                                                        tmp_path):
+    out = tmp_path / "training"
+    job = "kill-test"
+    killed: dict = {}
+
+    def kill_worker_after_first_epoch(pid: int) -> None:
+        progress = job_dir(out, job) / PROGRESS_FILE
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                done = json.loads(progress.read_text()).get("epochs_done", 0)
+            except (OSError, ValueError):
+                done = 0
+            if done >= 1:
+                killed["after_epoch"] = done
+                os.kill(pid, signal.SIGKILL)
+                return
+            time.sleep(0.01)
+
+    def on_event(event: str, details: dict) -> None:
+        if event == "ReplicasStarted" and details["attempt"] == 0:
+            threading.Thread(target=kill_worker_after_first_epoch,
+                             args=(details["pids"]["worker-0"],), daemon=True).start()
+
+    report = train_local(iris_data_dir, out, workers=2, epochs=40, job=job, on_event=on_event,
+                         grace_seconds=2.0, stream=io.StringIO())
+    assert killed, "the worker was never killed"
+    assert report["tfjob"]["restarts"] == 1
+    assert report["tfjob"]["conditions"] == ["Created", "Running", "Restarting", "Running",
+                                             "Succeeded"]
+    first, second = report["tfjob"]["attempts"]
+    assert first["worker-0"]["exit_code"] == 137  # SIGKILL, as a container reports it
+    assert second["chief-0"]["exit_code"] == 0 and second["worker-0"]["exit_code"] == 0
+    # resumed from the backup taken after the epochs finished before the kill, not from 0;
+    # the chief cannot finish another epoch without its peer, so it is exactly that epoch
+    # (or one more if the kill landed while the chief was between two epochs).
+    assert report["attempt_start_epochs"][0] == 0
+    assert report["resumed_at_epoch"] == report["attempt_start_epochs"][-1]
+    assert killed["after_epoch"] <= report["resumed_at_epoch"] <= killed["after_epoch"] + 1
+    assert report["epochs_run_last_attempt"] == 40 - report["resumed_at_epoch"]
+    assert report["test"]["accuracy"] >= 0.9
+    _no_leftovers(out, job)
+
+
+def test_bad_data_path_fails_fast_without_retries(tmp_path):
+    missing = tmp_path / "no-such-run" / "data"
+    started = time.monotonic()
+    with pytest.raises(TFJobFailed) as err:
+        train_local(missing, tmp_path / "training", workers=2, epochs=3, job="bad-data",
+                    stream=io.StringIO())
+    assert err.value.reason == "PermanentError"
+    assert err.value.status["restarts"] == 0 and len(err.value.status["attempts"]) == 1
+    assert str(missing / "manifest.json") in str(err.value)
+    assert "exited with code 3" in str(err.value)
+    assert time.monotonic() - started < 60  # no TensorFlow start, no retries, no backoff
+    assert not (tmp_path / "training" / "saved_model").exists()
+
+
+@pytest.mark.slow
+def test_component_runs_under_kfp_local(iris_data_dir, tmp_path):
+    from kfp import local
+
+    from kfp_edge.tfjob_training.component import TfjobTrainingOp
+
+    local.init(runner=local.SubprocessRunner(use_venv=False),
+               pipeline_root=str(tmp_path / "kfp-root"))
+    workspace = tmp_path / "ws"
+    task = TfjobTrainingOp(workspace=str(workspace), run_id="run-1", data_dir=str(iris_data_dir),
+                           epochs=60, workers=1, model="mlp", width=8, depth=1)
+    saved = Path(task.outputs["saved_model_dir"])
+    assert saved == workspace / "runs" / "run-1" / "training" / "saved_model"
+    assert (saved / "saved_model.pb").exists()
+    report = json.loads((workspace / "runs" / "run-1" / "report.json").read_text())
+    assert report["training"]["model"] == "mlp" and report["training"]["engine"] == "local"
+    metrics = task.outputs["metrics"].metadata
+    assert metrics["test_accuracy"] == report["training"]["test"]["accuracy"]
+    assert metrics["restarts"] == 0
