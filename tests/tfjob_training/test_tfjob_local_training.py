@@ -75,7 +75,7 @@ def test_sigkilled_worker_restarts_all_replicas_and_resumes_from_backup(iris_dat
     job = "kill-test"
     killed: dict = {}
 
-    def kill_worker_after_first_epoch(pid: int) -> None:
+    def kill_worker_after_first_epoch(chief: int, worker: int) -> None:
         progress = job_dir(out, job) / PROGRESS_FILE
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -84,17 +84,22 @@ def test_sigkilled_worker_restarts_all_replicas_and_resumes_from_backup(iris_dat
             except (OSError, ValueError):
                 done = 0
             if done >= 1:
-                killed["after_epoch"] = done
-                os.kill(pid, signal.SIGKILL)
+                # freeze the chief so that no further epoch can finish, read where it is,
+                # kill the worker, then let the chief go on (into the failed collective)
+                os.kill(chief, signal.SIGSTOP)
+                killed["after_epoch"] = json.loads(progress.read_text())["epochs_done"]
+                os.kill(worker, signal.SIGKILL)
+                os.kill(chief, signal.SIGCONT)
                 return
             time.sleep(0.01)
 
     def on_event(event: str, details: dict) -> None:
         if event == "ReplicasStarted" and details["attempt"] == 0:
             threading.Thread(target=kill_worker_after_first_epoch,
-                             args=(details["pids"]["worker-0"],), daemon=True).start()
+                             args=(details["pids"]["chief-0"], details["pids"]["worker-0"]),
+                             daemon=True).start()
 
-    report = train_local(iris_data_dir, out, workers=2, epochs=40, job=job, on_event=on_event,
+    report = train_local(iris_data_dir, out, workers=2, epochs=30, job=job, on_event=on_event,
                          grace_seconds=2.0, stream=io.StringIO())
     assert killed, "the worker was never killed"
     assert report["tfjob"]["restarts"] == 1
@@ -103,13 +108,12 @@ def test_sigkilled_worker_restarts_all_replicas_and_resumes_from_backup(iris_dat
     first, second = report["tfjob"]["attempts"]
     assert first["worker-0"]["exit_code"] == 137  # SIGKILL, as a container reports it
     assert second["chief-0"]["exit_code"] == 0 and second["worker-0"]["exit_code"] == 0
-    # resumed from the backup taken after the epochs finished before the kill, not from 0;
-    # the chief cannot finish another epoch without its peer, so it is exactly that epoch
-    # (or one more if the kill landed while the chief was between two epochs).
+    # resumed from the backup of the last epoch finished before the kill, not from 0 (one more
+    # only if the chief was frozen between its backup and its progress record of an epoch)
     assert report["attempt_start_epochs"][0] == 0
     assert report["resumed_at_epoch"] == report["attempt_start_epochs"][-1]
     assert killed["after_epoch"] <= report["resumed_at_epoch"] <= killed["after_epoch"] + 1
-    assert report["epochs_run_last_attempt"] == 40 - report["resumed_at_epoch"]
+    assert report["epochs_run_last_attempt"] == 30 - report["resumed_at_epoch"]
     assert report["test"]["accuracy"] >= 0.9
     _no_leftovers(out, job)
 

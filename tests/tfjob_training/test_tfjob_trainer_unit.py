@@ -1,0 +1,100 @@
+"""The trainer's argument, TF_CONFIG, data checks and exit-code policy; the model registry."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from kfp_edge.tfjob_training import trainer
+from kfp_edge.tfjob_training.models import available_models, build_model, check_model_args
+from kfp_edge.tfjob_training.trainer import ExitCode, TrainerError
+
+
+def test_exit_codes_follow_the_operators_exit_code_policy():
+    assert not ExitCode.BAD_ARGUMENTS.retryable and not ExitCode.BAD_DATA.retryable
+    assert not ExitCode.FAILED.retryable
+    assert ExitCode.PREEMPTED == 143 and ExitCode.PREEMPTED.retryable
+    assert ExitCode.PEER_LOST.retryable
+    assert trainer.is_retryable(137) and not trainer.is_retryable(127)
+
+
+@pytest.fixture
+def keep_sigterm_handler():
+    """trainer.main installs its SIGTERM handler; give pytest its own back afterwards."""
+    import signal
+
+    previous = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+def test_bad_arguments_exit_with_a_permanent_code(iris_data_dir, tmp_path, capsys,
+                                                  keep_sigterm_handler):
+    for argv in (["--epochs", "0"], ["--learning-rate", "-1"], ["--job-name", "../escape"]):
+        with pytest.raises(SystemExit) as exc:
+            trainer.main(["--data-dir", str(iris_data_dir), "--output-dir", str(tmp_path),
+                          *argv])
+        assert exc.value.code == 2
+    code = trainer.main(["--data-dir", str(iris_data_dir), "--output-dir", str(tmp_path),
+                         "--model", "transformer"])
+    assert code == ExitCode.BAD_ARGUMENTS
+    assert "unknown model 'transformer'" in capsys.readouterr().err
+
+
+def test_tf_config_parsing_and_the_chief():
+    assert trainer.read_tf_config({}) == {}
+    cfg = {"cluster": {"chief": ["a:1"], "worker": ["b:1"]}, "task": {"type": "worker",
+                                                                      "index": 0}}
+    parsed = trainer.read_tf_config({"TF_CONFIG": json.dumps(cfg)})
+    assert not trainer.is_chief(parsed)
+    assert trainer.is_chief({"cluster": {"worker": ["a:1", "b:1"]},
+                             "task": {"type": "worker", "index": 0}})
+    assert trainer.is_chief({})
+    with pytest.raises(TrainerError) as err:
+        trainer.read_tf_config({"TF_CONFIG": '{"cluster": {}}'})
+    assert err.value.code == ExitCode.BAD_ARGUMENTS
+
+
+def test_data_checks_name_the_file(iris_data_dir, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(iris_data_dir, data)
+    assert trainer.check_data(str(data))["num_features"] == 4
+    manifest = json.loads((data / "manifest.json").read_text())
+    missing = data / manifest["splits"]["train"]["shards"][1]["path"]
+    missing.unlink()
+    with pytest.raises(TrainerError, match=str(missing)) as err:
+        trainer.check_data(str(data))
+    assert err.value.code == ExitCode.BAD_DATA
+    (data / "preprocessing.json").write_text(json.dumps({"mean": [0.0], "std": [1.0]}))
+    manifest["splits"]["train"]["shards"].pop()
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(TrainerError, match="preprocessing.json: field 'mean' has 1 values"):
+        trainer.check_data(str(data))
+    (data / "manifest.json").write_text("{not json")
+    with pytest.raises(TrainerError, match="not valid JSON"):
+        trainer.check_data(str(data))
+
+
+def test_registry_models_take_raw_features_and_output_probabilities():
+    assert {"iris_mlp", "mlp", "cnn1d"} <= set(available_models())
+    with pytest.raises(ValueError, match="unknown model"):
+        check_model_args("nope", 0, 0)
+    mean, std = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [0.5, 1.0, 2.0, 1.0, 1.0, 3.0]
+    x = np.array([mean, np.add(mean, std)], dtype=np.float32)
+    for name, width, depth in (("iris_mlp", 0, 0), ("mlp", 16, 3), ("cnn1d", 4, 2)):
+        model = build_model(name, 6, 3, mean, std, width=width, depth=depth)
+        assert model.input_shape == (None, 6)
+        probs = model(x).numpy()
+        assert probs.shape == (2, 3)
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+        normalized = model.get_layer("preprocessing")(x).numpy()
+        np.testing.assert_allclose(normalized, [[0.0] * 6, [1.0] * 6], atol=1e-5)
+    iris = build_model("iris_mlp", 4, 3, [0.0] * 4, [1.0] * 4)
+    dense = [layer for layer in iris.layers if layer.__class__.__name__ == "Dense"]
+    assert [d.units for d in dense] == [10, 3]
+    assert [d.activation.__name__ for d in dense] == ["sigmoid", "softmax"]
+    with pytest.raises(ValueError, match="preprocessing spec has 1 means"):
+        build_model("mlp", 4, 3, [0.0], [1.0])
