@@ -1,4 +1,4 @@
-"""Deterministic synthetic industrial sensor data: devices, channels, fault classes, drift, bad rows.
+"""Deterministic synthetic industrial sensor data: devices, channels, faults, drift, bad rows.
 
 Each device reports every ``interval_s`` seconds six channels (``temp``, ``vib``, ``pressure``,
 ``current``, ``rpm``, ``humidity``). Its state runs through episodes of 60-300 readings, each
@@ -131,8 +131,10 @@ def _chunk(
 
 
 def _choose_defects(rng, rows: int, bad_fraction: float, kinds) -> dict[int, str]:
-    """Picks the malformed rows of a chunk: odd positions only, so a duplicated id (taken from
-    the row before) always belongs to a clean row."""
+    """Picks the malformed rows of a chunk.
+
+    Only odd positions, so a duplicated id (taken from the row before) belongs to a clean row.
+    """
     if bad_fraction <= 0:
         return {}
     odd = np.arange(1, rows, 2)

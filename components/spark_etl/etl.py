@@ -391,6 +391,7 @@ def _shard_writer(out_dir: str, paths: list[str], features: list[str]):
     def write(batches):
         import numpy as np
         import pyarrow as pa
+
         from kfp_edge.tfrecord import ExampleEncoder, TFRecordWriter
 
         encoder = ExampleEncoder(len(features))
@@ -521,7 +522,10 @@ def run_etl(
 
         spark = SparkSession.getActiveSession()  # reuse the caller's session, never stop it
     own_session = spark is None
-    with tempfile.TemporaryDirectory(prefix="kfp-edge-etl-") as tmp:
+    # Staged inputs (bundled data, s3:// downloads) sit next to the output, on the workspace
+    # volume, so that Spark executors in other pods can read them too.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}-staging-", dir=out.parent) as tmp:
         tmp_dir = Path(tmp)
         schema = load_schema(schema_path) if schema_path else None
         if input_path:
@@ -687,22 +691,31 @@ def _process_classified(
     Window,
     F,
 ) -> dict:
-    counts = {r["_reason"]: r["count"] for r in classified.groupBy("_reason").count().collect()}
-    rows_good = int(counts.pop(None, 0))
-    bad_by_reason = {r: int(counts.get(r, 0)) for r in REASONS}
+    # one pass: rows per reason and the profile of the good rows
+    is_good = F.col("_reason").isNull()
+    row = classified.agg(
+        F.count(F.lit(1)).alias("rows_in"),
+        *[F.sum(F.when(F.col("_reason") == r, 1).otherwise(0)).alias(r) for r in REASONS],
+        *_profile_aggs(classified, schema, is_good, F),
+    ).collect()[0]
+    bad_by_reason = {r: int(row[r] or 0) for r in REASONS}
     rows_bad = sum(bad_by_reason.values())
-    rows_in = rows_good + rows_bad
+    rows_in = int(row["rows_in"])
+    rows_good = rows_in - rows_bad
     names = ", ".join(str(f) for f in files[:5]) + (" ..." if len(files) > 5 else "")
     if rows_in == 0:
         raise BadDataError(f"{names}: no data rows (header-only input)")
-    bad = classified.where(F.col("_reason").isNotNull()).select(
+    bad = classified.where(~is_good).select(
         F.col("_raw").alias("raw_line"),
         F.col("_source").alias("source_file"),
         F.col("_reason").alias("reason"),
         F.col("_detail").alias("detail"),
     )
     out.mkdir(parents=True, exist_ok=True)
-    bad.coalesce(1).write.parquet(str(out / QUARANTINE_DIR))
+    if rows_bad:
+        bad.coalesce(1).write.parquet(str(out / QUARANTINE_DIR))
+    else:
+        _empty_quarantine(out / QUARANTINE_DIR)
     bad_fraction = rows_bad / rows_in
     if bad_fraction > max_bad_fraction:
         samples = [
@@ -717,8 +730,8 @@ def _process_classified(
         )
     if rows_good == 0:
         raise BadDataError(f"{names}: no good rows")
-    good = classified.where(F.col("_reason").isNull())
-    profile = _profile(good, schema, F)
+    profile = _profile(row, classified, schema)
+    good = classified.where(is_good)
 
     features = list(schema.feature_columns)
     examples = good.select(
@@ -737,16 +750,15 @@ def _process_classified(
             F.xxhash64(F.lit(seed), "_key").alias("_h"),
             F.xxhash64(F.lit(seed + 1), "_key").alias("_h2"),
         )
-    classes = list(schema.classes) or sorted(
-        r[0] for r in examples.select(schema.label_column).distinct().collect()
-    )
+    label_counts = {
+        r[0]: int(r[1]) for r in examples.groupBy(schema.label_column).count().collect()
+    }
+    classes = list(schema.classes) or sorted(label_counts)
+    per_class = {classes.index(label): n for label, n in label_counts.items()}
     label_index = (
         F.array_position(F.array(*[F.lit(c) for c in classes]), F.col(schema.label_column)) - 1
     ).cast("long")
     examples = examples.select(*features, label_index.alias(LABEL_INDEX_COLUMN), "_h", "_h2")
-    per_class = {
-        int(r[0]): int(r[1]) for r in examples.groupBy(LABEL_INDEX_COLUMN).count().collect()
-    }
     plan = _split_plan(per_class, classes, split_fractions, rows_per_shard, min_shards)
     bounds = spark.createDataFrame(
         plan["bounds"],
@@ -875,15 +887,27 @@ def _process_classified(
     return summary, manifest
 
 
-def _profile(good, schema: Schema, F) -> dict:
-    """approx_count_distinct per input column and min/max/mean of each feature (good rows)."""
-    present = [c for c in good.columns if not c.startswith("_")]
-    aggs = [F.approx_count_distinct(c).alias(f"d_{i}") for i, c in enumerate(present)]
+def _profile_columns(frame) -> list[str]:
+    return [c for c in frame.columns if not c.startswith("_")]
+
+
+def _profile_aggs(frame, schema: Schema, is_good, F) -> list:
+    """approx_count_distinct per input column, min/max/mean per feature, over good rows."""
+    aggs = [
+        F.approx_count_distinct(F.when(is_good, F.col(c))).alias(f"d_{i}")
+        for i, c in enumerate(_profile_columns(frame))
+    ]
     for i, c in enumerate(schema.feature_columns):
-        aggs += [F.min(c).alias(f"min_{i}"), F.max(c).alias(f"max_{i}"), F.avg(c).alias(f"avg_{i}")]
-    row = good.agg(*aggs).collect()[0]
+        value = F.when(is_good, F.col(c))
+        aggs += [F.min(value).alias(f"min_{i}"), F.max(value).alias(f"max_{i}")]
+        aggs.append(F.avg(value).alias(f"avg_{i}"))
+    return aggs
+
+
+def _profile(row, frame, schema: Schema) -> dict:
+    """The profile figures of the summary from the aggregated row."""
     return {
-        "approx_distinct": {c: int(row[f"d_{i}"]) for i, c in enumerate(present)},
+        "approx_distinct": {c: int(row[f"d_{i}"]) for i, c in enumerate(_profile_columns(frame))},
         "feature_profile": {
             c: {
                 "min": float(row[f"min_{i}"]),
@@ -893,6 +917,19 @@ def _profile(good, schema: Schema, F) -> dict:
             for i, c in enumerate(schema.feature_columns)
         },
     }
+
+
+def _empty_quarantine(directory: Path) -> None:
+    """Writes an empty quarantine table (same columns) without a Spark job."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    directory.mkdir(parents=True)
+    fields = [(n, pa.string()) for n in ("raw_line", "source_file", "reason", "detail")]
+    pq.write_table(
+        pa.table({n: [] for n, _ in fields}, schema=pa.schema(fields)),
+        directory / "part-00000.parquet",
+    )
 
 
 def _split_plan(per_class: dict[int, int], classes, fractions, rows_per_shard, min_shards) -> dict:

@@ -181,9 +181,7 @@ def infer_csv_schema(
         ValueError: If the label column is missing (naming the file and the column).
     """
     if label_column not in header:
-        raise ValueError(
-            f"{source}: label column {label_column!r} not found; columns are {header}"
-        )
+        raise ValueError(f"{source}: label column {label_column!r} not found; columns are {header}")
     columns = []
     for i, name in enumerate(header):
         values = [r[i] for r in sample_rows if len(r) == len(header) and r[i] != ""]

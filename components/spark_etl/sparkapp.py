@@ -90,7 +90,7 @@ def build_spark_application(
         "memory": driver_memory,
         "serviceAccount": service_account,
         "labels": dict(labels),
-        "volumeMounts": mounts,
+        "volumeMounts": [dict(m) for m in mounts],
     }
     if s3_secret:
         from kfp_edge.model_store.s3 import ENV_ENDPOINT, SECRET_KEY_TO_ENV
@@ -134,7 +134,7 @@ def build_spark_application(
                 "instances": executor_instances,
                 "memory": executor_memory,
                 "labels": dict(labels),
-                "volumeMounts": mounts,
+                "volumeMounts": [dict(m) for m in mounts],
             },
         },
     }

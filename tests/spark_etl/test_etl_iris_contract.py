@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+
 from kfp_edge import dataset
 
 
@@ -94,6 +95,7 @@ def test_same_seed_same_bytes_other_seed_other_split(spark, tmp_path, iris_etl):
 
 def test_output_directory_is_never_overwritten(iris_etl):
     import pytest
+
     from kfp_edge.spark_etl.etl import run_etl
 
     out, _ = iris_etl
@@ -106,6 +108,7 @@ def test_output_directory_is_never_overwritten(iris_etl):
 def test_component_writes_report_and_metrics(spark, tmp_path):
     """Calls the kfp component's Python function as kfp.local would (same process)."""
     from kfp import dsl
+
     from kfp_edge.spark_etl.component import SparkEtlOp
     from kfp_edge.workspace import read_report, run_dir
 

@@ -6,6 +6,7 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
+
 from kfp_edge import dataset
 from kfp_edge.spark_etl.etl import REASONS, BadDataError, run_etl
 
