@@ -180,6 +180,7 @@ def run_training(
     depth: int = 0,
     seed: int = 42,
     stream: TextIO | None = None,
+    api_client=None,
 ) -> dict:
     """Trains into ``<run dir>/training`` on the chosen engine and records the run report.
 
@@ -206,6 +207,8 @@ def run_training(
         depth: Hidden layers (0: model default).
         seed: Random seed.
         stream: Where the chief's log goes (stdout when None).
+        api_client: Kubernetes ``ApiClient`` for the kubernetes engine; in-cluster
+            configuration when None.
 
     Returns:
         The training report.
@@ -233,7 +236,7 @@ def run_training(
             namespace=namespace or _pod_namespace(), pvc_name=pvc_name,
             mount_path=mount_path or str(workspace), labels={"kfp-edge/tfjob": job}, **common)
         status = launch(manifest, timeout_seconds=timeout_seconds, attempt_limit=attempt_limit,
-                        keep_job=keep_job, stream=stream or sys.stdout)
+                        keep_job=keep_job, stream=stream or sys.stdout, api_client=api_client)
         report = _finish(output_dir, manifest, status, "kubernetes")
     update_report(rdir, "training", report)
     return report

@@ -28,8 +28,9 @@ PREFIX = "/apis/kubeflow.org/v1/namespaces/"
 class FakeCluster:
     """State of the fake API server, and the scripted operator."""
 
-    def __init__(self, script=None, chief_log: str = ""):
+    def __init__(self, script=None, chief_log: str = "", operator=None):
         self.script = script or []  # [(delay seconds, condition type, reason, message)]
+        self.operator = operator  # or operator(cluster, key, job): runs the job for real
         self.chief_log = chief_log
         self.jobs: dict[tuple[str, str], dict] = {}
         self.events: list[tuple[int, str, dict]] = []
@@ -80,6 +81,8 @@ class FakeCluster:
             return job is not None
 
     def _operate(self, key) -> None:
+        if self.operator is not None:
+            return self.operator(self, key, copy.deepcopy(self.jobs[key]))
         for delay, ctype, reason, message in self.script:
             time.sleep(delay)
             self.set_condition(key, ctype, reason, message)

@@ -130,3 +130,47 @@ def test_launcher_timeout_keeps_the_job_when_asked(fake_k8s):
     assert cluster.count("DELETE") == 0 and ("team-a", "train-run-1") in cluster.jobs
     # a watch, not a poll: a handful of requests in 1.5 s
     assert len(cluster.requests) < 10
+
+
+@pytest.mark.slow
+def test_kubernetes_engine_end_to_end_with_the_local_engine_as_operator(fake_k8s,
+                                                                         iris_data_dir, tmp_path):
+    """run_training(engine="kubernetes") against the FAKE API server, whose stand-in for the
+    Training Operator runs the submitted TFJob with the local engine (real replicas)."""
+    import json
+
+    from kfp_edge.tfjob_training.local_engine import run_tfjob
+    from kfp_edge.tfjob_training.train import run_training
+
+    def operator(cluster, key, job):
+        def on_event(event, details):
+            if event in ("Created", "Running", "Restarting", "Succeeded", "Failed"):
+                cluster.set_condition(key, event, details["reason"], details["message"])
+
+        try:
+            run_tfjob(job, tmp_path / "operator-logs", on_event=on_event, stream=io.StringIO())
+        except TFJobFailed:
+            pass
+
+    cluster = fake_k8s.FakeCluster(operator=operator, chief_log="chief log via the API\n")
+    workspace = tmp_path / "ws"
+    out = io.StringIO()
+    gpu = {"gpu_count": 1, "cpu_request": "1"}
+    with fake_k8s.FakeApiServer(cluster) as server:
+        report = run_training(str(workspace), "k8s-run", str(iris_data_dir), engine="kubernetes",
+                              epochs=15, workers=1, namespace="team-a",
+                              replica_resources={"chief": gpu}, api_client=server.api_client(),
+                              stream=out)
+    created = next(e[2] for e in cluster.events if e[1] == "ADDED")
+    chief = created["spec"]["tfReplicaSpecs"]["Chief"]["template"]["spec"]
+    assert chief["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert chief["volumes"][0]["persistentVolumeClaim"]["claimName"] == "kfp-edge-workspace"
+    assert report["engine"] == "kubernetes"
+    assert report["tfjob"]["namespace"] == "team-a"
+    assert report["tfjob"]["conditions"][-1] == "Succeeded"
+    saved = workspace / "runs" / "k8s-run" / "training" / "saved_model"
+    assert report["saved_model_dir"] == str(saved) and (saved / "saved_model.pb").exists()
+    run_report = json.loads((workspace / "runs" / "k8s-run" / "report.json").read_text())
+    assert run_report["training"]["engine"] == "kubernetes"
+    assert cluster.jobs == {}  # deleted when done
+    assert "chief log via the API" in out.getvalue()
