@@ -1,0 +1,355 @@
+"""Keras-side compression with tensorflow-model-optimization and knowledge distillation.
+
+Pruning, clustering, QAT, distillation and tfmot's collaborative combination (prune ->
+cluster -> QAT).
+
+Every function takes a tf_keras model (raw float32 features in, softmax out, a Normalization
+layer first) and training data as numpy arrays, and returns a new tf_keras model of the same
+interface with the training wrappers stripped. Only weight layers (Dense, Conv1D, Conv2D) are
+wrapped: tfmot does not support the Normalization layer, which stays as it is.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from kfp_edge.tf_env import import_tf
+
+WEIGHT_LAYERS = ("Dense", "Conv1D", "Conv2D")
+
+
+def _is_weight_layer(layer) -> bool:
+    return type(layer).__name__ in WEIGHT_LAYERS
+
+
+def copy_model(model):
+    """Returns an independent copy of ``model`` (same architecture, same weights)."""
+    _, keras = import_tf()
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def _wrap(model, wrap):
+    """Returns a model whose weight layers are ``wrap(layer)``, built on a copy of ``model``.
+
+    The wrappers take the copy's layer objects (with their weights), as tfmot's guides do;
+    the copy keeps the caller's model untouched.
+    """
+    _, keras = import_tf()
+
+    def clone_fn(layer):
+        return wrap(layer) if _is_weight_layer(layer) else layer
+
+    return keras.models.clone_model(copy_model(model), clone_function=clone_fn)
+
+
+def fine_tune(model, x, y, epochs: int, batch_size: int, learning_rate: float, callbacks=(),
+              seed: int = 0):
+    """Compiles and trains ``model`` on ``(x, y)`` with sparse categorical cross-entropy.
+
+    Args:
+        model: A tf_keras model with a softmax output.
+        x: Raw features, float32 ``[rows, features]``.
+        y: Class ids, int ``[rows]``.
+        epochs: Training epochs (0 compiles only).
+        batch_size: Batch size.
+        learning_rate: Adam learning rate.
+        callbacks: Extra Keras callbacks (the pruning step callback).
+        seed: Seed of the shuffling.
+
+    Returns:
+        The same model, trained.
+    """
+    tf, keras = import_tf()
+    tf.random.set_seed(seed)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    if epochs > 0:
+        model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0,
+                  callbacks=list(callbacks))
+    return model
+
+
+def kernel_sparsity(model) -> float:
+    """Returns the fraction of zero weights over the kernels of the weight layers."""
+    zeros = total = 0
+    for layer in model.layers:
+        if _is_weight_layer(layer):
+            kernel = layer.get_weights()[0]
+            zeros += int(np.sum(kernel == 0))
+            total += kernel.size
+    return zeros / total if total else 0.0
+
+
+def unique_kernel_values(model) -> int:
+    """Returns the largest number of distinct kernel values in one weight layer."""
+    counts = [len(np.unique(layer.get_weights()[0])) for layer in model.layers
+              if _is_weight_layer(layer)]
+    return max(counts) if counts else 0
+
+
+def prune(model, x, y, sparsity: float, epochs: int, batch_size: int, learning_rate: float,
+          seed: int = 0):
+    """Magnitude pruning to ``sparsity`` with a polynomial decay schedule, then strip_pruning.
+
+    The schedule ramps from 0 to ``sparsity`` over the first 80 % of the fine-tuning steps
+    and reaches it exactly at its end step; the rest of the steps train the remaining weights.
+
+    Args:
+        model: The float tf_keras model.
+        x: Training features.
+        y: Training class ids.
+        sparsity: Target fraction of zero kernel weights, in (0, 1).
+        epochs: Fine-tuning epochs (at least 1).
+        batch_size: Batch size.
+        learning_rate: Adam learning rate of fine-tuning.
+        seed: Seed of the shuffling.
+
+    Returns:
+        The stripped, pruned tf_keras model (plain layers, zeros in the kernels).
+    """
+    import tensorflow_model_optimization as tfmot
+
+    steps_per_epoch = math.ceil(len(x) / batch_size)
+    total_steps = steps_per_epoch * max(1, epochs)
+    end_step = max(1, int(total_steps * 0.8))
+    frequency = max(1, end_step // 10)
+    end_step = frequency * max(1, end_step // frequency)
+    schedule = tfmot.sparsity.keras.PolynomialDecay(
+        initial_sparsity=0.0, final_sparsity=float(sparsity), begin_step=0, end_step=end_step,
+        frequency=frequency,
+    )
+    wrapped = _wrap(
+        model, lambda layer: tfmot.sparsity.keras.prune_low_magnitude(
+            layer, pruning_schedule=schedule)
+    )
+    fine_tune(wrapped, x, y, max(1, epochs), batch_size, learning_rate,
+              callbacks=[tfmot.sparsity.keras.UpdatePruningStep()], seed=seed)
+    return tfmot.sparsity.keras.strip_pruning(wrapped)
+
+
+def cluster(model, x, y, clusters: int, epochs: int, batch_size: int, learning_rate: float,
+            preserve_sparsity: bool = False, seed: int = 0):
+    """Weight clustering (k-means++ centroids) of the weight layers, fine-tuned, stripped.
+
+    Layers with fewer kernel weights than twice ``clusters`` are left unclustered.
+
+    Args:
+        model: The tf_keras model.
+        x: Training features.
+        y: Training class ids.
+        clusters: Number of clusters (distinct weight values) per layer.
+        epochs: Fine-tuning epochs.
+        batch_size: Batch size.
+        learning_rate: Adam learning rate of fine-tuning.
+        preserve_sparsity: Keep zero weights at zero (sparsity-preserving clustering, the
+            second step of collaborative optimization).
+        seed: Seed of the shuffling.
+
+    Returns:
+        The stripped, clustered tf_keras model.
+    """
+    import tensorflow_model_optimization as tfmot
+
+    ck = tfmot.clustering.keras
+    params = {
+        "number_of_clusters": int(clusters),
+        "cluster_centroids_init": ck.CentroidInitialization.KMEANS_PLUS_PLUS,
+    }
+    if preserve_sparsity:
+        params["preserve_sparsity"] = True
+
+    def wrap(layer):
+        if layer.get_weights()[0].size < 2 * clusters:
+            return layer
+        return ck.cluster_weights(layer, **params)
+
+    wrapped = _wrap(model, wrap)
+    fine_tune(wrapped, x, y, epochs, batch_size, learning_rate, seed=seed)
+    return ck.strip_clustering(wrapped)
+
+
+_NO_OP_CONFIG = []
+
+
+def _no_op_quantize_config():
+    """Returns a tfmot QuantizeConfig that quantizes nothing (defined on first use)."""
+    if not _NO_OP_CONFIG:
+        import tensorflow_model_optimization as tfmot
+
+        class NoOpQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
+            """Leaves a layer's weights, activations and outputs in float."""
+
+            def get_weights_and_quantizers(self, layer):
+                return []
+
+            def get_activations_and_quantizers(self, layer):
+                return []
+
+            def set_quantize_weights(self, layer, quantize_weights):
+                pass
+
+            def set_quantize_activations(self, layer, quantize_activations):
+                pass
+
+            def get_output_quantizers(self, layer):
+                return []
+
+            def get_config(self):
+                return {}
+
+        _NO_OP_CONFIG.append(NoOpQuantizeConfig)
+    return _NO_OP_CONFIG[0]()
+
+
+def quantization_aware(model, x, y, epochs: int, batch_size: int, learning_rate: float,
+                       preserve: str = "", seed: int = 0):
+    """Quantization-aware training of the weight layers (8-bit fake quantization).
+
+    Args:
+        model: The tf_keras model.
+        x: Training features.
+        y: Training class ids.
+        epochs: QAT fine-tuning epochs.
+        batch_size: Batch size.
+        learning_rate: Adam learning rate.
+        preserve: "" for plain QAT, "sparsity" to keep zeros (PQAT), "cluster_sparsity" to keep
+            clusters and zeros (PCQAT, tfmot's collaborative optimization).
+        seed: Seed of the shuffling.
+
+    Returns:
+        The QAT tf_keras model (convert it with the default optimizations to get int8 weights
+        and activations with the trained ranges).
+    """
+    import tensorflow_model_optimization as tfmot
+
+    qk = tfmot.quantization.keras
+    no_op = _no_op_quantize_config()
+    _, keras = import_tf()
+
+    def annotate(layer):
+        if _is_weight_layer(layer):
+            return qk.quantize_annotate_layer(layer)
+        if type(layer).__name__ == "Normalization":
+            # The Normalization layer: tfmot has no config for it, and the collaborative
+            # schemes refuse unannotated layers before quantized ones. Keep it float.
+            return qk.quantize_annotate_layer(layer, quantize_config=no_op)
+        return layer
+
+    annotated = keras.models.clone_model(copy_model(model), clone_function=annotate)
+    if preserve == "sparsity":
+        from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (  # noqa: E501
+            default_8bit_prune_preserve_quantize_scheme as pqat,
+        )
+
+        scheme = pqat.Default8BitPrunePreserveQuantizeScheme()
+    elif preserve == "cluster_sparsity":
+        from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.cluster_preserve import (  # noqa: E501
+            default_8bit_cluster_preserve_quantize_scheme as cqat,
+        )
+
+        scheme = cqat.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=True)
+    elif preserve == "":
+        scheme = qk.default_8bit.Default8BitQuantizeScheme()
+    else:
+        raise ValueError(f"unknown QAT preserve mode {preserve!r}")
+    with qk.quantize_scope({type(no_op).__name__: type(no_op)}):
+        qat = qk.quantize_apply(annotated, scheme)
+    fine_tune(qat, x, y, epochs, batch_size, learning_rate, seed=seed)
+    return qat
+
+
+def hidden_shape(model) -> tuple[int, int]:
+    """Returns ``(widest hidden width, hidden weight layers)`` of a model (output excluded)."""
+    widths = []
+    for layer in model.layers:
+        if type(layer).__name__ == "Dense":
+            widths.append(int(layer.units))
+        elif type(layer).__name__ in ("Conv1D", "Conv2D"):
+            widths.append(int(layer.filters))
+    hidden = widths[:-1]
+    return (max(hidden) if hidden else widths[-1]), len(hidden)
+
+
+def distill(teacher, x, y, width: int, depth: int, temperature: float, alpha: float,
+            epochs: int, batch_size: int, learning_rate: float, seed: int = 0):
+    """Knowledge distillation into a smaller MLP student.
+
+    The student has the teacher's Normalization layer (same mean and variance), ``depth``
+    Dense(``width``, relu) layers and a softmax output. Its loss is
+    ``alpha * CE(labels, student) + (1 - alpha) * T^2 * KL(teacher_T || student_T)``, where
+    ``_T`` are the softmax outputs at temperature ``T`` (teacher logits recovered as the log of
+    its probabilities).
+
+    Args:
+        teacher: The trained tf_keras model (softmax output).
+        x: Training features.
+        y: Training class ids.
+        width: Units per hidden student layer (at least 1).
+        depth: Hidden student layers (0 gives a linear softmax classifier).
+        temperature: Softening temperature (> 0).
+        alpha: Weight of the hard-label loss, in [0, 1].
+        epochs: Training epochs.
+        batch_size: Batch size.
+        learning_rate: Adam learning rate.
+        seed: Seed of initialization and shuffling.
+
+    Returns:
+        The trained student, a tf_keras model with the teacher's interface.
+    """
+    tf, keras = import_tf()
+    tf.random.set_seed(seed)
+    normalization = next(
+        (layer for layer in teacher.layers if type(layer).__name__ == "Normalization"), None
+    )
+    num_features = int(teacher.inputs[0].shape[-1])
+    num_classes = int(teacher.outputs[0].shape[-1])
+    inputs = keras.Input(shape=(num_features,), dtype="float32", name="features")
+    h = inputs
+    if normalization is not None:
+        norm = normalization.__class__.from_config(normalization.get_config())
+        h = norm(h)
+        norm.set_weights(normalization.get_weights())
+    for _ in range(depth):
+        h = keras.layers.Dense(width, activation="relu")(h)
+    logits = keras.layers.Dense(num_classes, name="logits")(h)
+    probs = keras.layers.Softmax(name="probabilities")(logits)
+    student = keras.Model(inputs, probs, name="student")
+    trainer = keras.Model(inputs, logits)
+
+    teacher_probs = teacher.predict(x, batch_size=1024, verbose=0).astype(np.float32)
+    teacher_logits = np.log(np.clip(teacher_probs, 1e-7, 1.0))
+    optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
+    t = float(temperature)
+
+    @tf.function
+    def step(xb, yb, tb):
+        with tf.GradientTape() as tape:
+            s_logits = trainer(xb, training=True)
+            hard = tf.reduce_mean(
+                tf.keras.losses.sparse_categorical_crossentropy(yb, s_logits, from_logits=True)
+            )
+            soft_t = tf.nn.softmax(tb / t)
+            log_s = tf.nn.log_softmax(s_logits / t)
+            kl = tf.reduce_mean(
+                tf.reduce_sum(soft_t * (tf.math.log(tf.clip_by_value(soft_t, 1e-7, 1.0)) - log_s),
+                              axis=-1)
+            )
+            loss = alpha * hard + (1.0 - alpha) * (t**2) * kl
+        grads = tape.gradient(loss, trainer.trainable_variables)
+        optimizer.apply_gradients(zip(grads, trainer.trainable_variables, strict=True))
+        return loss
+
+    rng = np.random.default_rng(seed)
+    for _ in range(max(1, epochs)):
+        order = rng.permutation(len(x))
+        for start in range(0, len(x), batch_size):
+            idx = order[start : start + batch_size]
+            step(tf.constant(x[idx]), tf.constant(y[idx]), tf.constant(teacher_logits[idx]))
+    return student

@@ -1,0 +1,175 @@
+"""Evaluation of every TFLite variant with LiteRT, and of the float SavedModel as reference.
+
+Each variant gets the same figures: accuracy, per-class precision and recall, the confusion
+matrix on the held-out split, size and gzip size, single-sample latency p50/p95/p99 over
+``runs`` timed invocations after a warm-up with pinned threads, batch throughput, the
+interpreter's peak memory and an op check. The SavedModel is measured the same way with
+tf_keras (``model(x)`` for latency), as the reference the gate compares against.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from kfp_edge.dataset import load_split, read_manifest
+from kfp_edge.evaluation import litert
+from kfp_edge.evaluation.metrics import classification_report
+
+EVALUATION_FILE = "evaluation.json"
+
+
+def evaluate_tflite(path: str | os.PathLike, x: np.ndarray, y: np.ndarray, classes: list[str],
+                    runs: int = 1000, warmup: int = 100, num_threads: int = 1,
+                    batch_size: int = 256, measure_memory: bool = True) -> dict:
+    """Measures one .tflite model with the LiteRT interpreter (no TensorFlow needed).
+
+    Returns:
+        ``{"path", "size_bytes", "gzip_bytes", "accuracy", "per_class", "confusion_matrix",
+        "latency_us", "throughput_rows_per_s", "peak_memory_bytes", "ops_ok",
+        "select_tf_ops", "ops", "input_dtype", "output_dtype"}``.
+    """
+    ops = litert.op_check(path)
+    model = litert.TFLiteModel(path, num_threads=num_threads)
+    report = classification_report(y, model.predict(x, batch_size=batch_size), classes)
+    return {
+        "path": str(path),
+        "size_bytes": litert.size_bytes(path),
+        "gzip_bytes": litert.gzip_bytes(path),
+        **report,
+        "latency_us": model.latency_us(x, runs=runs, warmup=warmup),
+        "throughput_rows_per_s": model.throughput_rows_per_s(x, batch_size=batch_size),
+        "peak_memory_bytes": (litert.peak_memory_bytes(path, num_threads, batch_size)
+                              if measure_memory else None),
+        "ops_ok": ops["ops_ok"],
+        "select_tf_ops": ops["select_tf_ops"],
+        "ops": ops["ops"],
+        "input_dtype": model.input_dtype.name,
+        "output_dtype": model.output_dtype.name,
+    }
+
+
+def keras_latency_us(model, x: np.ndarray, runs: int = 1000, warmup: int = 100,
+                     num_threads: int = 1) -> dict:
+    """Single-sample latency of ``model(x)`` (eager tf_keras call) in microseconds."""
+    rows = [x[i : i + 1] for i in range(min(len(x), 256))]
+    for i in range(warmup):
+        model(rows[i % len(rows)], training=False)
+    timings = np.empty(runs, dtype=np.float64)
+    clock = time.perf_counter_ns
+    for i in range(runs):
+        row = rows[i % len(rows)]
+        t0 = clock()
+        model(row, training=False).numpy()
+        timings[i] = clock() - t0
+    return litert.latency_summary(timings / 1000.0, warmup, num_threads)
+
+
+def evaluate_reference(saved_model_dir: str | os.PathLike, x: np.ndarray, y: np.ndarray,
+                       classes: list[str], runs: int = 1000, warmup: int = 100,
+                       num_threads: int = 1, batch_size: int = 256,
+                       measure_memory: bool = True) -> dict:
+    """Measures the float SavedModel with tf_keras, the same figures as :func:`evaluate_tflite`.
+
+    TensorFlow's intra- and inter-op threads are pinned to ``num_threads`` when TensorFlow has
+    not started its runtime yet. Peak memory is the RSS growth from loading the model to
+    running one batch in this process.
+    """
+    from kfp_edge.compression.export import load_keras_model
+    from kfp_edge.tf_env import import_tf
+
+    tf, _ = import_tf()
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(num_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(num_threads)
+    except RuntimeError:
+        pass  # the runtime is already initialized in this process; threads stay as they are
+    memory_ok = measure_memory and Path("/proc/self/clear_refs").exists()
+    if memory_ok:
+        Path("/proc/self/clear_refs").write_text("5")
+        baseline = litert._rss_kib("VmRSS")
+    model = load_keras_model(saved_model_dir)
+    probabilities = model.predict(x, batch_size=batch_size, verbose=0)
+    peak = (max(0, litert._rss_kib("VmHWM") - baseline) * 1024) if memory_ok else None
+    report = classification_report(y, probabilities, classes)
+    reps = -(-batch_size // len(x))
+    batch = tf.constant(np.concatenate([x] * reps)[:batch_size])
+    model(batch, training=False)
+    rows, start = 0, time.perf_counter()
+    while time.perf_counter() - start < 0.2:
+        model(batch, training=False).numpy()
+        rows += len(batch)
+    throughput = rows / (time.perf_counter() - start)
+    return {
+        "name": "saved_model",
+        "path": str(saved_model_dir),
+        "technique": "reference",
+        "runtime": "tf_keras model(x)",
+        "size_bytes": litert.size_bytes(saved_model_dir),
+        "gzip_bytes": litert.gzip_bytes(saved_model_dir),
+        **report,
+        "latency_us": keras_latency_us(model, x, runs, warmup, num_threads),
+        "throughput_rows_per_s": throughput,
+        "peak_memory_bytes": peak,
+        "params": int(model.count_params()),
+    }
+
+
+def evaluate_variants(variants_dir: str | os.PathLike, data_dir: str | os.PathLike,
+                      saved_model_dir: str | os.PathLike | None = None, split: str = "test",
+                      runs: int = 1000, warmup: int = 100, num_threads: int = 1,
+                      batch_size: int = 256, measure_memory: bool = True) -> dict:
+    """Evaluates every variant of ``variants.json`` (and the SavedModel reference if given).
+
+    Args:
+        variants_dir: The compression step's output (``variants.json`` and the .tflite files).
+        data_dir: The ETL output; ``split`` is the held-out split evaluated.
+        saved_model_dir: The float SavedModel measured as the reference; None to skip it.
+        split: Dataset split to evaluate on.
+        runs: Timed single-sample invocations per model (at least 1000 for the report).
+        warmup: Untimed invocations before timing.
+        num_threads: Interpreter (and TensorFlow) threads.
+        batch_size: Batch size of accuracy and throughput runs.
+        measure_memory: Measure peak memory (a short subprocess per variant).
+
+    Returns:
+        ``{"split", "rows", "classes", "num_threads", "reference": {...} or None,
+        "variants": [{"name", "technique", "params", ...figures of evaluate_tflite}]}``.
+
+    Raises:
+        FileNotFoundError: A missing variants list or .tflite file (named).
+        ValueError: A model that does not fit the dataset (named), or an empty split.
+    """
+    from kfp_edge.compression.export import read_variants
+
+    entries = read_variants(variants_dir)
+    manifest = read_manifest(data_dir)
+    if split not in manifest["splits"]:
+        raise ValueError(f"{data_dir}: the dataset has no split {split!r}")
+    classes = [str(c) for c in manifest["classes"]]
+    x, y = load_split(data_dir, split)
+    if len(y) == 0:
+        raise ValueError(f"{data_dir}: split {split!r} is empty; nothing to evaluate")
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"runs must be >= 1 and warmup >= 0, got {runs} and {warmup}")
+    reference = None
+    if saved_model_dir:
+        reference = evaluate_reference(saved_model_dir, x, y, classes, runs, warmup,
+                                       num_threads, batch_size, measure_memory)
+    results = []
+    for entry in entries:
+        path = Path(entry["path"])
+        if not path.is_absolute():
+            path = Path(variants_dir) / path
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: variant {entry['name']!r} listed in "
+                                    f"{Path(variants_dir) / 'variants.json'} is missing")
+        figures = evaluate_tflite(path, x, y, classes, runs, warmup, num_threads, batch_size,
+                                  measure_memory)
+        results.append({"name": entry["name"], "technique": entry.get("technique", ""),
+                        "params": entry.get("params", {}), **figures})
+    return {"split": split, "rows": int(len(y)), "classes": classes,
+            "num_threads": int(num_threads), "reference": reference, "variants": results}

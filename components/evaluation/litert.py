@@ -1,0 +1,268 @@
+"""Running and measuring a .tflite classifier with the LiteRT interpreter, without TensorFlow.
+
+The edge device and the drift monitor use this module as it is: it needs only numpy and
+``ai_edge_litert``.
+
+Example::
+
+    model = TFLiteModel("variants/full_int8.tflite", num_threads=1)
+    probabilities = model.predict(x)          # float32 [rows, classes], raw features in
+    model.latency_us(x[:1], runs=1000)        # {"p50", "p95", "p99", "mean", "runs"}
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+# Builtin operator code of custom ops in the TFLite schema; Flex (SELECT_TF_OPS) ops are
+# custom ops whose custom code starts with "Flex".
+_CUSTOM_OP = 32
+
+
+def gzip_bytes(path: str | os.PathLike) -> int:
+    """Returns the size of a file (or of all files of a directory) gzip-compressed at level 9."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return len(gzip.compress(b"".join(p.read_bytes() for p in files), compresslevel=9, mtime=0))
+
+
+def size_bytes(path: str | os.PathLike) -> int:
+    """Returns the size of a file, or the total size of the files of a directory."""
+    path = Path(path)
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def op_check(path: str | os.PathLike) -> dict:
+    """Lists the operators of a .tflite file from its flatbuffer.
+
+    Returns:
+        ``{"ops": [names], "ops_ok": bool, "select_tf_ops": [Flex op names],
+        "custom_ops": [other custom op names]}``; ``ops_ok`` is true when every op is a builtin.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    buf = Path(path).read_bytes()
+    model = schema.Model.GetRootAsModel(buf, 0)
+    names_by_code = {v: k for k, v in vars(schema.BuiltinOperator).items()
+                     if not k.startswith("_")}
+    ops, flex, custom = [], [], []
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i)
+        builtin = max(int(code.BuiltinCode()), int(code.DeprecatedBuiltinCode()))
+        if builtin == _CUSTOM_OP:
+            name = (code.CustomCode() or b"").decode()
+            (flex if name.startswith("Flex") else custom).append(name)
+            ops.append(name)
+        else:
+            ops.append(names_by_code.get(builtin, str(builtin)))
+    return {"ops": sorted(set(ops)), "ops_ok": not flex and not custom,
+            "select_tf_ops": sorted(set(flex)), "custom_ops": sorted(set(custom))}
+
+
+class TFLiteModel:
+    """A .tflite classifier run by the LiteRT interpreter on raw float32 features.
+
+    Models with quantized (int8/uint8) inputs get their inputs quantized with the input
+    tensor's scale and zero point; quantized outputs are dequantized, so :meth:`predict`
+    always takes and returns float32.
+
+    Args:
+        path: The .tflite file.
+        num_threads: Interpreter threads (pinned, so latency figures are comparable).
+
+    Raises:
+        ValueError: If the file does not load or is not a model with one [batch, features]
+            input and one [batch, classes] output (the message names the file).
+    """
+
+    def __init__(self, path: str | os.PathLike, num_threads: int = 1):
+        self.path = str(path)
+        self.num_threads = int(num_threads)
+        self._interpreters: dict[int, object] = {}
+        interpreter = self._interpreter(1)
+        inp = interpreter.get_input_details()
+        out = interpreter.get_output_details()
+        if len(inp) != 1 or len(out) != 1 or len(inp[0]["shape"]) != 2 \
+                or len(out[0]["shape"]) != 2:
+            raise ValueError(
+                f"{self.path}: expected one input [batch, features] and one output "
+                f"[batch, classes], got {[list(d['shape']) for d in inp]} -> "
+                f"{[list(d['shape']) for d in out]}"
+            )
+        self.input_dtype = np.dtype(inp[0]["dtype"])
+        self.output_dtype = np.dtype(out[0]["dtype"])
+        self.input_quantization = tuple(inp[0]["quantization"])
+        self.output_quantization = tuple(out[0]["quantization"])
+        self.num_features = int(inp[0]["shape"][1])
+        self.num_classes = int(out[0]["shape"][1])
+
+    def _interpreter(self, batch: int):
+        """Returns an interpreter whose input is resized to ``batch`` rows (one per size)."""
+        if batch not in self._interpreters:
+            from ai_edge_litert.interpreter import Interpreter
+
+            try:
+                interpreter = Interpreter(model_path=self.path, num_threads=self.num_threads)
+                index = interpreter.get_input_details()[0]["index"]
+                shape = list(interpreter.get_input_details()[0]["shape"])
+                if shape[0] != batch:
+                    interpreter.resize_tensor_input(index, [batch, *shape[1:]])
+                interpreter.allocate_tensors()
+            except (ValueError, RuntimeError) as exc:
+                raise ValueError(f"{self.path}: not a loadable .tflite model: {exc}") from exc
+            self._interpreters[batch] = interpreter
+        return self._interpreters[batch]
+
+    def quantize_input(self, x: np.ndarray) -> np.ndarray:
+        """Returns ``x`` in the model's input dtype (quantized for int8/uint8 inputs)."""
+        x = np.asarray(x, dtype=np.float32)
+        if self.input_dtype == np.float32:
+            return x
+        scale, zero_point = self.input_quantization
+        info = np.iinfo(self.input_dtype)
+        return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(
+            self.input_dtype)
+
+    def dequantize_output(self, y: np.ndarray) -> np.ndarray:
+        """Returns the model's raw output as float32 (dequantized for int8/uint8 outputs)."""
+        if self.output_dtype == np.float32:
+            return y.astype(np.float32)
+        scale, zero_point = self.output_quantization
+        return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+    def _check(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.num_features:
+            raise ValueError(
+                f"{self.path}: the model takes [rows, {self.num_features}] features, "
+                f"got shape {list(x.shape)}"
+            )
+        return x
+
+    def invoke_raw(self, x_model_dtype: np.ndarray) -> np.ndarray:
+        """Runs one batch already in the model's input dtype; returns the raw output."""
+        interpreter = self._interpreter(len(x_model_dtype))
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x_model_dtype)
+        interpreter.invoke()
+        return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+    def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Returns class probabilities float32 ``[rows, classes]`` for raw features ``x``.
+
+        Raises:
+            ValueError: If ``x`` is not ``[rows, num_features]``.
+        """
+        x = self._check(x)
+        out = []
+        for start in range(0, len(x), batch_size):
+            chunk = self.quantize_input(x[start : start + batch_size])
+            out.append(self.dequantize_output(self.invoke_raw(chunk)))
+        if not out:
+            return np.zeros((0, self.num_classes), dtype=np.float32)
+        return np.concatenate(out)
+
+    def latency_us(self, x: np.ndarray, runs: int = 1000, warmup: int = 100) -> dict:
+        """Single-sample latency in microseconds over ``runs`` timed invocations.
+
+        Rows of ``x`` are used in turn (quantized beforehand, so only set_tensor, invoke and
+        get_tensor are timed); ``warmup`` untimed invocations come first.
+
+        Returns:
+            ``{"p50", "p95", "p99", "mean", "runs", "warmup", "num_threads"}``.
+        """
+        x = self._check(x)
+        rows = [self.quantize_input(x[i : i + 1]) for i in range(min(len(x), 256))]
+        interpreter = self._interpreter(1)
+        index_in = interpreter.get_input_details()[0]["index"]
+        index_out = interpreter.get_output_details()[0]["index"]
+        for i in range(warmup):
+            interpreter.set_tensor(index_in, rows[i % len(rows)])
+            interpreter.invoke()
+            interpreter.get_tensor(index_out)
+        timings = np.empty(runs, dtype=np.float64)
+        clock = time.perf_counter_ns
+        for i in range(runs):
+            row = rows[i % len(rows)]
+            t0 = clock()
+            interpreter.set_tensor(index_in, row)
+            interpreter.invoke()
+            interpreter.get_tensor(index_out)
+            timings[i] = clock() - t0
+        return latency_summary(timings / 1000.0, warmup, self.num_threads)
+
+    def throughput_rows_per_s(self, x: np.ndarray, batch_size: int = 256,
+                              min_seconds: float = 0.2) -> float:
+        """Batch throughput in rows per second (whole batches, for at least ``min_seconds``)."""
+        x = self._check(x)
+        reps = -(-batch_size // len(x))
+        batch = self.quantize_input(np.concatenate([x] * reps)[:batch_size])
+        self.invoke_raw(batch)
+        rows = 0
+        start = time.perf_counter()
+        while True:
+            self.invoke_raw(batch)
+            rows += len(batch)
+            elapsed = time.perf_counter() - start
+            if elapsed >= min_seconds:
+                return rows / elapsed
+
+
+def latency_summary(timings_us: np.ndarray, warmup: int, num_threads: int) -> dict:
+    """Returns p50/p95/p99 and the mean of latency timings in microseconds."""
+    p50, p95, p99 = np.percentile(timings_us, [50, 95, 99])
+    return {"p50": float(p50), "p95": float(p95), "p99": float(p99),
+            "mean": float(np.mean(timings_us)), "runs": int(len(timings_us)),
+            "warmup": int(warmup), "num_threads": int(num_threads)}
+
+
+def _rss_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise OSError(f"/proc/self/status has no {field}")
+
+
+def _measure_peak_memory(path: str, num_threads: int, batch_size: int) -> int:
+    """In this process: peak RSS growth (bytes) from loading to running one batch."""
+    rng = np.random.default_rng(0)
+    from ai_edge_litert.interpreter import Interpreter  # noqa: F401  (load the library first)
+
+    # Reset the peak-RSS watermark (Linux: write 5 to clear_refs), then take the baseline.
+    Path("/proc/self/clear_refs").write_text("5")
+    baseline = _rss_kib("VmRSS")
+    model = TFLiteModel(path, num_threads=num_threads)
+    x = rng.normal(size=(batch_size, model.num_features)).astype(np.float32)
+    model.predict(x[:1], batch_size=1)
+    model.predict(x, batch_size=batch_size)
+    return max(0, _rss_kib("VmHWM") - baseline) * 1024
+
+
+def peak_memory_bytes(path: str | os.PathLike, num_threads: int = 1,
+                      batch_size: int = 256) -> int | None:
+    """Peak memory of the interpreter: RSS growth from loading the model to running it.
+
+    Measured in a fresh Python process (so nothing else of this process counts), with the
+    peak-RSS watermark reset after the imports. Returns None where /proc is not available.
+    """
+    if not Path("/proc/self/clear_refs").exists():
+        return None
+    code = ("import json, sys; from kfp_edge.evaluation.litert import _measure_peak_memory; "
+            "print(json.dumps(_measure_peak_memory(sys.argv[1], int(sys.argv[2]), "
+            "int(sys.argv[3]))))")
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(path), str(num_threads), str(batch_size)],
+        capture_output=True, text=True, timeout=300,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{path}: peak memory measurement failed: {result.stderr[-2000:]}")
+    return int(json.loads(result.stdout.strip().splitlines()[-1]))
