@@ -19,7 +19,7 @@ def TfjobTrainingOp(
     learning_rate: float = 0.04,
     workers: int = 2,
     engine: str = "local",
-    replica_resources: dict = {},
+    replica_resources: dict = {},  # noqa: B006 - kfp needs a literal default
     image: str = "",
     namespace: str = "",
     pvc_name: str = "kfp-edge-workspace",

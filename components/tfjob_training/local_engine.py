@@ -321,7 +321,8 @@ def run_tfjob(
         code = replica.exit_code
         policy = specs[replica.rtype].get("restartPolicy", "Never")
         retry = (policy == "ExitCode" and is_retryable(code)) or policy in ("OnFailure", "Always")
-        detail = f"{replica.key} exited with code {code}; last log lines:\n{_tail(replica.log_path)}"
+        detail = (f"{replica.key} exited with code {code}; last log lines:\n"
+                  f"{_tail(replica.log_path)}")
         if not retry:
             fail("PermanentError" if policy == "ExitCode" else "ReplicaFailed",
                  f"{detail}\n(restartPolicy {policy}: not retried)", replicas)

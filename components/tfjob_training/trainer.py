@@ -112,7 +112,8 @@ def read_tf_config(environ=None) -> dict:
         task["type"], int(task["index"])
         config["cluster"]
     except (ValueError, KeyError, TypeError) as exc:
-        raise TrainerError(f"TF_CONFIG is malformed ({exc}): {raw!r}", ExitCode.BAD_ARGUMENTS)
+        raise TrainerError(f"TF_CONFIG is malformed ({exc}): {raw!r}",
+                           ExitCode.BAD_ARGUMENTS) from exc
     return config
 
 
@@ -142,7 +143,8 @@ def check_data(data_dir: str) -> dict:
     except FileNotFoundError as exc:
         raise TrainerError(str(exc), ExitCode.BAD_DATA) from exc
     except ValueError as exc:
-        raise TrainerError(f"{data_dir}/manifest.json is not valid JSON: {exc}", ExitCode.BAD_DATA)
+        raise TrainerError(f"{data_dir}/manifest.json is not valid JSON: {exc}",
+                           ExitCode.BAD_DATA) from exc
     for field in ("num_features", "num_classes", "splits", "preprocessing"):
         if field not in manifest:
             raise TrainerError(f"{data_dir}/manifest.json lacks the field {field!r}",
@@ -162,7 +164,7 @@ def check_data(data_dir: str) -> dict:
         pre = json.loads(pre_path.read_text())
     except (OSError, ValueError) as exc:
         raise TrainerError(f"{pre_path}: cannot read the preprocessing spec: {exc}",
-                           ExitCode.BAD_DATA)
+                           ExitCode.BAD_DATA) from exc
     for field in ("mean", "std"):
         if len(pre.get(field, [])) != manifest["num_features"]:
             raise TrainerError(
@@ -318,11 +320,13 @@ def train(args: argparse.Namespace, environ=None) -> dict | None:
                             callbacks=callbacks, verbose=2 if chief else 0)
     except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as exc:
         if tf_config and _looks_like_peer_failure(str(exc)):
-            raise TrainerError(f"lost a peer during training: {exc}", ExitCode.PEER_LOST)
-        raise TrainerError(f"bad training data in {args.data_dir}: {exc}", ExitCode.BAD_DATA)
+            raise TrainerError(f"lost a peer during training: {exc}",
+                               ExitCode.PEER_LOST) from exc
+        raise TrainerError(f"bad training data in {args.data_dir}: {exc}",
+                           ExitCode.BAD_DATA) from exc
     except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError,
             tf.errors.DeadlineExceededError, tf.errors.InternalError) as exc:
-        raise TrainerError(f"lost a peer during training: {exc}", ExitCode.PEER_LOST)
+        raise TrainerError(f"lost a peer during training: {exc}", ExitCode.PEER_LOST) from exc
     fit_seconds = time.time() - fit_started
     initial_epoch = epoch_starts[0] if epoch_starts else args.epochs
     epochs_run = args.epochs - initial_epoch

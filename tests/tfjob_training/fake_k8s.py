@@ -196,7 +196,9 @@ def _handler(cluster: FakeCluster):
                         if remaining <= 0:
                             self._chunk(b"")
                             return
-                        cluster.cond.wait_for(lambda: cluster.rv > since, timeout=remaining)
+                        seen = since
+                        cluster.cond.wait_for(lambda seen=seen: cluster.rv > seen,
+                                              timeout=remaining)
                         pending = [e for e in cluster.events if e[0] > since
                                    and e[2]["metadata"]["namespace"] == ns
                                    and name in (None, e[2]["metadata"]["name"])]
