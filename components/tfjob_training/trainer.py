@@ -25,8 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from kfp_edge.dataset import FEATURES_KEY, LABEL_KEY, SPLITS, read_manifest
 from kfp_edge.workspace import write_json_atomic
+
+# numpy and TensorFlow are imported inside functions: the replica's entry point blocks SIGTERM
+# (see exit_on_sigterm) before any library starts a thread.
 
 SAVED_MODEL_DIR = "saved_model"
 REPORT_FILE = "training_report.json"
@@ -138,6 +140,8 @@ def check_data(data_dir: str) -> dict:
     Raises:
         TrainerError: Naming the missing or inconsistent file or field (exit code BAD_DATA).
     """
+    from kfp_edge.dataset import read_manifest
+
     try:
         manifest = read_manifest(data_dir)
     except FileNotFoundError as exc:
@@ -174,14 +178,30 @@ def check_data(data_dir: str) -> dict:
     return manifest
 
 
-def _on_sigterm(signum, frame):
-    print("trainer: SIGTERM received (preempted); exiting with a retryable code", flush=True)
-    sys.stdout.flush()
-    os._exit(ExitCode.PREEMPTED)
+def exit_on_sigterm() -> None:
+    """Makes SIGTERM (preemption, pod deletion) end the replica with the retryable code 143.
+
+    A Python signal handler runs only when the main thread is back in the interpreter, which a
+    replica blocked in a collective op may never be. So SIGTERM is blocked in this thread (and in
+    every thread TensorFlow starts later) and a dedicated thread waits for it with sigwait.
+    Call it first, before numpy (OpenBLAS) or TensorFlow start threads: a thread that does not
+    block SIGTERM would take the signal and end the process with its default action.
+    """
+    import threading
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+    def wait() -> None:
+        signal.sigwait({signal.SIGTERM})
+        print("trainer: SIGTERM received (preempted); exiting with a retryable code",
+              flush=True)
+        os._exit(ExitCode.PREEMPTED)
+
+    threading.Thread(target=wait, name="sigterm-waiter", daemon=True).start()
 
 
 def _make_dataset(tf, data_dir, manifest, split, batch_size, shard_policy, repeat, seed):
-    from kfp_edge.dataset import shard_paths
+    from kfp_edge.dataset import FEATURES_KEY, LABEL_KEY, shard_paths
 
     num_features = int(manifest["num_features"])
     spec = {
@@ -246,6 +266,7 @@ def train(args: argparse.Namespace, environ=None) -> dict | None:
     Raises:
         TrainerError: On bad arguments or bad data (permanent) or a lost peer (retryable).
     """
+    from kfp_edge.dataset import SPLITS
     from kfp_edge.tfjob_training.models import build_model, check_model_args
 
     started = time.time()
@@ -254,6 +275,11 @@ def train(args: argparse.Namespace, environ=None) -> dict | None:
     except ValueError as exc:
         raise TrainerError(str(exc), ExitCode.BAD_ARGUMENTS) from exc
     tf_config = read_tf_config(environ)
+    if tf_config and tf_config["task"]["type"] not in ("chief", "worker"):
+        raise TrainerError(
+            f"TF_CONFIG task type {tf_config['task']['type']!r} is not supported by this trainer "
+            "(MultiWorkerMirroredStrategy runs chief and worker replicas only)",
+            ExitCode.BAD_ARGUMENTS)
     manifest = check_data(args.data_dir)
     chief = is_chief(tf_config)
     output_dir = Path(args.output_dir)
@@ -408,7 +434,6 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         The exit code.
     """
-    signal.signal(signal.SIGTERM, _on_sigterm)
     args = parse_args(argv)
     try:
         report = train(args)
@@ -423,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     code = main()
     sys.stdout.flush()
     sys.stderr.flush()

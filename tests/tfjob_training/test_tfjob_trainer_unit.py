@@ -21,27 +21,39 @@ def test_exit_codes_follow_the_operators_exit_code_policy():
     assert trainer.is_retryable(137) and not trainer.is_retryable(127)
 
 
-@pytest.fixture
-def keep_sigterm_handler():
-    """trainer.main installs its SIGTERM handler; give pytest its own back afterwards."""
-    import signal
-
-    previous = signal.getsignal(signal.SIGTERM)
-    yield
-    signal.signal(signal.SIGTERM, previous)
-
-
-def test_bad_arguments_exit_with_a_permanent_code(iris_data_dir, tmp_path, capsys,
-                                                  keep_sigterm_handler):
+def test_bad_arguments_exit_with_a_permanent_code(iris_data_dir, tmp_path, capsys):
     for argv in (["--epochs", "0"], ["--learning-rate", "-1"], ["--job-name", "../escape"]):
         with pytest.raises(SystemExit) as exc:
             trainer.main(["--data-dir", str(iris_data_dir), "--output-dir", str(tmp_path),
                           *argv])
         assert exc.value.code == 2
+    evaluator = {"cluster": {"chief": ["a:1"]}, "task": {"type": "evaluator", "index": 0}}
+    args = trainer.parse_args(["--data-dir", str(iris_data_dir), "--output-dir", str(tmp_path)])
+    with pytest.raises(TrainerError, match="'evaluator' is not supported") as err:
+        trainer.train(args, environ={"TF_CONFIG": json.dumps(evaluator)})
+    assert err.value.code == ExitCode.BAD_ARGUMENTS
     code = trainer.main(["--data-dir", str(iris_data_dir), "--output-dir", str(tmp_path),
                          "--model", "transformer"])
     assert code == ExitCode.BAD_ARGUMENTS
     assert "unknown model 'transformer'" in capsys.readouterr().err
+
+
+def test_sigterm_ends_a_replica_with_the_retryable_code(tmp_path):
+    """A replica blocked in native code (here: a sleep in C) still exits 143 on SIGTERM."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = ("import time; from kfp_edge.tfjob_training.trainer import exit_on_sigterm; "
+            "exit_on_sigterm(); print('ready', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == ExitCode.PREEMPTED == 143
+    assert "SIGTERM received" in proc.stdout.read()
+    assert time.monotonic() - started < 30
 
 
 def test_tf_config_parsing_and_the_chief():
