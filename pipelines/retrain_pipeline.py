@@ -51,7 +51,7 @@ def build_retrain_pipeline(profile: dict | None = None):
         version: str = "latest",
         delta: float = 0.002,
         window: int = 10,
-        bias_rate: float = 0.001,
+        bias_rate: float = 0.0,
         label_column: str = "",
         reference_path: str = "",
         include_original: bool = False,
@@ -82,7 +82,8 @@ def build_retrain_pipeline(profile: dict | None = None):
             version: Watched model version, or latest.
             delta: ADWIN's confidence parameter.
             window: Observations per window mean of the feature detectors.
-            bias_rate: Bias rate of the reservoir (it holds at most 1/bias_rate rows).
+            bias_rate: Bias rate of the reservoir (it holds at most 1/bias_rate rows); 0 keeps
+                the saved reservoir's rate, or takes 0.001 for a new reservoir.
             label_column: Label column of the observations; empty for the model's.
             reference_path: Optional data like the training data, to prime fresh detectors.
             include_original: Retrain on the original data as well as the reservoir.

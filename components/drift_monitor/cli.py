@@ -37,7 +37,12 @@ def register(subparsers) -> None:
     p.add_argument("--delta", type=float, default=0.002, help="ADWIN delta (default 0.002)")
     p.add_argument("--window", type=int, default=10, help="observations per window mean")
     p.add_argument("--clock", type=int, default=1, help="ADWIN checks every CLOCK updates")
-    p.add_argument("--bias-rate", type=float, default=0.001, help="reservoir bias rate lambda")
+    p.add_argument(
+        "--bias-rate",
+        type=float,
+        default=None,
+        help="reservoir bias rate lambda (default: the saved reservoir's, 0.001 for a new one)",
+    )
     p.add_argument("--capacity", type=int, default=None, help="reservoir rows (default 1/lambda)")
     p.add_argument("--label", dest="label_column", default=None, help="label column")
     p.add_argument("--reference", default=None, help="data like the training data (priming)")

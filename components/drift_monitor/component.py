@@ -18,7 +18,7 @@ def DriftMonitorOp(
     version: str = "latest",
     delta: float = 0.002,
     window: int = 10,
-    bias_rate: float = 0.001,
+    bias_rate: float = 0.0,
     label_column: str = "",
     reference_path: str = "",
     model_in_loop: bool = True,
@@ -45,7 +45,8 @@ def DriftMonitorOp(
         version: Watched model version, or latest.
         delta: ADWIN's confidence parameter (smaller: fewer false alarms, later detection).
         window: Observations per window mean of the feature detectors.
-        bias_rate: Bias rate of the reservoir (it holds at most 1/bias_rate rows).
+        bias_rate: Bias rate of the reservoir (it holds at most 1/bias_rate rows); 0 keeps
+            the saved reservoir's rate, or takes 0.001 for a new reservoir.
         label_column: Label column of the observations; empty for the model's.
         reference_path: Optional data like the training data, to prime fresh detectors.
         model_in_loop: Run the model on labelled rows for the error indicator.

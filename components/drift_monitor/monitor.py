@@ -49,6 +49,7 @@ DRIFT_DIR = "drift"
 DETECTORS_FILE = "detectors.pkl"
 DECISION_FILE = "decision.json"
 PROCESSED_FILE = "processed.json"
+DEFAULT_BIAS_RATE = 0.001
 MODEL_FILE = "model.tflite"
 DATASET_MANIFEST_FILE = "dataset_manifest.json"
 PREPROCESSING_FILE = "preprocessing.json"
@@ -346,7 +347,7 @@ def monitor_drift(
     delta: float = 0.002,
     window: int = 10,
     clock: int = 1,
-    bias_rate: float = 0.001,
+    bias_rate: float | None = None,
     capacity: int | None = None,
     label_column: str | None = None,
     model_in_loop: bool = True,
@@ -367,7 +368,9 @@ def monitor_drift(
         delta: ADWIN's confidence parameter.
         window: Observations per window mean of the feature detectors.
         clock: ADWIN checks for a change every ``clock`` updates.
-        bias_rate: Bias rate (lambda) of the reservoir; its capacity is at most 1/lambda.
+        bias_rate: Bias rate (lambda) of the reservoir, whose capacity is at most 1/lambda;
+            None (or 0) keeps a saved reservoir's rate, or takes :data:`DEFAULT_BIAS_RATE` for
+            a new one.
         capacity: Rows the reservoir holds (default 1/lambda); fixed once the reservoir exists.
         label_column: Label column of the observations (default: the model's).
         model_in_loop: Run the model on labelled rows for the error indicator.
@@ -436,13 +439,15 @@ def monitor_drift(
                 f"version {model_version} uses {feature_columns} + {label_column!r}; move the "
                 "old reservoir away to start a new one"
             )
-        if reservoir.bias_rate != float(bias_rate):
+        if bias_rate and reservoir.bias_rate != float(bias_rate):
             raise ValueError(
                 f"{state_dir / DATA_FILE}: the saved reservoir has bias rate "
                 f"{reservoir.bias_rate}, not {bias_rate}; a reservoir keeps its bias rate"
             )
     else:
-        reservoir = BiasedReservoir(feature_columns, label_column, bias_rate, capacity, seed)
+        reservoir = BiasedReservoir(
+            feature_columns, label_column, bias_rate or DEFAULT_BIAS_RATE, capacity, seed
+        )
     monitor.reservoir = reservoir
 
     if fresh and reference is not None:

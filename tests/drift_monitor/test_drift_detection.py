@@ -102,6 +102,8 @@ def test_state_carries_over_between_calls_so_a_later_shifted_batch_is_detected(
     assert petal["stream_position"] == 2000 + petal["position"]
     assert later["stream_observations"] == 4000
     assert later["reservoir"]["seen"] == 4000
+    with pytest.raises(ValueError, match="a reservoir keeps its bias rate"):
+        monitor_drift(workspace, "iris", first, bias_rate=0.5, save_state=False)
 
 
 def test_reference_data_makes_an_already_shifted_first_batch_detectable(
