@@ -225,6 +225,56 @@ def _make_dataset(tf, data_dir, manifest, split, batch_size, shard_policy, repea
     return ds.with_options(options)
 
 
+def validate_records(tf, data_dir: str, manifest: dict) -> int:
+    """Parses every TFRecord shard before training, so bad data fails before any collective.
+
+    Returns:
+        The number of records checked.
+
+    Raises:
+        TrainerError: Naming the shard file and the record number of the first bad record
+            (a corrupt record, a wrong feature length, a label outside the classes).
+    """
+    from kfp_edge.dataset import FEATURES_KEY, LABEL_KEY
+
+    num_features, num_classes = int(manifest["num_features"]), int(manifest["num_classes"])
+    spec = {FEATURES_KEY: tf.io.FixedLenFeature([num_features], tf.float32),
+            LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
+    checked = 0
+    for split in manifest["splits"]:
+        for shard in manifest["splits"][split]["shards"]:
+            path = str(Path(data_dir) / shard["path"])
+            row = 0
+            try:
+                for batch in tf.data.TFRecordDataset(path).batch(4096):
+                    try:
+                        parsed = tf.io.parse_example(batch, spec)
+                    except tf.errors.InvalidArgumentError:
+                        for i, record in enumerate(batch):  # find the record, then report it
+                            try:
+                                tf.io.parse_single_example(record, spec)
+                            except tf.errors.InvalidArgumentError as exc:
+                                raise TrainerError(
+                                    f"{path}: record {row + i}: not a tf.train.Example with "
+                                    f"{FEATURES_KEY!r} ({num_features} floats) and {LABEL_KEY!r} "
+                                    f"(int64): {exc.message.splitlines()[0]}",
+                                    ExitCode.BAD_DATA) from exc
+                        raise
+                    labels = parsed[LABEL_KEY].numpy()
+                    bad = (labels < 0) | (labels >= num_classes)
+                    if bad.any():
+                        i = int(bad.argmax())
+                        raise TrainerError(
+                            f"{path}: record {row + i}: label {int(labels[i])} is outside the "
+                            f"{num_classes} classes of the manifest", ExitCode.BAD_DATA)
+                    row += int(labels.shape[0])
+            except tf.errors.DataLossError as exc:
+                raise TrainerError(f"{path}: corrupt TFRecord after record {row}: {exc.message}",
+                                   ExitCode.BAD_DATA) from exc
+            checked += row
+    return checked
+
+
 def _evaluate(tf, model, data_dir, manifest, split) -> dict | None:
     """Evaluates a split on this replica alone (no collectives): eager calls on the full split."""
     import numpy as np
@@ -289,6 +339,7 @@ def train(args: argparse.Namespace, environ=None) -> dict | None:
 
     tf, keras = import_tf()
     keras.utils.set_random_seed(args.seed)
+    validate_records(tf, args.data_dir, manifest)
     if tf_config:
         strategy = tf.distribute.MultiWorkerMirroredStrategy(
             communication_options=tf.distribute.experimental.CommunicationOptions(

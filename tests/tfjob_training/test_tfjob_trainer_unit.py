@@ -90,6 +90,37 @@ def test_data_checks_name_the_file(iris_data_dir, tmp_path):
         trainer.check_data(str(data))
 
 
+def test_bad_records_are_named_by_file_and_record(iris_data_dir, tmp_path):
+    from kfp_edge.tf_env import import_tf
+
+    tf, _ = import_tf()
+    data = tmp_path / "data"
+    shutil.copytree(iris_data_dir, data)
+    manifest = trainer.check_data(str(data))
+    assert trainer.validate_records(tf, str(data), manifest) == 150
+    shard = data / manifest["splits"]["validation"]["shards"][1]["path"]
+    records = [r.numpy() for r in tf.data.TFRecordDataset(str(shard))]
+
+    def example(features, label):
+        return tf.train.Example(features=tf.train.Features(feature={
+            "features": tf.train.Feature(float_list=tf.train.FloatList(value=features)),
+            "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))},
+        )).SerializeToString()
+
+    for bad, message in ((example([1.0, 2.0, 3.0], 0), "record 2: not a tf.train.Example"),
+                         (example([1.0, 2.0, 3.0, 4.0], 7), "record 2: label 7 is outside")):
+        with tf.io.TFRecordWriter(str(shard)) as w:
+            for i, r in enumerate(records):
+                w.write(bad if i == 2 else r)
+        with pytest.raises(TrainerError, match=message) as err:
+            trainer.validate_records(tf, str(data), manifest)
+        assert str(shard) in str(err.value) and err.value.code == ExitCode.BAD_DATA
+    shard.write_bytes(shard.read_bytes()[:-7])  # truncated: a corrupt file
+    with pytest.raises(TrainerError, match="corrupt TFRecord") as err:
+        trainer.validate_records(tf, str(data), manifest)
+    assert str(shard) in str(err.value)
+
+
 def test_registry_models_take_raw_features_and_output_probabilities():
     assert {"iris_mlp", "mlp", "cnn1d"} <= set(available_models())
     with pytest.raises(ValueError, match="unknown model"):
