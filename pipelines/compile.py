@@ -45,6 +45,7 @@ def compile_pipeline(name: str, output: str | os.PathLike, resources: str | None
     os.close(fd)
     try:
         compiler.Compiler().compile(pipeline, tmp)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, output)
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -12,6 +12,9 @@ from kfp_edge.workspace import CLUSTER_MOUNT_PATH
 
 PIPELINE_NAME = "kfp-edge"
 WORKSPACE_PVC = "kfp-edge-workspace"
+# The MinIO of manifests/base: its Secret (keys accesskey, secretkey) and in-namespace Service.
+MINIO_SECRET = "kfp-edge-minio"
+MINIO_ENDPOINT = "http://kfp-edge-minio:9000"
 DEFAULT_VARIANTS = ["float32", "float16", "dynamic_int8", "full_int8"]
 
 
@@ -32,7 +35,7 @@ def build_edge_pipeline(profile: dict | None = None):
     from kfp_edge.compression.component import CompressionOp
     from kfp_edge.evaluation.component import EvaluationOp
     from kfp_edge.gate.component import GateOp
-    from kfp_edge.model_store.component import ModelStoreOp
+    from kfp_edge.model_store.component import ModelStoreOp, use_s3_credentials
     from kfp_edge.run_context.component import RunContextOp
     from kfp_edge.spark_etl.component import SparkEtlOp
     from kfp_edge.tfjob_training.component import TfjobTrainingOp
@@ -66,6 +69,9 @@ def build_edge_pipeline(profile: dict | None = None):
         max_size_bytes: int = 10_000_000,
         max_latency_p50_us: float = 10_000.0,
         max_latency_p95_us: float = 50_000.0,
+        keep_last: int = 0,
+        s3_bucket: str = "",
+        s3_prefix: str = "models",
     ) -> int:
         """Trains, compresses, evaluates, gates and publishes one edge model.
 
@@ -91,6 +97,10 @@ def build_edge_pipeline(profile: dict | None = None):
             max_size_bytes: Gate: maximum .tflite size in bytes.
             max_latency_p50_us: Gate: maximum single-sample p50 latency in microseconds.
             max_latency_p95_us: Gate: maximum single-sample p95 latency in microseconds.
+            keep_last: Model store retention: keep this many versions plus pinned ones
+                (0 keeps all).
+            s3_bucket: MinIO bucket to distribute the published version to (empty: no upload).
+            s3_prefix: Key prefix in the bucket (``<prefix>/<name>/<version>/...``).
 
         Returns:
             The published model version.
@@ -110,7 +120,6 @@ def build_edge_pipeline(profile: dict | None = None):
                 "learning_rate": learning_rate,
                 "workers": workers,
                 "training_engine": training_engine,
-                "variants": variants,
                 "model_name": model_name,
                 "min_accuracy": min_accuracy,
                 "max_accuracy_drop": max_accuracy_drop,
@@ -132,6 +141,7 @@ def build_edge_pipeline(profile: dict | None = None):
             max_bad_fraction=max_bad_fraction,
         )
         _on_workspace(etl, "etl", profile)
+        use_s3_credentials(etl, secret_name=MINIO_SECRET, endpoint=MINIO_ENDPOINT)  # s3:// input
 
         training = TfjobTrainingOp(
             workspace=workspace,
@@ -185,8 +195,12 @@ def build_edge_pipeline(profile: dict | None = None):
             chosen_path=gate.outputs["chosen_path"],
             saved_model_dir=training.outputs["saved_model_dir"],
             data_dir=etl.outputs["data_dir"],
+            keep_last=keep_last,
+            s3_bucket=s3_bucket,
+            s3_prefix=s3_prefix,
         )
         _on_workspace(publish, "publish", profile)
+        use_s3_credentials(publish, secret_name=MINIO_SECRET, endpoint=MINIO_ENDPOINT)
         return publish.outputs["version"]
 
     return edge_pipeline

@@ -17,7 +17,7 @@ def golden_targets() -> dict[str, tuple[str, str | None]]:
     from kfp_edge import resources
 
     targets = {"edge_pipeline.yaml": ("edge", None)}
-    for profile in getattr(resources, "SHIPPED_PROFILES", ()):
+    for profile in resources.SHIPPED_PROFILES:
         targets[f"edge_pipeline.{profile}.yaml"] = ("edge", profile)
     try:
         import kfp_edge.pipelines.retrain_pipeline  # noqa: F401
