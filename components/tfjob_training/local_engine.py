@@ -293,7 +293,9 @@ def run_tfjob(
             for r in replicas:
                 if r.exit_code is None and r.proc.poll() is not None:
                     r.exit_code = _exit_code(r.proc.returncode)
-            failed = [r for r in replicas if r.exit_code not in (None, 0)]
+            # a permanent failure outranks the retryable ones it causes in its peers
+            failed = sorted((r for r in replicas if r.exit_code not in (None, 0)),
+                            key=lambda r: is_retryable(r.exit_code))
             if failed:
                 outcome = ("failed", failed[0])
             elif chief is not None and chief.exit_code == 0:

@@ -339,7 +339,6 @@ def train(args: argparse.Namespace, environ=None) -> dict | None:
 
     tf, keras = import_tf()
     keras.utils.set_random_seed(args.seed)
-    validate_records(tf, args.data_dir, manifest)
     if tf_config:
         strategy = tf.distribute.MultiWorkerMirroredStrategy(
             communication_options=tf.distribute.experimental.CommunicationOptions(
@@ -348,6 +347,8 @@ def train(args: argparse.Namespace, environ=None) -> dict | None:
         )
     else:
         strategy = tf.distribute.get_strategy()
+    # after the strategy: MultiWorkerMirroredStrategy must configure the runtime before any op
+    validate_records(tf, args.data_dir, manifest)
     replicas = strategy.num_replicas_in_sync
     global_batch = args.batch_size * replicas
     train_rows = int(manifest["splits"]["train"]["rows"])

@@ -154,3 +154,32 @@ def test_component_runs_under_kfp_local(iris_data_dir, tmp_path):
     metrics = task.outputs["metrics"].metadata
     assert metrics["test_accuracy"] == report["training"]["test"]["accuracy"]
     assert metrics["restarts"] == 0
+
+
+@pytest.mark.slow
+def test_bad_record_fails_the_distributed_job_permanently(iris_data_dir, tmp_path):
+    """A record with 3 features in a 4-feature dataset: exit 3 names the shard and the record,
+    and outranks the peer's lost-peer code, so the job is not retried."""
+    import shutil
+
+    from kfp_edge.tf_env import import_tf
+
+    tf, _ = import_tf()
+    data = tmp_path / "data"
+    shutil.copytree(iris_data_dir, data)
+    shard = data / json.loads((data / "manifest.json").read_text())[
+        "splits"]["train"]["shards"][1]["path"]
+    records = [r.numpy() for r in tf.data.TFRecordDataset(str(shard))]
+    bad = tf.train.Example(features=tf.train.Features(feature={
+        "features": tf.train.Feature(float_list=tf.train.FloatList(value=[1.0, 2.0, 3.0])),
+        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[0]))}))
+    with tf.io.TFRecordWriter(str(shard)) as w:
+        for i, r in enumerate(records):
+            w.write(bad.SerializeToString() if i == 5 else r)
+    with pytest.raises(TFJobFailed) as err:
+        train_local(data, tmp_path / "training", workers=2, epochs=5, job="bad-record",
+                    stream=io.StringIO(), grace_seconds=2.0)
+    assert err.value.reason == "PermanentError"
+    assert err.value.status["restarts"] == 0
+    assert "exited with code 3" in str(err.value)
+    assert f"{shard}: record 5" in str(err.value)
