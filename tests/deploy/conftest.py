@@ -160,6 +160,8 @@ class FakeKfpApi:
             return 200, experiment
         if method == "POST" and path == "/apis/v2beta1/runs":
             spec = (body or {}).get("pipeline_spec") or {}
+            if "pipeline_spec" in spec:  # with kfp-kubernetes settings: both specs together
+                spec = spec["pipeline_spec"]
             if not spec.get("pipelineInfo") or not spec.get("root"):
                 return 400, {"error": "run needs a pipeline_spec with pipelineInfo and root"}
             if body.get("experiment_id") not in {e["experiment_id"] for e in self.experiments}:

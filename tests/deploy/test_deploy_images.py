@@ -8,8 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import kfp_edge
 import pytest
+
+import kfp_edge
 from kfp_edge import images
 
 REPO = Path(__file__).resolve().parents[2]

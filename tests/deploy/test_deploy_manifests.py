@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 import yaml
+
 from kfp_edge import resources
 
 KUBERNETES_VERSIONS = ("1.32.0", "1.37.0")

@@ -4,6 +4,7 @@
 
 import pytest
 import yaml
+
 from kfp_edge import resources
 from kfp_edge.resources import ProfileError
 
@@ -152,6 +153,7 @@ def test_gpu_profile_reaches_the_compiled_kfp_task(tmp_path):
 def test_profile_reaches_the_tfjob_replicas(name):
     """Each shipped profile through the TFJob builder: SDK models and Kubernetes pod schema."""
     import kubernetes_validate
+
     from kfp_edge.tfjob_training.tfjob import build_tfjob, check_against_sdk
 
     profile = resources.load_profile(name)

@@ -8,6 +8,7 @@ endpoints kfp.Client uses; the client, its auth and the compiled pipeline are al
 
 import pytest
 from kfp import compiler, dsl
+
 from kfp_edge import cli, submit
 
 
@@ -136,14 +137,21 @@ def test_bad_parameters_are_refused_before_any_run(fake_kfp, package, capsys):
 
 
 def test_submit_compiles_the_edge_pipeline_with_a_profile(fake_kfp, capsys):
-    pytest.importorskip("kfp_edge.compression.component", reason="pipeline stages not merged yet")
     code = cli.main(["submit", "--host", fake_kfp.url, "--resources", "gpu-multi", "epochs=5"])
     assert code == 0, capsys.readouterr().err
     (run,) = fake_kfp.runs
-    assert run["pipeline_spec"]["pipelineInfo"]["name"] == "kfp-edge"
     assert run["runtime_config"]["parameters"] == {"epochs": 5}
-    executors = run["pipeline_spec"]["deploymentSpec"]["executors"]
+    # kfp.Client sends the kfp-kubernetes settings beside the pipeline spec.
+    pipeline_spec = run["pipeline_spec"]["pipeline_spec"]
+    platform = run["pipeline_spec"]["platform_spec"]["platforms"]["kubernetes"]
+    assert pipeline_spec["pipelineInfo"]["name"] == "kfp-edge"
+    executors = pipeline_spec["deploymentSpec"]["executors"]
     assert any(
-        "4" == e["container"].get("resources", {}).get("resourceCpuRequest")
+        e["container"].get("resources", {}).get("resourceCpuRequest") == "8"  # gpu-multi etl
         for e in executors.values()
     )
+    k8s = platform["deploymentSpec"]["executors"]
+    secrets = {s["secretName"] for e in k8s.values() for s in e.get("secretAsEnv", [])}
+    assert secrets == {"kfp-edge-minio"}  # the Secret that manifests/base generates
+    pvcs = {p["constant"] for e in k8s.values() for p in e.get("pvcMount", [])}
+    assert pvcs == {"kfp-edge-workspace"}
