@@ -165,6 +165,16 @@ def _command(container: dict, python: str) -> list[str]:
     return command
 
 
+def _die_with_parent() -> None:
+    """In the replica before exec: SIGTERM it when the engine's process dies (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _exit_code(returncode: int) -> int:
     """A container's exit code: 128 + N when the process was killed by signal N."""
     return 128 - returncode if returncode < 0 else returncode
@@ -279,32 +289,39 @@ def run_tfjob(
             with open(r.log_path, "wb") as log:
                 r.proc = subprocess.Popen(r.command, env=env, stdout=log,
                                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          start_new_session=True)
-        on_event("ReplicasStarted", {"attempt": attempt,
-                                     "pids": {r.key: r.proc.pid for r in replicas}})
-        transition("Running", "TFJobRunning", f"TFJob {name} is running (attempt {attempt}).")
+                                          start_new_session=True, preexec_fn=_die_with_parent)
         chief = next((r for r in replicas if r.rtype in ("Chief", "Master")), None)
         streamed = 0
         outcome = None
-        while outcome is None:
-            time.sleep(poll_seconds)
-            if chief is not None:
-                streamed = _forward(chief.log_path, streamed, stream)
-            for r in replicas:
-                if r.exit_code is None and r.proc.poll() is not None:
-                    r.exit_code = _exit_code(r.proc.returncode)
-            # a permanent failure outranks the retryable ones it causes in its peers
-            failed = sorted((r for r in replicas if r.exit_code not in (None, 0)),
-                            key=lambda r: is_retryable(r.exit_code))
-            if failed:
-                outcome = ("failed", failed[0])
-            elif chief is not None and chief.exit_code == 0:
-                outcome = ("succeeded", chief)
-            elif chief is None and all(r.exit_code == 0 for r in replicas):
-                outcome = ("succeeded", replicas[0])
-            elif deadline_s is not None and time.time() - status.start_time > int(deadline_s):
-                fail("DeadlineExceeded",
-                     f"TFJob {name} ran longer than activeDeadlineSeconds={deadline_s}", replicas)
+        try:
+            on_event("ReplicasStarted", {"attempt": attempt,
+                                         "pids": {r.key: r.proc.pid for r in replicas}})
+            transition("Running", "TFJobRunning", f"TFJob {name} is running (attempt {attempt}).")
+            while outcome is None:
+                time.sleep(poll_seconds)
+                if chief is not None:
+                    streamed = _forward(chief.log_path, streamed, stream)
+                for r in replicas:
+                    if r.exit_code is None and r.proc.poll() is not None:
+                        r.exit_code = _exit_code(r.proc.returncode)
+                # a permanent failure outranks the retryable ones it causes in its peers
+                failed = sorted((r for r in replicas if r.exit_code not in (None, 0)),
+                                key=lambda r: is_retryable(r.exit_code))
+                if failed:
+                    outcome = ("failed", failed[0])
+                elif chief is not None and chief.exit_code == 0:
+                    outcome = ("succeeded", chief)
+                elif chief is None and all(r.exit_code == 0 for r in replicas):
+                    outcome = ("succeeded", replicas[0])
+                elif deadline_s is not None and \
+                        time.time() - status.start_time > int(deadline_s):
+                    fail("DeadlineExceeded",
+                         f"TFJob {name} ran longer than activeDeadlineSeconds={deadline_s}",
+                         replicas)
+        except BaseException:
+            if any(r.proc.poll() is None for r in replicas):
+                _stop(replicas, grace_seconds)  # the caller was interrupted: leave no orphans
+            raise
         if chief is not None:
             _forward(chief.log_path, streamed, stream)
         kind, replica = outcome

@@ -132,3 +132,21 @@ def test_chief_success_ends_the_job_and_stops_lingering_workers(tmp_path):
 def test_not_a_tfjob_is_refused(tmp_path):
     with pytest.raises(ValueError, match="not a TFJob"):
         run_tfjob({"kind": "PyTorchJob", "metadata": {"name": "x"}, "spec": {}}, tmp_path)
+
+
+def test_an_interrupted_caller_leaves_no_replicas_behind(tmp_path):
+    import psutil
+
+    manifest = _job(tmp_path, "time.sleep(60)", workers=2)
+    pids = {}
+
+    def on_event(event, details):
+        if event == "ReplicasStarted":
+            pids.update(details["pids"])
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(manifest, tmp_path, on_event=on_event)
+    assert len(pids) == 2
+    for pid in pids.values():
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
