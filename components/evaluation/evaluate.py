@@ -137,7 +137,10 @@ def evaluate_variants(variants_dir: str | os.PathLike, data_dir: str | os.PathLi
 
     Returns:
         ``{"split", "rows", "classes", "num_threads", "reference": {...} or None,
-        "variants": [{"name", "technique", "params", ...figures of evaluate_tflite}]}``.
+        "variants": [{"name", "technique", "params", ...figures of evaluate_tflite}],
+        "unrunnable": [{"name", "path", "select_tf_ops", "custom_ops", "error", ...}]}``;
+        variants whose ops the LiteRT interpreter cannot run (SELECT_TF_OPS without the Flex
+        delegate) are listed under ``unrunnable`` instead of ``variants``.
 
     Raises:
         FileNotFoundError: A missing variants list or .tflite file (named).
@@ -159,7 +162,7 @@ def evaluate_variants(variants_dir: str | os.PathLike, data_dir: str | os.PathLi
     if saved_model_dir:
         reference = evaluate_reference(saved_model_dir, x, y, classes, runs, warmup,
                                        num_threads, batch_size, measure_memory)
-    results = []
+    results, unrunnable = [], []
     for entry in entries:
         path = Path(entry["path"])
         if not path.is_absolute():
@@ -167,9 +170,25 @@ def evaluate_variants(variants_dir: str | os.PathLike, data_dir: str | os.PathLi
         if not path.exists():
             raise FileNotFoundError(f"{path}: variant {entry['name']!r} listed in "
                                     f"{Path(variants_dir) / 'variants.json'} is missing")
+        ops = litert.op_check(path)
+        if not ops["ops_ok"]:
+            try:
+                litert.TFLiteModel(path, num_threads=num_threads)
+            except ValueError as exc:
+                # Needs SELECT_TF_OPS (or custom ops) this interpreter lacks: no figures can be
+                # measured; the gate rejects it with this reason.
+                unrunnable.append({
+                    "name": entry["name"], "path": str(path),
+                    "technique": entry.get("technique", ""), "ops_ok": False,
+                    "select_tf_ops": ops["select_tf_ops"], "custom_ops": ops["custom_ops"],
+                    "size_bytes": litert.size_bytes(path), "gzip_bytes": litert.gzip_bytes(path),
+                    "error": str(exc).split("\n")[0][:500],
+                })
+                continue
         figures = evaluate_tflite(path, x, y, classes, runs, warmup, num_threads, batch_size,
                                   measure_memory)
         results.append({"name": entry["name"], "technique": entry.get("technique", ""),
                         "params": entry.get("params", {}), **figures})
     return {"split": split, "rows": int(len(y)), "classes": classes,
-            "num_threads": int(num_threads), "reference": reference, "variants": results}
+            "num_threads": int(num_threads), "reference": reference, "variants": results,
+            "unrunnable": unrunnable}

@@ -101,7 +101,8 @@ def decide(evaluation: dict, slo: dict) -> dict:
     """
     slo = check_slo(slo)
     variants = evaluation.get("variants") or []
-    if not variants:
+    unrunnable = evaluation.get("unrunnable") or []
+    if not variants and not unrunnable:
         raise ValueError("evaluation: no variants to gate")
     reference = evaluation.get("reference") or {}
     reference_accuracy = reference.get("accuracy")
@@ -114,6 +115,11 @@ def decide(evaluation: dict, slo: dict) -> dict:
                            "shortfall": round(shortfall, 6)})
         else:
             passing.append(variant)
+    for variant in unrunnable:
+        ops = variant.get("select_tf_ops") or variant.get("custom_ops") or ["unsupported ops"]
+        reasons = [f"not builtin-only: needs {', '.join(ops)}; LiteRT cannot run it"]
+        results[variant["name"]] = {"passed": False, "reasons": reasons}
+        misses.append({"name": variant["name"], "reasons": reasons, "shortfall": 1.0})
     passing.sort(key=lambda v: (int(v["size_bytes"]), float(v["latency_us"]["p50"]), v["name"]))
     chosen = passing[0] if passing else None
     if chosen is not None:
