@@ -158,7 +158,7 @@ def test_kubernetes_engine_end_to_end_with_the_local_engine_as_operator(fake_k8s
     gpu = {"gpu_count": 1, "cpu_request": "1"}
     with fake_k8s.FakeApiServer(cluster) as server:
         report = run_training(str(workspace), "k8s-run", str(iris_data_dir), engine="kubernetes",
-                              epochs=15, workers=1, namespace="team-a",
+                              epochs=5, workers=1, namespace="team-a",
                               replica_resources={"chief": gpu}, api_client=server.api_client(),
                               stream=out)
     created = next(e[2] for e in cluster.events if e[1] == "ADDED")

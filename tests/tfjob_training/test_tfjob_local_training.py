@@ -145,7 +145,7 @@ def test_component_runs_under_kfp_local(iris_data_dir, tmp_path):
                pipeline_root=str(tmp_path / "kfp-root"))
     workspace = tmp_path / "ws"
     task = TfjobTrainingOp(workspace=str(workspace), run_id="run-1", data_dir=str(iris_data_dir),
-                           epochs=60, workers=1, model="mlp", width=8, depth=1)
+                           epochs=10, workers=1, model="mlp", width=8, depth=1)
     saved = Path(task.outputs["saved_model_dir"])
     assert saved == workspace / "runs" / "run-1" / "training" / "saved_model"
     assert (saved / "saved_model.pb").exists()
