@@ -87,6 +87,28 @@ def test_every_field_exists_in_the_sdk_models(case):
     assert client.sanitize_for_serialization(job) == manifest
 
 
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_replica_pod_templates_are_valid_kubernetes_pods(case):
+    """Each replica's pod template, as the operator turns it into a Pod, validates strictly
+    against the Kubernetes API schema (kubernetes-validate)."""
+    import kubernetes_validate
+
+    manifest = yaml.safe_load((GOLDEN / f"{case}.yaml").read_text())
+    version = kubernetes_validate.latest_version()
+    for rtype, replica in manifest["spec"]["tfReplicaSpecs"].items():
+        template = replica["template"]
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": f"{manifest['metadata']['name']}-{rtype.lower()}-0",
+                            **template["metadata"]},
+               "spec": template["spec"]}
+        kubernetes_validate.validate(pod, version, strict=True)
+    broken = copy.deepcopy(pod)
+    broken["spec"]["containers"][0]["volumeMount"] = broken["spec"]["containers"][0].pop(
+        "volumeMounts")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, version, strict=True)
+
+
 def test_the_old_launchers_mistakes_are_caught():
     """Policy fields at spec level, and the misspelt deadline, are not TFJob fields."""
     manifest = _case_cpu_2_workers()
