@@ -222,18 +222,18 @@ class DriftMonitor:
         """Returns (class id or -1 for unknown / -2 for missing, raw label values)."""
         if self.label_column not in frame.columns:
             return np.full(len(frame), -2, dtype=np.int64), [None] * len(frame)
-        import pandas as pd
-
-        raw = frame[self.label_column].tolist()
-        ids = np.empty(len(raw), dtype=np.int64)
-        for i, value in enumerate(raw):
-            if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
-                ids[i] = -2
-                continue
-            key = str(value)
-            if key not in self._class_ids and isinstance(value, float) and value.is_integer():
-                key = str(int(value))  # a CSV column of class names like 0, 1 read with NaNs
-            ids[i] = self._class_ids.get(key, -1)
+        column = frame[self.label_column]
+        missing = column.isna().to_numpy()
+        ids = column.astype(str).map(self._class_ids)
+        if column.dtype.kind == "f":
+            # A CSV column of class names like 0, 1 is read as floats when it has gaps.
+            values = column.to_numpy()
+            whole = ~missing & np.isfinite(values) & (values == np.round(values))
+            as_int = column[whole].astype(np.int64).astype(str).map(self._class_ids)
+            ids[whole] = ids[whole].fillna(as_int)
+        ids = ids.fillna(-1).to_numpy(dtype=np.int64, copy=True)
+        ids[missing] = -2
+        raw = column.astype(object).where(~missing, None).tolist()
         return ids, raw
 
     def process(self, frame, origin: str = "<input>", first_row: int = 1, offset: int = 0) -> None:

@@ -106,8 +106,10 @@ class BiasedReservoir:
     def add_many(self, features: np.ndarray, labels=None) -> int:
         """Offers rows in arrival order.
 
-        The random numbers of a batch are drawn at once (three per row), so a batch costs one
-        Python step per *inserted* row only.
+        The result is that of offering them one by one, with three random numbers per row
+        (insert?, replace?, which slot?) drawn for the whole batch at once. Between two
+        appends the reservoir's size is constant, so each run of replacements is written with
+        one vectorized assignment (the last write to a slot wins, as it would one by one).
 
         Args:
             features: Array ``[rows, num_features]``.
@@ -120,20 +122,51 @@ class BiasedReservoir:
         m = len(features)
         if m == 0:
             return 0
+        label_array = np.empty(m, dtype=object)
+        if labels is not None:
+            label_array[:] = list(labels)
         u = self.rng.random((m, 3))
         start = self.seen
         self.seen += m
         chosen = np.flatnonzero(u[:, 0] < self.p_in) if self.p_in < 1.0 else np.arange(m)
-        for i in chosen:
-            if self.size > 0 and u[i, 1] < self.size / self.capacity:
-                slot = min(int(u[i, 2] * self.size), self.size - 1)
-            else:
-                slot = self.size
-                self.size += 1
+        replace_u, slot_u = u[chosen, 1], u[chosen, 2]
+        n = len(chosen)
+        pos = 0
+        while pos < n:
+            # The next append: the first row whose replace draw is not below the fill fraction.
+            fill = self.size / self.capacity
+            nxt, step = pos, 64
+            append_at = n
+            while nxt < n:
+                hits = np.flatnonzero(replace_u[nxt : nxt + step] >= fill)
+                if len(hits):
+                    append_at = nxt + int(hits[0])
+                    break
+                nxt += step
+                step *= 2
+            if append_at > pos:
+                self._replace(
+                    chosen[pos:append_at], slot_u[pos:append_at], features, label_array, start
+                )
+            if append_at == n:
+                break
+            i = chosen[append_at]
+            slot = self.size
+            self.size += 1
             self.features[slot] = features[i]
-            self.labels[slot] = None if labels is None else labels[i]
+            self.labels[slot] = label_array[i]
             self.arrivals[slot] = start + i
-        return int(len(chosen))
+            pos = append_at + 1
+        return int(n)
+
+    def _replace(self, rows, slot_u, features, label_array, start) -> None:
+        slots = np.minimum((slot_u * self.size).astype(np.int64), self.size - 1)
+        # Keep the last write to each slot: unique over the reversed order.
+        unique, first_in_reversed = np.unique(slots[::-1], return_index=True)
+        take = rows[::-1][first_in_reversed]
+        self.features[unique] = features[take]
+        self.labels[unique] = label_array[take]
+        self.arrivals[unique] = start + take
 
     def ages(self) -> np.ndarray:
         """Returns the age (arrivals since) of every resident row."""

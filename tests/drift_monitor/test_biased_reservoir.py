@@ -101,3 +101,40 @@ def test_invalid_parameters_and_torn_state_are_refused(tmp_path):
         BiasedReservoir.load(tmp_path)
     with pytest.raises(FileNotFoundError, match="no saved reservoir"):
         BiasedReservoir.load(tmp_path / "nothing")
+
+
+def _naive(bias_rate, capacity, seed, batches):
+    """Aggarwal's algorithm row by row, drawing the same random numbers per batch."""
+    rng = np.random.default_rng(seed)
+    p_in = capacity * bias_rate
+    slots, size, seen = [None] * capacity, 0, 0
+    for x, labels in batches:
+        u = rng.random((len(x), 3))
+        for i in range(len(x)):
+            t = seen
+            seen += 1
+            if p_in < 1.0 and u[i, 0] >= p_in:
+                continue
+            if size > 0 and u[i, 1] < size / capacity:
+                slot = min(int(u[i, 2] * size), size - 1)
+            else:
+                slot, size = size, size + 1
+            slots[slot] = (t, labels[i], tuple(x[i]))
+    return sorted(slots[:size])
+
+
+@pytest.mark.parametrize("bias_rate, capacity", [(0.01, None), (0.02, 20), (0.5, 2)])
+def test_vectorized_insertion_equals_the_row_by_row_algorithm(bias_rate, capacity):
+    rng = np.random.default_rng(9)
+    batches = [
+        (rng.normal(size=(m, 2)), [f"r{k}-{i}" for i in range(m)])
+        for k, m in enumerate([1, 7, 300, 2000, 5, 1500])
+    ]
+    reservoir = BiasedReservoir(["a", "b"], "y", bias_rate, capacity, seed=4)
+    for x, labels in batches:
+        reservoir.add_many(x, labels)
+    got = sorted(
+        (int(reservoir.arrivals[k]), reservoir.labels[k], tuple(reservoir.features[k]))
+        for k in range(reservoir.size)
+    )
+    assert got == _naive(bias_rate, reservoir.capacity, 4, batches)

@@ -194,3 +194,15 @@ def test_a_watched_directory_is_read_once_per_file(workspace, tmp_path, make_dri
     assert third["reservoir"]["seen"] == 3000  # no row was offered twice
     processed = json.loads((workspace / "drift" / "iris" / "processed.json").read_text())
     assert sorted(v["rows"] for v in processed.values()) == [1000, 1000, 1000]
+
+
+def test_labels_map_to_class_ids_whatever_pandas_made_of_them():
+    import pandas as pd
+
+    monitor = DriftMonitor(["a"], "y", [0, 1, 2])
+    gappy = pd.DataFrame({"a": [1.0] * 5, "y": [0.0, 1.0, np.nan, 7.0, 2.5]})  # ints with a gap
+    ids, raw = monitor._labels(gappy)
+    assert ids.tolist() == [0, 1, -2, -1, -1] and raw[2] is None
+    named = DriftMonitor(["a"], "y", ["setosa", "virginica"])
+    ids, _ = named._labels(pd.DataFrame({"a": [1.0] * 3, "y": ["virginica", None, "x"]}))
+    assert ids.tolist() == [1, -2, -1]
