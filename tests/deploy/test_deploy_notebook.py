@@ -56,9 +56,9 @@ def test_notebook_is_valid_and_its_submit_cell_skips_without_a_host(tmp_path, ke
 
 @pytest.mark.slow
 def test_notebook_runs_top_to_bottom_and_submits(tmp_path, kernel_env, fake_kfp):
-    pytest.importorskip("kfp_edge.compression.component", reason="pipeline stages not merged yet")
     kernel_env.setenv("KFP_EDGE_WORKSPACE", str(tmp_path / "ws"))
     kernel_env.setenv("KFP_EDGE_EPOCHS", "60")
+    kernel_env.setenv("KFP_EDGE_WORKERS", "1")  # one training process: the e2e test runs two
     kernel_env.setenv("KF_PIPELINES_ENDPOINT", fake_kfp.url)
     nb = _execute(nbformat.read(NOTEBOOK, as_version=4), tmp_path, timeout=600)
     code = [c for c in nb.cells if c.cell_type == "code"]

@@ -186,7 +186,6 @@ def test_profile_reaches_the_tfjob_replicas(name):
 
 @pytest.mark.parametrize("name", resources.SHIPPED_PROFILES)
 def test_compile_edge_pipeline_with_each_profile(tmp_path, name):
-    pytest.importorskip("kfp_edge.compression.component", reason="pipeline stages not merged yet")
     from kfp_edge.pipelines.compile import compile_pipeline
 
     path = compile_pipeline("edge", tmp_path / f"{name}.yaml", resources=name)
@@ -201,3 +200,14 @@ def test_compile_edge_pipeline_with_each_profile(tmp_path, name):
     executors = docs[0]["deploymentSpec"]["executors"]
     for executor in executors.values():
         assert "accelerator" not in executor["container"].get("resources", {})
+    (training,) = [
+        t
+        for t in docs[0]["root"]["dag"]["tasks"].values()
+        if "replica_resources" in t.get("inputs", {}).get("parameters", {})
+    ]
+    constant = training["inputs"]["parameters"]["replica_resources"]["runtimeValue"]["constant"]
+    for role, step in (("chief", "training_chief"), ("worker", "training_worker")):
+        expected = dict(profile[step])
+        if "gpu_count" in expected:  # a protobuf Struct carries every number as a double
+            assert constant[role].pop("gpu_count") == float(expected.pop("gpu_count"))
+        assert constant[role] == expected, role
