@@ -211,3 +211,15 @@ def test_compile_edge_pipeline_with_each_profile(tmp_path, name):
         if "gpu_count" in expected:  # a protobuf Struct carries every number as a double
             assert constant[role].pop("gpu_count") == float(expected.pop("gpu_count"))
         assert constant[role] == expected, role
+
+
+def test_compile_cli_reports_a_bad_profile_by_key(tmp_path, capsys):
+    from kfp_edge import cli
+
+    profile = tmp_path / "ops.yaml"
+    profile.write_text("training_worker: {gpu_count: 2.5}\n")
+    output = tmp_path / "never.yaml"
+    assert cli.main(["compile", "--resources", str(profile), "-o", str(output)]) == 2
+    err = capsys.readouterr().err
+    assert "ops.yaml: training_worker.gpu_count: 2.5 is not a GPU count kfp accepts" in err
+    assert not output.exists()
