@@ -70,6 +70,9 @@ def build_retrain_pipeline(profile: dict | None = None):
         max_size_bytes: int = 10_000_000,
         max_latency_p50_us: float = 10_000.0,
         max_latency_p95_us: float = 50_000.0,
+        keep_last: int = 0,
+        s3_bucket: str = "",
+        s3_prefix: str = "models",
     ):
         """Checks for drift and, when found, retrains, gates and publishes a new version.
 
@@ -102,6 +105,10 @@ def build_retrain_pipeline(profile: dict | None = None):
             max_size_bytes: Gate: maximum .tflite size in bytes.
             max_latency_p50_us: Gate: maximum single-sample p50 latency in microseconds.
             max_latency_p95_us: Gate: maximum single-sample p95 latency in microseconds.
+            keep_last: Model store retention: keep this many versions plus pinned ones
+                (0 keeps all).
+            s3_bucket: MinIO bucket to distribute the new version to (empty: no upload).
+            s3_prefix: Key prefix in the bucket (``<prefix>/<name>/<version>/...``).
         """
         drift = DriftMonitorOp(
             workspace=workspace,
@@ -150,6 +157,9 @@ def build_retrain_pipeline(profile: dict | None = None):
                 max_size_bytes=max_size_bytes,
                 max_latency_p50_us=max_latency_p50_us,
                 max_latency_p95_us=max_latency_p95_us,
+                keep_last=keep_last,
+                s3_bucket=s3_bucket,
+                s3_prefix=s3_prefix,
             ).set_display_name("retrain")
 
     return retrain_pipeline
