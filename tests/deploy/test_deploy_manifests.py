@@ -185,3 +185,16 @@ def test_production_overlay_ships_a_valid_gpu_resource_profile(rendered, tmp_pat
             step
         ]["tolerations"]
     assert yaml.safe_load(config_map["data"]["profile.yaml"])["training"]["workers"] > 1
+
+
+def test_pipeline_reaches_minio_through_the_rendered_secret_and_service(rendered):
+    from urllib.parse import urlsplit
+
+    from kfp_edge.pipelines import edge_pipeline
+
+    endpoint = urlsplit(edge_pipeline.MINIO_ENDPOINT)
+    for name, objects in rendered.items():
+        index = _index(objects)
+        assert ("Secret", edge_pipeline.MINIO_SECRET) in index, name
+        service = index[("Service", endpoint.hostname)]
+        assert endpoint.port in {p["port"] for p in service["spec"]["ports"]}, name
