@@ -189,6 +189,7 @@ class TFRecordWriter:
         self._partial = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.partial")
         self._file = open(self._partial, "xb")  # noqa: SIM115 - closed in close()
         self._sha = hashlib.sha256()
+        self._heads: dict[int, bytes] = {}  # framed length prefixes by payload length
         self.rows = 0
 
     def write(self, data: bytes) -> None:
@@ -201,6 +202,37 @@ class TFRecordWriter:
         self._file.write(framed)
         self._sha.update(framed)
         self.rows += 1
+
+    def write_many(self, records: Iterable[bytes]) -> None:
+        """Appends many records with one file write (faster than :meth:`write` in a loop).
+
+        Args:
+            records: The record payloads.
+        """
+        import google_crc32c
+
+        pack_q, pack_i, crc = (
+            struct.Struct("<Q").pack,
+            struct.Struct("<I").pack,
+            google_crc32c.value,
+        )
+        heads = self._heads
+        parts = []
+        count = 0
+        for data in records:
+            n = len(data)
+            head = heads.get(n)
+            if head is None:
+                length = pack_q(n)
+                head = heads[n] = length + pack_i(masked_crc32c(length))
+            c = crc(data)
+            masked = ((((c >> 15) | (c << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF
+            parts += (head, data, pack_i(masked))
+            count += 1
+        buffer = b"".join(parts)
+        self._file.write(buffer)
+        self._sha.update(buffer)
+        self.rows += count
 
     def close(self) -> str:
         """Finishes the file and moves it into place.

@@ -413,8 +413,7 @@ def _shard_writer(out_dir: str, paths: list[str], features: list[str]):
                             done[-1][1] = writer.rows
                         writer = TFRecordWriter(os.path.join(out_dir, paths[part]))
                         done.append([part, 0, ""])
-                    for record in encoder.encode(x[s:e], y[s:e]):
-                        writer.write(record)
+                    writer.write_many(encoder.encode(x[s:e], y[s:e]))
             if writer is not None:
                 done[-1][2] = writer.close()
                 done[-1][1] = writer.rows
@@ -691,6 +690,7 @@ def _process_classified(
     Window,
     F,
 ) -> dict:
+    phases = _Phases()
     # one pass: rows per reason and the profile of the good rows
     is_good = F.col("_reason").isNull()
     row = classified.agg(
@@ -698,6 +698,7 @@ def _process_classified(
         *[F.sum(F.when(F.col("_reason") == r, 1).otherwise(0)).alias(r) for r in REASONS],
         *_profile_aggs(classified, schema, is_good, F),
     ).collect()[0]
+    phases.done("read_classify_profile")
     bad_by_reason = {r: int(row[r] or 0) for r in REASONS}
     rows_bad = sum(bad_by_reason.values())
     rows_in = int(row["rows_in"])
@@ -716,6 +717,7 @@ def _process_classified(
         bad.coalesce(1).write.parquet(str(out / QUARANTINE_DIR))
     else:
         _empty_quarantine(out / QUARANTINE_DIR)
+    phases.done("quarantine")
     bad_fraction = rows_bad / rows_in
     if bad_fraction > max_bad_fraction:
         samples = [
@@ -753,8 +755,9 @@ def _process_classified(
     label_counts = {
         r[0]: int(r[1]) for r in examples.groupBy(schema.label_column).count().collect()
     }
-    classes = list(schema.classes) or sorted(label_counts)
+    classes = list(schema.classes) or _sorted_labels(label_counts)
     per_class = {classes.index(label): n for label, n in label_counts.items()}
+    phases.done("labels")
     label_index = (
         F.array_position(F.array(*[F.lit(c) for c in classes]), F.col(schema.label_column)) - 1
     ).cast("long")
@@ -801,6 +804,7 @@ def _process_classified(
         mean = [float(stats_row[f"m_{i}"]) for i in range(len(features))]
         std = [float(stats_row[f"s_{i}"]) for i in range(len(features))]
         std = [s if s > 0 and math.isfinite(s) else 1.0 for s in std]
+        phases.done("split_standardize")
         total_parts = plan["total_parts"]
         paths = plan["paths"]
         for s in SPLITS:
@@ -815,20 +819,23 @@ def _process_classified(
             .collect()
         )
         shard_info = {int(r["part"]): (int(r["rows"]), r["sha256"]) for r in written}
+        phases.done("tfrecord")
         split_names = F.array(*[F.lit(s) for s in SPLITS])
         (
             final.select(
                 *features,
                 LABEL_INDEX_COLUMN,
                 F.element_at(split_names, F.col("_split") + 1).alias("split"),
+                "_part",
                 "_pos",
             )
-            .repartition("split")
-            .sortWithinPartitions("split", "_pos")
-            .drop("_pos")
+            .repartition(total_parts, "_part")
+            .sortWithinPartitions("_part", "_pos")
+            .drop("_part", "_pos")
             .write.partitionBy("split")
             .parquet(str(out / "parquet"))
         )
+        phases.done("parquet")
     finally:
         final.unpersist()
     for s in SPLITS:
@@ -882,9 +889,23 @@ def _process_classified(
         "label_column": schema.label_column,
         "shards": {s: len(manifest_splits[s]["shards"]) for s in SPLITS},
         "window_seconds": window_seconds,
+        "phase_seconds": phases.seconds,
         **profile,
     }
     return summary, manifest
+
+
+class _Phases:
+    """Wall time of each ETL phase, for the summary."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def done(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self._last, 3)
+        self._last = now
 
 
 def _profile_columns(frame) -> list[str]:
@@ -930,6 +951,14 @@ def _empty_quarantine(directory: Path) -> None:
         pa.table({n: [] for n, _ in fields}, schema=pa.schema(fields)),
         directory / "part-00000.parquet",
     )
+
+
+def _sorted_labels(labels) -> list[str]:
+    """Label values in class-id order: numerically when all are numbers, else as text."""
+    try:
+        return sorted(labels, key=lambda v: (float(v), v))
+    except ValueError:
+        return sorted(labels)
 
 
 def _split_plan(per_class: dict[int, int], classes, fractions, rows_per_shard, min_shards) -> dict:

@@ -55,7 +55,8 @@ def test_tensorflow_reads_shards_written_without_tensorflow(tmp_path):
     y = rng.integers(0, 4, 300)
     path = tmp_path / "part-00000.tfrecord"
     with TFRecordWriter(path) as writer:
-        for record in ExampleEncoder(6).encode(x, y):
+        writer.write_many(ExampleEncoder(6).encode(x[:100], y[:100]))
+        for record in ExampleEncoder(6).encode(x[100:], y[100:]):
             writer.write(record)
     assert writer.rows == 300
     spec = {
