@@ -310,6 +310,36 @@ def _save_atomic(model, final_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _PEER_ERRORS(tf) -> tuple:  # noqa: N802 - used like a constant
+    """TensorFlow errors a collective raises when a peer went away (retryable)."""
+    return (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError,
+            tf.errors.DeadlineExceededError, tf.errors.InternalError)
+
+
+def _save(model, output_dir: Path, chief: bool, task: dict, backup_dir: Path) -> bool:
+    """Saves the final model: the chief to ``saved_model``, others to a removed temp path.
+
+    Returns:
+        Whether this replica wrote the final model (is the chief).
+    """
+    if chief:
+        _save_atomic(model, output_dir / SAVED_MODEL_DIR)
+        try:  # BackupAndRestore removed its checkpoints at the end of training
+            backup_dir.rmdir()
+        except OSError:
+            pass
+        return True
+    # MultiWorkerMirroredStrategy saves are collective: every replica saves, the others to a
+    # temporary path that is removed.
+    tmp = Path(tempfile.mkdtemp(prefix=f".worker-{task['type']}-{task['index']}-",
+                                dir=output_dir))
+    try:
+        model.save(str(tmp / SAVED_MODEL_DIR), save_format="tf", include_optimizer=False)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return False
+
+
 def train(args: argparse.Namespace, environ=None) -> dict | None:
     """Trains one replica's share; the chief returns the training report, the others None.
 
@@ -402,28 +432,17 @@ def train(args: argparse.Namespace, environ=None) -> dict | None:
                                ExitCode.PEER_LOST) from exc
         raise TrainerError(f"bad training data in {args.data_dir}: {exc}",
                            ExitCode.BAD_DATA) from exc
-    except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError,
-            tf.errors.DeadlineExceededError, tf.errors.InternalError) as exc:
+    except _PEER_ERRORS(tf) as exc:
         raise TrainerError(f"lost a peer during training: {exc}", ExitCode.PEER_LOST) from exc
     fit_seconds = time.time() - fit_started
     initial_epoch = epoch_starts[0] if epoch_starts else args.epochs
     epochs_run = args.epochs - initial_epoch
 
-    if chief:
-        _save_atomic(model, output_dir / SAVED_MODEL_DIR)
-        try:  # BackupAndRestore removed its checkpoints at the end of training
-            backup_dir.rmdir()
-        except OSError:
-            pass
-    else:
-        # MultiWorkerMirroredStrategy saves are collective: every replica saves, others to a
-        # temporary path that is removed.
-        tmp = Path(tempfile.mkdtemp(prefix=f".worker-{task['type']}-{task['index']}-",
-                                    dir=output_dir))
-        try:
-            model.save(str(tmp / SAVED_MODEL_DIR), save_format="tf", include_optimizer=False)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        saved = _save(model, output_dir, chief, task, backup_dir)
+    except _PEER_ERRORS(tf) as exc:
+        raise TrainerError(f"lost a peer while saving: {exc}", ExitCode.PEER_LOST) from exc
+    if not saved:
         return None
 
     final = {k: float(v[-1]) for k, v in history.history.items() if v}
