@@ -56,6 +56,7 @@ PREPROCESSING_FILE = "preprocessing.json"
 STATE_FORMAT = 1
 MAX_POSITIONS = 50
 RECENT = 16  # values behind a statistic's recent mean
+MODEL_BATCH = 256  # rows per LiteRT invocation
 
 
 def _file_key(path: Path) -> dict:
@@ -191,10 +192,21 @@ class DriftMonitor:
 
     def _classifier(self):
         if self._model is None:
-            from kfp_edge.drift_monitor.litert_model import LiteRTClassifier
+            from kfp_edge.evaluation.litert import TFLiteModel
 
-            self._model = LiteRTClassifier(self.model_path)
+            self._model = TFLiteModel(self.model_path, num_threads=1)
         return self._model
+
+    def _predict(self, x: np.ndarray) -> np.ndarray:
+        """Returns the model's class ids for raw features, run with LiteRT (no TensorFlow).
+
+        Rows are padded to whole batches of :data:`MODEL_BATCH`, so the interpreter keeps one
+        input shape however many labelled rows a chunk has.
+        """
+        rows = len(x)
+        padded = np.zeros((-(-rows // MODEL_BATCH) * MODEL_BATCH, x.shape[1]), dtype=np.float32)
+        padded[:rows] = x
+        return self._classifier().predict(padded, batch_size=MODEL_BATCH)[:rows].argmax(axis=1)
 
     def _features(self, frame, origin: str, first_row: int) -> np.ndarray:
         missing = [c for c in self.feature_columns if c not in frame.columns]
@@ -274,7 +286,7 @@ class DriftMonitor:
             wrong = np.ones(len(labelled), dtype=bool)  # an unknown class is always an error
             if self.model_path is not None:
                 if known.any():
-                    predicted = self._classifier().predict(x[labelled[known]])
+                    predicted = self._predict(x[labelled[known]])
                     wrong[known] = predicted != ids[labelled[known]]
                 self.errors += int(wrong.sum())
                 for j, i in enumerate(labelled):

@@ -161,3 +161,23 @@ def test_drift_components_run_under_kfp_local(workspace, tmp_path, make_drift_st
     assert data.outputs["train_run_id"] == "check-a-retrain"
     assert pd.read_parquet(data.outputs["input_path"]).shape[1] == 5
     assert "retrain_input" in read_report(run_dir(workspace, "check-a"))
+
+
+def test_the_model_runs_in_litert_without_importing_tensorflow(
+    workspace, tmp_path, make_drift_stream
+):
+    source = tmp_path / "labelled.csv"
+    make_drift_stream(500, None, seed=14).to_csv(source, index=False)
+    script = (
+        "import sys\n"
+        "from kfp_edge.drift_monitor.monitor import monitor_drift\n"
+        f"d = monitor_drift({str(workspace)!r}, 'iris', {str(source)!r}, save_state=False)\n"
+        "assert d['error']['monitored'] and d['error']['labelled_rows'] == 500, d['error']\n"
+        "assert d['error']['error_rate'] < 0.2, d['error']\n"
+        "print(sorted(m for m in ('tensorflow', 'tf_keras', 'keras') if m in sys.modules))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
