@@ -24,6 +24,7 @@ def CompressionOp(
     alpha: float = 0.1,
     distill_epochs: int = 30,
     int8_io: bool = False,
+    per_channel: bool = False,
     representative_samples: int = 256,
     seed: int = 0,
 ) -> NamedTuple("Outputs", [("variants_dir", str)]):
@@ -47,7 +48,10 @@ def CompressionOp(
         temperature: Distillation temperature.
         alpha: Weight of the hard-label loss in distillation (1 - alpha on the soft targets).
         distill_epochs: Training epochs of the student.
-        int8_io: Give full-integer variants int8 inputs and outputs.
+        int8_io: Give full-integer variants int8 inputs and outputs (and quantize the input
+            standardization too: only for features of similar scale).
+        per_channel: One weight scale per output channel in full-integer variants (larger
+            files; per tensor by default).
         representative_samples: Rows from the training shards that calibrate full_int8.
         seed: Seed of fine-tuning and distillation.
 
@@ -64,7 +68,7 @@ def CompressionOp(
         saved_model_dir, data_dir, out_dir, list(variants), sparsity=sparsity,
         clusters=clusters, fine_tune_epochs=fine_tune_epochs, learning_rate=learning_rate,
         student_width=student_width, student_depth=student_depth, temperature=temperature,
-        alpha=alpha, distill_epochs=distill_epochs, int8_io=int8_io,
+        alpha=alpha, distill_epochs=distill_epochs, int8_io=int8_io, per_channel=per_channel,
         representative_samples=representative_samples, seed=seed,
     )
     update_report(run_dir(workspace, run_id), "compression",

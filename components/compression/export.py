@@ -50,6 +50,7 @@ DEFAULT_OPTIONS = {
     "distill_epochs": 30,
     "distill_learning_rate": 1e-2,
     "int8_io": False,
+    "per_channel": False,
     "representative_samples": 256,
     "seed": 0,
 }
@@ -123,15 +124,48 @@ def representative_features(data_dir: str | os.PathLike, samples: int) -> np.nda
     return np.stack(rows[:samples]).astype(np.float32)
 
 
+def _normalization_layer_name(model) -> str | None:
+    for layer in model.layers:
+        if type(layer).__name__ == "Normalization":
+            return layer.name
+    return None
+
+
+def _op_outputs_under(tflite: bytes, scope: str) -> list[str]:
+    """Names of the op output tensors of a .tflite model whose name contains ``scope``."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(tflite, 0)
+    names = []
+    for g in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(g)
+        for o in range(graph.OperatorsLength()):
+            op = graph.Operators(o)
+            for k in range(op.OutputsLength()):
+                name = graph.Tensors(op.Outputs(k)).Name().decode()
+                if scope in name:
+                    names.append(name)
+    return names
+
+
 def convert(model, quantization: str, representative: np.ndarray | None = None,
-            int8_io: bool = False) -> bytes:
+            int8_io: bool = False, per_channel: bool = False) -> bytes:
     """Converts a tf_keras model to a TFLite flatbuffer.
+
+    Full-integer int8 keeps the model's input standardization (the folded-in Normalization
+    layer, a SUB and a MUL per feature) in float unless ``int8_io`` is asked: one int8 scale
+    for the whole raw input tensor would erase features of small range next to features of
+    large range (vibration 0.5 next to 1,500 rpm). Everything after it runs in int8. With
+    ``int8_io`` the whole graph, the input and the output are int8; fit for features of
+    similar scale only. Weights get one scale per tensor unless ``per_channel`` is asked: on
+    the sensor MLP per-channel scales add about 12 % to the file for no accuracy gained.
 
     Args:
         model: The tf_keras model.
         quantization: float32, float16, dynamic_int8 or full_int8.
         representative: Raw feature rows for the calibration of full_int8.
         int8_io: With full_int8, make the model's input and output int8 as well.
+        per_channel: With full_int8, one weight scale per output channel.
 
     Returns:
         The .tflite bytes (builtin ops only).
@@ -157,9 +191,26 @@ def convert(model, quantization: str, representative: np.ndarray | None = None,
 
         converter.representative_dataset = dataset
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        if int8_io:
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
+        converter._experimental_disable_per_channel = not per_channel
+        normalization = _normalization_layer_name(model)
+        if int8_io or normalization is None:
+            if int8_io:
+                converter.inference_input_type = tf.int8
+                converter.inference_output_type = tf.int8
+            return converter.convert()
+        # Calibrate, then quantize with the standardization ops left in float: the same two
+        # steps TensorFlow's own QuantizationDebugger takes for selective quantization.
+        from tensorflow.lite.python import convert as lite_convert
+
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                               tf.lite.OpsSet.TFLITE_BUILTINS]
+        converter.experimental_mlir_quantizer = True
+        converter._experimental_calibrate_only = True
+        calibrated = converter.convert()
+        return lite_convert.mlir_quantize(
+            calibrated, disable_per_channel=not per_channel, fully_quantize=False,
+            denylisted_nodes=_op_outputs_under(calibrated, f"/{normalization}/"),
+        )
     elif quantization != "float32":
         raise ValueError(f"unknown quantization {quantization!r}")
     return converter.convert()
@@ -208,7 +259,8 @@ def export_variants(
         variants: Names from :data:`VARIANTS`, in the order wanted.
         **options: Overrides of :data:`DEFAULT_OPTIONS` (sparsity, clusters, fine_tune_epochs,
             learning_rate, batch_size, student_width, student_depth, temperature, alpha,
-            distill_epochs, distill_learning_rate, int8_io, representative_samples, seed).
+            distill_epochs, distill_learning_rate, int8_io, per_channel, representative_samples,
+            seed).
 
     Returns:
         One entry per variant: ``{"name", "path", "technique", "params"}``.
@@ -297,7 +349,9 @@ def export_variants(
         technique, quantization = VARIANTS[name]
         keras_model, params = build(technique)
         int8_io = bool(opts["int8_io"]) and quantization == "full_int8"
-        content = convert(keras_model, quantization, representative, int8_io=int8_io)
+        per_channel = bool(opts["per_channel"]) and quantization == "full_int8"
+        content = convert(keras_model, quantization, representative, int8_io=int8_io,
+                          per_channel=per_channel)
         path = out / f"{name}.tflite"
         _write_atomic(path, content)
         entries.append({
@@ -305,6 +359,7 @@ def export_variants(
             "path": str(path.resolve()),
             "technique": technique if technique != "none" else "post_training",
             "params": {**params, "quantization": quantization, "int8_io": int8_io,
+                       **({"per_channel": per_channel} if quantization == "full_int8" else {}),
                        "size_bytes": len(content), "gzip_bytes": gzip_bytes(path),
                        **({"representative_samples": len(representative)}
                           if quantization == "full_int8" else {})},

@@ -175,45 +175,43 @@ def cluster(model, x, y, clusters: int, epochs: int, batch_size: int, learning_r
     return ck.strip_clustering(wrapped)
 
 
-_NO_OP_CONFIG = []
+def _split_normalization(model):
+    """Splits a linear model into its Normalization layer (or None) and the rest as a model.
 
+    Returns:
+        ``(normalization copy or None, core)``: ``core`` is a new Sequential of copies of the
+        layers after the normalization (weights copied), taking standardized features.
 
-def _no_op_quantize_config():
-    """Returns a tfmot QuantizeConfig that quantizes nothing (defined on first use)."""
-    if not _NO_OP_CONFIG:
-        import tensorflow_model_optimization as tfmot
-
-        class NoOpQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
-            """Leaves a layer's weights, activations and outputs in float."""
-
-            def get_weights_and_quantizers(self, layer):
-                return []
-
-            def get_activations_and_quantizers(self, layer):
-                return []
-
-            def set_quantize_weights(self, layer, quantize_weights):
-                pass
-
-            def set_quantize_activations(self, layer, quantize_activations):
-                pass
-
-            def get_output_quantizers(self, layer):
-                return []
-
-            def get_config(self):
-                return {}
-
-        _NO_OP_CONFIG.append(NoOpQuantizeConfig)
-    return _NO_OP_CONFIG[0]()
+    The split assumes a linear chain of layers (every model of the training registry is
+    one); :func:`quantization_aware` checks that the parts recompose the model.
+    """
+    _, keras = import_tf()
+    layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
+    normalization = None
+    if layers and type(layers[0]).__name__ == "Normalization":
+        source = layers.pop(0)
+        normalization = source.__class__.from_config(source.get_config())
+        normalization.build(source.input_shape)
+        normalization.set_weights(source.get_weights())
+    num_features = int(model.inputs[0].shape[-1])
+    copies = [layer.__class__.from_config(layer.get_config()) for layer in layers]
+    core = keras.Sequential([keras.Input(shape=(num_features,), dtype="float32"), *copies],
+                            name="quantized_core")
+    for source, copy in zip(layers, copies, strict=True):
+        copy.set_weights(source.get_weights())
+    return normalization, core
 
 
 def quantization_aware(model, x, y, epochs: int, batch_size: int, learning_rate: float,
                        preserve: str = "", seed: int = 0):
-    """Quantization-aware training of the weight layers (8-bit fake quantization).
+    """Quantization-aware training (8-bit fake quantization) after the input standardization.
+
+    The folded-in Normalization layer stays outside the quantized part: quantizing raw
+    features of very different ranges with one scale would erase the small ones. The
+    quantized part starts with a quantizer on the standardized features.
 
     Args:
-        model: The tf_keras model.
+        model: The tf_keras model (a linear chain: Normalization, then the layers).
         x: Training features.
         y: Training class ids.
         epochs: QAT fine-tuning epochs.
@@ -224,25 +222,24 @@ def quantization_aware(model, x, y, epochs: int, batch_size: int, learning_rate:
         seed: Seed of the shuffling.
 
     Returns:
-        The QAT tf_keras model (convert it with the default optimizations to get int8 weights
-        and activations with the trained ranges).
+        A tf_keras model: raw features -> Normalization -> the QAT part -> softmax. Convert it
+        with the default optimizations to get int8 weights and activations with the trained
+        ranges.
     """
     import tensorflow_model_optimization as tfmot
 
-    qk = tfmot.quantization.keras
-    no_op = _no_op_quantize_config()
     _, keras = import_tf()
-
-    def annotate(layer):
-        if _is_weight_layer(layer):
-            return qk.quantize_annotate_layer(layer)
-        if type(layer).__name__ == "Normalization":
-            # The Normalization layer: tfmot has no config for it, and the collaborative
-            # schemes refuse unannotated layers before quantized ones. Keep it float.
-            return qk.quantize_annotate_layer(layer, quantize_config=no_op)
-        return layer
-
-    annotated = keras.models.clone_model(copy_model(model), clone_function=annotate)
+    qk = tfmot.quantization.keras
+    normalization, core = _split_normalization(model)
+    probe = x[:64]
+    recomposed = core(normalization(probe) if normalization is not None else probe).numpy()
+    if not np.allclose(recomposed, model(probe).numpy(), atol=1e-5):
+        raise ValueError(f"model {model.name!r}: QAT needs a linear chain of layers "
+                         "(Normalization, then one layer after another)")
+    annotated = keras.models.clone_model(
+        core, clone_function=lambda layer: qk.quantize_annotate_layer(layer)
+        if _is_weight_layer(layer) else layer)
+    annotated.set_weights(core.get_weights())
     if preserve == "sparsity":
         from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (  # noqa: E501
             default_8bit_prune_preserve_quantize_scheme as pqat,
@@ -259,8 +256,12 @@ def quantization_aware(model, x, y, epochs: int, batch_size: int, learning_rate:
         scheme = qk.default_8bit.Default8BitQuantizeScheme()
     else:
         raise ValueError(f"unknown QAT preserve mode {preserve!r}")
-    with qk.quantize_scope({type(no_op).__name__: type(no_op)}):
-        qat = qk.quantize_apply(annotated, scheme)
+    with qk.quantize_scope():
+        qat_core = qk.quantize_apply(annotated, scheme)
+    inputs = keras.Input(shape=(int(model.inputs[0].shape[-1]),), dtype="float32",
+                         name="features")
+    h = normalization(inputs) if normalization is not None else inputs
+    qat = keras.Model(inputs, qat_core(h), name=f"{model.name}_qat")
     fine_tune(qat, x, y, epochs, batch_size, learning_rate, seed=seed)
     return qat
 

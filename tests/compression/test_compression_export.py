@@ -172,3 +172,45 @@ def test_a_model_that_does_not_fit_the_dataset_is_refused(iris_data_dir, tmp_pat
     model.save(str(tmp_path / "sm"), save_format="tf")
     with pytest.raises(ValueError, match="takes 5 features but the dataset"):
         export_variants(tmp_path / "sm", iris_data_dir, tmp_path / "out", ["float32"])
+
+
+def test_full_int8_keeps_features_of_very_different_scales(tmp_path):
+    """One int8 scale for the raw input would erase a 0.01-range feature next to a 1000-range
+    one; full_int8 keeps the standardization in float, so the small feature still decides."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from conftest import write_dataset
+
+    from kfp_edge.dataset import load_split
+    from kfp_edge.tf_env import import_tf
+    from kfp_edge.tfjob_training.models import build_model
+
+    rng = np.random.default_rng(0)
+    n = 600
+    y = rng.integers(0, 2, n)
+    small = (y * 0.02 + rng.normal(0, 0.003, n)).astype(np.float32)  # decides the class
+    large = rng.normal(500, 300, n).astype(np.float32)  # pure noise of large range
+    x = np.stack([small, large], axis=1)
+    data = write_dataset(tmp_path / "data", {"train": (x[:400], y[:400]),
+                                             "validation": (x[400:500], y[400:500]),
+                                             "test": (x[500:], y[500:])},
+                         ["small", "large"], ["a", "b"])
+    tf, keras = import_tf()
+    keras.utils.set_random_seed(0)
+    model = build_model("mlp", 2, 2, x[:400].mean(0).tolist(), x[:400].std(0).tolist(),
+                        width=8, depth=1)
+    model.compile(keras.optimizers.Adam(0.05), "sparse_categorical_crossentropy")
+    model.fit(x[:400], y[:400], epochs=15, batch_size=32, verbose=0)
+    model.save(str(tmp_path / "sm"), save_format="tf", include_optimizer=False)
+    [entry] = export_variants(tmp_path / "sm", data, tmp_path / "v", ["full_int8"])
+    x_test, y_test = load_split(data, "test")
+    keras_accuracy = float((model.predict(x_test, verbose=0).argmax(1) == y_test).mean())
+    assert keras_accuracy >= 0.95
+    assert _accuracy(entry["path"], x_test, y_test) >= keras_accuracy - 0.02
+    # The scenario discriminates: with int8 inputs (one scale for both raw features) the small
+    # feature is lost, which is why int8_io is an option and not the default.
+    [int8_io] = export_variants(tmp_path / "sm", data, tmp_path / "io", ["full_int8"],
+                                int8_io=True)
+    assert _accuracy(int8_io["path"], x_test, y_test) <= 0.75
