@@ -160,7 +160,7 @@ def _worker(impl: str, csv_path: str, schema_path: str, out_dir: str) -> dict:
         from kfp_edge.spark_etl.etl import create_session, run_etl
 
         started = time.perf_counter()
-        session = create_session("local[*]", driver_memory="3g")
+        session = create_session("local[*]", driver_memory="2g")
         session.range(1).count()  # the JVM and a first job are up
         result["startup_s"] = time.perf_counter() - started
         started = time.perf_counter()
@@ -180,6 +180,7 @@ def _worker(impl: str, csv_path: str, schema_path: str, out_dir: str) -> dict:
         summary = pandas_etl(csv_path, schema, out_dir)
         result["startup_s"] = 0.0
         result["etl_s"] = time.perf_counter() - started
+    result["phases"] = summary.get("phase_seconds")
     result["rows_good"] = summary["rows_good"]
     result["bad_by_reason"] = {k: v for k, v in summary["bad_by_reason"].items() if v}
     result["rows_per_split"] = summary["rows_per_split"]
@@ -254,6 +255,9 @@ def _one_size(rows: int, work: Path) -> list[dict]:
                 "spark_startup_s": round(r["startup_s"], 2) if impl == "spark" else None,
                 "peak_rss_gib": round(r["peak_rss_gib"], 3),
                 "rows_good": r["rows_good"],
+                "spark_phase_s": " ".join(f"{k}={v:.1f}" for k, v in r["phases"].items())
+                if r.get("phases")
+                else None,
                 "agrees_with_generator": r["bad_by_reason"]
                 == {k: v for k, v in info["bad_by_reason"].items() if v},
             }

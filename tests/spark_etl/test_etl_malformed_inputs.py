@@ -185,3 +185,30 @@ def test_semicolon_csv_with_inferred_schema_written_out(spark, tmp_path):
     pinned = json.loads((out / "schema.json").read_text())
     assert [c["type"] for c in pinned["columns"]] == ["double", "double", "string"]
     assert pinned["feature_columns"] == ["f1", "f2"]
+
+
+def test_headerless_csv_with_declared_yaml_schema_and_numeric_labels(spark, tmp_path):
+    src = _csv(
+        tmp_path / "n.csv",
+        "\n".join(f"id{i}\t{i}\t{i % 7}\t{[10, 2, 1][i % 3]}" for i in range(30)) + "\n",
+    )
+    (tmp_path / "schema.yaml").write_text(
+        "columns:\n"
+        "  - {name: id, type: string}\n"
+        "  - {name: u, type: double}\n"
+        "  - {name: v, type: long}\n"
+        "  - {name: target, type: string}\n"
+        "label_column: target\n"
+        "id_column: id\n"
+    )
+    summary = run_etl(
+        str(tmp_path / "out"),
+        input_path=str(src),
+        schema_path=str(tmp_path / "schema.yaml"),
+        header=False,
+        delimiter="\t",
+        spark=spark,
+    )
+    assert summary["rows_good"] == 30
+    assert summary["feature_columns"] == ["u", "v"]
+    assert summary["classes"] == ["1", "2", "10"]  # numeric labels in numeric order
