@@ -171,6 +171,7 @@ def build_tfjob(
     ttl_seconds_after_finished: int | None = 86400,
     labels: dict | None = None,
     env: dict | None = None,
+    evaluator: bool = False,
 ) -> dict:
     """Builds a TFJob manifest: one Chief and ``workers - 1`` Workers running the trainer.
 
@@ -193,6 +194,8 @@ def build_tfjob(
         labels: Extra labels of the job and its pods.
         env: Extra environment variables of every replica (never secrets: they would be
             visible in the manifest).
+        evaluator: Add an Evaluator replica that scores the chief's checkpoints as they come
+            (resources from ``replica_resources["evaluator"]``).
 
     Returns:
         The TFJob as a dict, ready for the Kubernetes API or the local engine.
@@ -213,10 +216,10 @@ def build_tfjob(
     if not image:
         raise ValueError("image must not be empty")
     replica_resources = replica_resources or {}
-    unknown = set(replica_resources) - {"chief", "worker"}
+    unknown = set(replica_resources) - {"chief", "worker", "evaluator"}
     if unknown:
         raise ValueError(f"replica_resources has unknown replica types {sorted(unknown)}; "
-                         "use 'chief' and 'worker'")
+                         "use 'chief', 'worker' and 'evaluator'")
     all_labels = {"app.kubernetes.io/name": "kfp-edge", "app.kubernetes.io/component": "training",
                   **(labels or {})}
     full_env = {"TF_USE_LEGACY_KERAS": "1", "PYTHONUNBUFFERED": "1",
@@ -227,6 +230,9 @@ def build_tfjob(
     if int(workers) > 1:
         specs["Worker"] = _replica(int(workers) - 1,
                                    resources=replica_resources.get("worker") or {}, **common)
+    if evaluator:
+        specs["Evaluator"] = _replica(1, resources=replica_resources.get("evaluator") or {},
+                                      **common)
     run_policy: dict[str, Any] = {"backoffLimit": int(backoff_limit),
                                   "cleanPodPolicy": clean_pod_policy}
     if active_deadline_seconds is not None:

@@ -33,6 +33,7 @@ from kfp_edge.workspace import write_json_atomic
 SAVED_MODEL_DIR = "saved_model"
 REPORT_FILE = "training_report.json"
 PROGRESS_FILE = "progress.json"
+EVALUATOR_FILE = "evaluator.json"
 BACKUP_DIR = "backup"
 JOBS_DIR = "jobs"
 
@@ -310,6 +311,63 @@ def _save_atomic(model, final_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def run_evaluator(args: argparse.Namespace, manifest: dict, poll_seconds: float = 0.5) -> list:
+    """The evaluator replica: scores the chief's checkpoints on the validation split.
+
+    It is outside the training cluster (the operator leaves it out of TF_CONFIG's cluster) and
+    runs no collective: it restores each new BackupAndRestore checkpoint of the chief into its
+    own copy of the model, evaluates it, and appends the result to
+    ``jobs/<job>/evaluator.json``; when the chief's report of this job appears, it scores the
+    final SavedModel and exits.
+
+    Returns:
+        The evaluations, one per checkpoint seen, the final model last.
+    """
+    from kfp_edge.tf_env import import_tf
+    from kfp_edge.tfjob_training.models import build_model
+
+    tf, keras = import_tf()
+    started = time.time()
+    output_dir = Path(args.output_dir)
+    backup_dir = output_dir / BACKUP_DIR / args.job_name
+    out_path = job_dir(output_dir, args.job_name) / EVALUATOR_FILE
+    report_path = output_dir / REPORT_FILE
+    pre = manifest["_preprocessing"]
+    model = build_model(args.model, int(manifest["num_features"]), int(manifest["num_classes"]),
+                        pre["mean"], pre["std"], args.width, args.depth)
+    saved_epoch = tf.Variable(-1, dtype=tf.int64)
+    checkpoint = tf.train.Checkpoint(model=model, ckpt_saved_epoch=saved_epoch)
+    split = "validation" if manifest["splits"].get("validation", {}).get("shards") else "train"
+    results: list = []
+    seen = None
+    print(f"trainer: evaluator scoring {split} for job {args.job_name}", flush=True)
+    while True:
+        report = _read_json(report_path)
+        finished = (report.get("job_name") == args.job_name
+                    and report_path.stat().st_mtime >= started)
+        if finished:
+            final = keras.models.load_model(str(output_dir / SAVED_MODEL_DIR))
+            results.append({"epoch": report["epochs"], "checkpoint": "final",
+                            split: _evaluate(tf, final, args.data_dir, manifest, split)})
+            write_json_atomic(out_path, results)
+            print(f"trainer: evaluator final {split}: {results[-1][split]}", flush=True)
+            return results
+        # BackupAndRestore: every replica restores from (and the chief writes to) <dir>/chief
+        path = tf.train.latest_checkpoint(str(backup_dir / "chief"))
+        if path and path != seen:
+            try:
+                checkpoint.restore(path).expect_partial()
+                metrics = _evaluate(tf, model, args.data_dir, manifest, split)
+            except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError):
+                metrics = None  # the chief replaced or removed it while we read: skip it
+            if metrics is not None:
+                seen = path
+                results.append({"epoch": int(saved_epoch.numpy()) + 1, "checkpoint": path,
+                                split: metrics})
+                write_json_atomic(out_path, results)
+        time.sleep(poll_seconds)
+
+
 def _PEER_ERRORS(tf) -> tuple:  # noqa: N802 - used like a constant
     """TensorFlow errors a collective raises when a peer went away (retryable)."""
     return (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError,
@@ -355,12 +413,15 @@ def train(args: argparse.Namespace, environ=None) -> dict | None:
     except ValueError as exc:
         raise TrainerError(str(exc), ExitCode.BAD_ARGUMENTS) from exc
     tf_config = read_tf_config(environ)
-    if tf_config and tf_config["task"]["type"] not in ("chief", "worker"):
+    if tf_config and tf_config["task"]["type"] not in ("chief", "worker", "evaluator"):
         raise TrainerError(
             f"TF_CONFIG task type {tf_config['task']['type']!r} is not supported by this trainer "
-            "(MultiWorkerMirroredStrategy runs chief and worker replicas only)",
+            "(it runs chief, worker and evaluator replicas)",
             ExitCode.BAD_ARGUMENTS)
     manifest = check_data(args.data_dir)
+    if tf_config and tf_config["task"]["type"] == "evaluator":
+        run_evaluator(args, manifest)
+        return None
     chief = is_chief(tf_config)
     output_dir = Path(args.output_dir)
     backup_dir = output_dir / BACKUP_DIR / args.job_name

@@ -169,6 +169,22 @@ def test_one_replica_is_a_chief_alone_and_bad_specs_are_refused():
                     replica_resources={"worker": {"tolerations": [{"value": "x"}]}})
 
 
+def test_an_evaluator_replica_is_outside_the_cluster_but_in_the_job():
+    from kfp_edge.tfjob_training.local_engine import tf_configs
+
+    args = trainer_args("/d", "/o", "with-eval")
+    manifest = build_tfjob("with-eval", args, image=IMAGE, workers=3, evaluator=True,
+                           replica_resources={"evaluator": {"cpu_request": "500m"}})
+    check_against_sdk(manifest)
+    evaluator = manifest["spec"]["tfReplicaSpecs"]["Evaluator"]
+    assert evaluator["replicas"] == 1
+    assert evaluator["template"]["spec"]["containers"][0]["resources"] == {
+        "requests": {"cpu": "500m"}}
+    configs = tf_configs(manifest, ports=[1, 2, 3, 4])
+    assert set(configs[("Evaluator", 0)]["cluster"]) == {"chief", "worker"}
+    assert configs[("Evaluator", 0)]["task"] == {"type": "evaluator", "index": 0}
+
+
 def test_job_names_are_deterministic_dns_labels():
     a = job_name("My_Run.2026-11-23T10:00:00" + "x" * 80)
     assert a == job_name("My_Run.2026-11-23T10:00:00" + "x" * 80)

@@ -27,10 +27,10 @@ def test_bad_arguments_exit_with_a_permanent_code(iris_data_dir, tmp_path, capsy
             trainer.main(["--data-dir", str(iris_data_dir), "--output-dir", str(tmp_path),
                           *argv])
         assert exc.value.code == 2
-    evaluator = {"cluster": {"chief": ["a:1"]}, "task": {"type": "evaluator", "index": 0}}
+    ps = {"cluster": {"chief": ["a:1"], "ps": ["b:1"]}, "task": {"type": "ps", "index": 0}}
     args = trainer.parse_args(["--data-dir", str(iris_data_dir), "--output-dir", str(tmp_path)])
-    with pytest.raises(TrainerError, match="'evaluator' is not supported") as err:
-        trainer.train(args, environ={"TF_CONFIG": json.dumps(evaluator)})
+    with pytest.raises(TrainerError, match="'ps' is not supported") as err:
+        trainer.train(args, environ={"TF_CONFIG": json.dumps(ps)})
     assert err.value.code == ExitCode.BAD_ARGUMENTS
     code = trainer.main(["--data-dir", str(iris_data_dir), "--output-dir", str(tmp_path),
                          "--model", "transformer"])
@@ -141,3 +141,50 @@ def test_registry_models_take_raw_features_and_output_probabilities():
     assert [d.activation.__name__ for d in dense] == ["sigmoid", "softmax"]
     with pytest.raises(ValueError, match="preprocessing spec has 1 means"):
         build_model("mlp", 4, 3, [0.0], [1.0])
+
+
+def test_evaluator_scores_the_chiefs_backup_checkpoints_then_the_final_model(iris_data_dir,
+                                                                             tmp_path):
+    """A real BackupAndRestore checkpoint (from a fit interrupted after 3 epochs) and then a
+    final SavedModel with the chief's report: the evaluator scores both and stops."""
+    import threading
+    import time
+
+    from kfp_edge.tf_env import import_tf
+    from kfp_edge.workspace import write_json_atomic
+
+    tf, keras = import_tf()
+    out, job = tmp_path / "training", "eval-job"
+    args = trainer.parse_args(["--data-dir", str(iris_data_dir), "--output-dir", str(out),
+                               "--job-name", job, "--epochs", "3"])
+    manifest = trainer.check_data(str(iris_data_dir))
+    pre = manifest["_preprocessing"]
+    model = build_model("iris_mlp", 4, 3, pre["mean"], pre["std"])
+    model.compile(optimizer=keras.optimizers.Adam(0.04), loss="sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)
+    y = np.arange(32) % 3
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 2:
+                raise RuntimeError("preempted")
+
+    backup = keras.callbacks.BackupAndRestore(str(out / "backup" / job))
+    with pytest.raises(RuntimeError, match="preempted"):
+        model.fit(x, y, epochs=10, verbose=0, callbacks=[backup, Interrupt()])
+    assert tf.train.latest_checkpoint(str(out / "backup" / job / "chief"))
+    evaluations = trainer.job_dir(out, job) / trainer.EVALUATOR_FILE
+
+    def chief_finishes():
+        while not evaluations.exists():
+            time.sleep(0.05)
+        model.save(str(out / trainer.SAVED_MODEL_DIR), save_format="tf")
+        write_json_atomic(out / trainer.REPORT_FILE, {"job_name": job, "epochs": 3})
+
+    threading.Thread(target=chief_finishes, daemon=True).start()
+    results = trainer.run_evaluator(args, manifest, poll_seconds=0.05)
+    assert results[0]["epoch"] == 3 and results[0]["checkpoint"] != "final"
+    assert results[-1]["checkpoint"] == "final" and results[-1]["epoch"] == 3
+    # the checkpoint restored the weights the final model has: the same scores
+    assert results[0]["validation"] == pytest.approx(results[-1]["validation"])
+    assert json.loads(evaluations.read_text()) == results
