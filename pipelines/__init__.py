@@ -10,6 +10,7 @@ _PIPELINES = {
     "edge_pipeline": "kfp_edge.pipelines.edge_pipeline",
     "build_edge_pipeline": "kfp_edge.pipelines.edge_pipeline",
     "retrain_pipeline": "kfp_edge.pipelines.retrain_pipeline",
+    "build_retrain_pipeline": "kfp_edge.pipelines.retrain_pipeline",
 }
 
 

@@ -18,7 +18,7 @@ MINIO_ENDPOINT = "http://kfp-edge-minio:9000"
 DEFAULT_VARIANTS = ["float32", "float16", "dynamic_int8", "full_int8"]
 
 
-def _on_workspace(task, step: str, profile: dict):
+def on_workspace(task, step: str, profile: dict):
     """Mounts the workspace PVC, switches caching off and applies the step's resources."""
     kubernetes.mount_pvc(task, pvc_name=WORKSPACE_PVC, mount_path=CLUSTER_MOUNT_PATH)
     task.set_caching_options(False)
@@ -128,7 +128,7 @@ def build_edge_pipeline(profile: dict | None = None):
                 "max_latency_p95_us": max_latency_p95_us,
             },
         )
-        _on_workspace(context, "run_context", profile)
+        on_workspace(context, "run_context", profile)
         resolved_run_id = context.outputs["run_id"]
 
         etl = SparkEtlOp(
@@ -140,7 +140,7 @@ def build_edge_pipeline(profile: dict | None = None):
             seed=seed,
             max_bad_fraction=max_bad_fraction,
         )
-        _on_workspace(etl, "etl", profile)
+        on_workspace(etl, "etl", profile)
         use_s3_credentials(etl, secret_name=MINIO_SECRET, endpoint=MINIO_ENDPOINT)  # s3:// input
 
         training = TfjobTrainingOp(
@@ -155,7 +155,7 @@ def build_edge_pipeline(profile: dict | None = None):
             engine=training_engine,
             replica_resources=replica_resources,
         )
-        _on_workspace(training, "training_launcher", profile)
+        on_workspace(training, "training_launcher", profile)
 
         compression = CompressionOp(
             workspace=workspace,
@@ -164,7 +164,7 @@ def build_edge_pipeline(profile: dict | None = None):
             data_dir=etl.outputs["data_dir"],
             variants=variants,
         )
-        _on_workspace(compression, "compression", profile)
+        on_workspace(compression, "compression", profile)
 
         evaluation = EvaluationOp(
             workspace=workspace,
@@ -173,7 +173,7 @@ def build_edge_pipeline(profile: dict | None = None):
             data_dir=etl.outputs["data_dir"],
             saved_model_dir=training.outputs["saved_model_dir"],
         )
-        _on_workspace(evaluation, "evaluation", profile)
+        on_workspace(evaluation, "evaluation", profile)
 
         gate = GateOp(
             workspace=workspace,
@@ -185,7 +185,7 @@ def build_edge_pipeline(profile: dict | None = None):
             max_latency_p50_us=max_latency_p50_us,
             max_latency_p95_us=max_latency_p95_us,
         )
-        _on_workspace(gate, "gate", profile)
+        on_workspace(gate, "gate", profile)
 
         publish = ModelStoreOp(
             workspace=workspace,
@@ -199,7 +199,7 @@ def build_edge_pipeline(profile: dict | None = None):
             s3_bucket=s3_bucket,
             s3_prefix=s3_prefix,
         )
-        _on_workspace(publish, "publish", profile)
+        on_workspace(publish, "publish", profile)
         use_s3_credentials(publish, secret_name=MINIO_SECRET, endpoint=MINIO_ENDPOINT)
         return publish.outputs["version"]
 

@@ -31,7 +31,7 @@ def build_retrain_pipeline(profile: dict | None = None):
     from kfp_edge.drift_monitor.component import DriftMonitorOp, RetrainDataOp
     from kfp_edge.pipelines.edge_pipeline import (
         DEFAULT_VARIANTS,
-        _on_workspace,
+        on_workspace,
         build_edge_pipeline,
     )
 
@@ -123,7 +123,7 @@ def build_retrain_pipeline(profile: dict | None = None):
             label_column=label_column,
             reference_path=reference_path,
         )
-        _on_workspace(drift, "evaluation", profile)
+        on_workspace(drift, "evaluation", profile)
         drift.set_display_name(DRIFT_STEP.replace("_", "-"))
         with dsl.If(drift.outputs["Output"] == True, name="drifted"):  # noqa: E712
             data = RetrainDataOp(
@@ -135,7 +135,7 @@ def build_retrain_pipeline(profile: dict | None = None):
                 include_original=include_original,
                 min_rows=min_rows,
             )
-            _on_workspace(data, "evaluation", profile)
+            on_workspace(data, "evaluation", profile)
             data.set_display_name(RETRAIN_DATA_STEP.replace("_", "-"))
             edge_pipeline(
                 workspace=workspace,
