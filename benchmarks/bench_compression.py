@@ -102,9 +102,9 @@ def run(quick: bool = False) -> dict:
     from kfp_edge.evaluation.evaluate import evaluate_variants
 
     if quick:
-        rows, epochs, runs = 8_000, 3, 300
+        rows, epochs, runs = 5_000, 2, 200
         variants = ["float32", "dynamic_int8", "full_int8", "pruned_int8"]
-        options = {"fine_tune_epochs": 2, "batch_size": 256}
+        options = {"fine_tune_epochs": 1, "batch_size": 256}
     else:
         rows, epochs, runs = 60_000, 12, 1000
         variants = list(VARIANTS)

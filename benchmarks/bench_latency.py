@@ -47,8 +47,8 @@ def run(quick: bool = False) -> dict:
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:
         pass  # TensorFlow already started in this process (another benchmark ran first)
-    rows_total, epochs = (6_000, 2) if quick else (20_000, 5)
-    runs, predict_runs, warmup = (300, 50, 50) if quick else (2000, 300, 200)
+    rows_total, epochs = (3_000, 1) if quick else (20_000, 5)
+    runs, predict_runs, warmup = (200, 20, 50) if quick else (2000, 300, 200)
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:
         work = Path(tmp)
         data_dir, saved, info = sensor_setup(work, rows_total, epochs)
