@@ -26,7 +26,7 @@ SENSOR_DEPTH = 3
 
 
 def _write_contract(data_dir: Path, splits: dict, columns: list[str], classes: list[str]) -> None:
-    """Writes splits ``{name: (x, y)}`` in the data contract (TFRecord shards, Parquet, manifest)."""
+    """Writes splits ``{name: (x, y)}`` in the data contract (shards, Parquet, manifest)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
