@@ -68,6 +68,54 @@ def keras_latency_us(model, x: np.ndarray, runs: int = 1000, warmup: int = 100,
     return litert.latency_summary(timings / 1000.0, warmup, num_threads)
 
 
+def _measure_reference_memory(saved_model_dir: str, num_threads: int, batch_size: int) -> int:
+    """In this process: peak RSS growth (bytes) from loading the SavedModel to running a batch.
+
+    TensorFlow is imported (and its runtime started) before the baseline, as
+    :func:`kfp_edge.evaluation.litert._measure_peak_memory` imports LiteRT before its own.
+    """
+    from kfp_edge.compression.export import load_keras_model
+    from kfp_edge.tf_env import import_tf
+
+    tf, _ = import_tf()
+    tf.config.threading.set_intra_op_parallelism_threads(num_threads)
+    tf.config.threading.set_inter_op_parallelism_threads(num_threads)
+    tf.constant(0.0) + 1.0  # start the eager runtime before the baseline
+    Path("/proc/self/clear_refs").write_text("5")
+    baseline = litert._rss_kib("VmRSS")
+    model = load_keras_model(saved_model_dir)
+    x = np.random.default_rng(0).normal(size=(batch_size, int(model.inputs[0].shape[-1])))
+    model(x[:1].astype(np.float32), training=False)
+    model(x.astype(np.float32), training=False)
+    return max(0, litert._rss_kib("VmHWM") - baseline) * 1024
+
+
+def reference_peak_memory_bytes(saved_model_dir: str | os.PathLike, num_threads: int = 1,
+                                batch_size: int = 256) -> int | None:
+    """Peak memory of the SavedModel under tf_keras, measured like the interpreters' memory.
+
+    A fresh Python process imports TensorFlow, resets the peak-RSS watermark, loads the model
+    and runs one row and one batch; the figure is the RSS growth. None without /proc.
+    """
+    import json
+    import subprocess
+    import sys
+
+    if not Path("/proc/self/clear_refs").exists():
+        return None
+    code = ("import json, sys; from kfp_edge.evaluation.evaluate import "
+            "_measure_reference_memory as m; "
+            "print(json.dumps(m(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))))")
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(saved_model_dir), str(num_threads), str(batch_size)],
+        capture_output=True, text=True, timeout=600,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{saved_model_dir}: peak memory measurement failed: "
+                           f"{result.stderr[-2000:]}")
+    return int(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
 def evaluate_reference(saved_model_dir: str | os.PathLike, x: np.ndarray, y: np.ndarray,
                        classes: list[str], runs: int = 1000, warmup: int = 100,
                        num_threads: int = 1, batch_size: int = 256,
@@ -75,8 +123,8 @@ def evaluate_reference(saved_model_dir: str | os.PathLike, x: np.ndarray, y: np.
     """Measures the float SavedModel with tf_keras, the same figures as :func:`evaluate_tflite`.
 
     TensorFlow's intra- and inter-op threads are pinned to ``num_threads`` when TensorFlow has
-    not started its runtime yet. Peak memory is the RSS growth from loading the model to
-    running one batch in this process.
+    not started its runtime yet. Peak memory is measured in a fresh process
+    (:func:`reference_peak_memory_bytes`).
     """
     from kfp_edge.compression.export import load_keras_model
     from kfp_edge.tf_env import import_tf
@@ -87,13 +135,10 @@ def evaluate_reference(saved_model_dir: str | os.PathLike, x: np.ndarray, y: np.
         tf.config.threading.set_inter_op_parallelism_threads(num_threads)
     except RuntimeError:
         pass  # the runtime is already initialized in this process; threads stay as they are
-    memory_ok = measure_memory and Path("/proc/self/clear_refs").exists()
-    if memory_ok:
-        Path("/proc/self/clear_refs").write_text("5")
-        baseline = litert._rss_kib("VmRSS")
     model = load_keras_model(saved_model_dir)
     probabilities = model.predict(x, batch_size=batch_size, verbose=0)
-    peak = (max(0, litert._rss_kib("VmHWM") - baseline) * 1024) if memory_ok else None
+    peak = (reference_peak_memory_bytes(saved_model_dir, num_threads, batch_size)
+            if measure_memory else None)
     report = classification_report(y, probabilities, classes)
     reps = -(-batch_size // len(x))
     batch = tf.constant(np.concatenate([x] * reps)[:batch_size])
