@@ -19,6 +19,7 @@ from kfp_edge.evaluation.litert import gzip_bytes
 from kfp_edge.workspace import write_json_atomic
 
 VARIANTS_FILE = "variants.json"
+ENTRY_SUFFIX = ".variant.json"
 
 # name -> (keras technique, tflite quantization). Techniques: none, prune, cluster, qat,
 # distill, pcqat. Quantizations: float32, float16, dynamic_int8, full_int8.
@@ -354,7 +355,7 @@ def export_variants(
                           per_channel=per_channel)
         path = out / f"{name}.tflite"
         _write_atomic(path, content)
-        entries.append({
+        entry = {
             "name": name,
             "path": str(path.resolve()),
             "technique": technique if technique != "none" else "post_training",
@@ -363,20 +364,35 @@ def export_variants(
                        "size_bytes": len(content), "gzip_bytes": gzip_bytes(path),
                        **({"representative_samples": len(representative)}
                           if quantization == "full_int8" else {})},
-        })
+        }
+        # One entry file per variant, so that parallel compression tasks (one per variant,
+        # e.g. under dsl.ParallelFor) writing to the same directory lose none.
+        write_json_atomic(out / f"{name}{ENTRY_SUFFIX}", entry)
+        entries.append(entry)
     write_json_atomic(out / VARIANTS_FILE, entries)
     return entries
 
 
 def read_variants(variants_dir: str | os.PathLike) -> list[dict]:
-    """Returns the entries of ``variants.json`` in a variants directory.
+    """Returns the variants of a variants directory.
+
+    The entries of ``variants.json`` in its order, then those of ``<name>.variant.json`` files
+    it does not list (written by other compression tasks into the same directory), by name.
 
     Raises:
-        FileNotFoundError: If the directory holds no ``variants.json``.
+        FileNotFoundError: If the directory holds neither.
     """
     import json
 
-    path = Path(variants_dir) / VARIANTS_FILE
-    if not path.exists():
+    directory = Path(variants_dir)
+    path = directory / VARIANTS_FILE
+    entries = json.loads(path.read_text()) if path.exists() else []
+    listed = {e["name"] for e in entries}
+    for extra in sorted(directory.glob(f"*{ENTRY_SUFFIX}")) if directory.is_dir() else []:
+        entry = json.loads(extra.read_text())
+        if entry["name"] not in listed:
+            entries.append(entry)
+            listed.add(entry["name"])
+    if not entries:
         raise FileNotFoundError(f"{path}: no variants list; did the compression step finish?")
-    return json.loads(path.read_text())
+    return entries

@@ -214,3 +214,14 @@ def test_full_int8_keeps_features_of_very_different_scales(tmp_path):
     [int8_io] = export_variants(tmp_path / "sm", data, tmp_path / "io", ["full_int8"],
                                 int8_io=True)
     assert _accuracy(int8_io["path"], x_test, y_test) <= 0.75
+
+
+def test_tasks_writing_one_directory_lose_no_variant(iris_saved_model, iris_data_dir, tmp_path):
+    """Two compression tasks (as under dsl.ParallelFor) export into the same directory."""
+    export_variants(iris_saved_model, iris_data_dir, tmp_path, ["float16"])
+    export_variants(iris_saved_model, iris_data_dir, tmp_path, ["float32"])
+    assert [e["name"] for e in json.loads((tmp_path / "variants.json").read_text())] == [
+        "float32"]
+    assert [e["name"] for e in read_variants(tmp_path)] == ["float32", "float16"]
+    with pytest.raises(FileNotFoundError, match="no variants list"):
+        read_variants(tmp_path / "empty")

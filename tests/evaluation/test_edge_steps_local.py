@@ -29,7 +29,8 @@ def test_compression_evaluation_and_gate_run_as_kfp_tasks(eval_saved_model, iris
     variants_dir = Path(compression.outputs["variants_dir"])
     assert variants_dir == run_dir(workspace, "r1") / "variants"
     assert sorted(p.name for p in variants_dir.iterdir()) == [
-        "float32.tflite", "full_int8.tflite", "variants.json"]
+        "float32.tflite", "float32.variant.json", "full_int8.tflite", "full_int8.variant.json",
+        "variants.json"]
 
     evaluation = EvaluationOp(workspace=str(workspace), run_id="r1",
                               variants_dir=str(variants_dir), data_dir=str(iris_data_dir),
