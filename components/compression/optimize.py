@@ -5,8 +5,9 @@ cluster -> QAT).
 
 Every function takes a tf_keras model (raw float32 features in, softmax out, a Normalization
 layer first) and training data as numpy arrays, and returns a new tf_keras model of the same
-interface with the training wrappers stripped. Only weight layers (Dense, Conv1D, Conv2D) are
-wrapped: tfmot does not support the Normalization layer, which stays as it is.
+interface: pruning and clustering wrappers stripped, the QAT model with its fake quantizers
+(the converter reads their ranges). Only weight layers (Dense, Conv1D, Conv2D) are wrapped:
+tfmot does not support the Normalization layer, which stays float.
 """
 
 from __future__ import annotations
@@ -334,7 +335,7 @@ def distill(teacher, x, y, width: int, depth: int, temperature: float, alpha: fl
         with tf.GradientTape() as tape:
             s_logits = trainer(xb, training=True)
             hard = tf.reduce_mean(
-                tf.keras.losses.sparse_categorical_crossentropy(yb, s_logits, from_logits=True)
+                keras.losses.sparse_categorical_crossentropy(yb, s_logits, from_logits=True)
             )
             soft_t = tf.nn.softmax(tb / t)
             log_s = tf.nn.log_softmax(s_logits / t)
