@@ -139,7 +139,8 @@ def cluster(model, x, y, clusters: int, epochs: int, batch_size: int, learning_r
             preserve_sparsity: bool = False, seed: int = 0):
     """Weight clustering (k-means++ centroids) of the weight layers, fine-tuned, stripped.
 
-    Layers with fewer kernel weights than twice ``clusters`` are left unclustered.
+    Layers with fewer kernel weights (non-zero ones with ``preserve_sparsity``) than twice
+    ``clusters`` are left unclustered.
 
     Args:
         model: The tf_keras model.
@@ -167,7 +168,11 @@ def cluster(model, x, y, clusters: int, epochs: int, batch_size: int, learning_r
         params["preserve_sparsity"] = True
 
     def wrap(layer):
-        if layer.get_weights()[0].size < 2 * clusters:
+        kernel = layer.get_weights()[0]
+        # k-means++ needs more candidate weights than clusters; with preserve_sparsity only
+        # the non-zero weights are clustered.
+        candidates = np.count_nonzero(kernel) if preserve_sparsity else kernel.size
+        if candidates < 2 * clusters:
             return layer
         return ck.cluster_weights(layer, **params)
 
@@ -231,15 +236,18 @@ def quantization_aware(model, x, y, epochs: int, batch_size: int, learning_rate:
 
     _, keras = import_tf()
     qk = tfmot.quantization.keras
+    registry = qk.default_8bit.Default8BitQuantizeScheme().get_quantize_registry()
     normalization, core = _split_normalization(model)
     probe = x[:64]
     recomposed = core(normalization(probe) if normalization is not None else probe).numpy()
     if not np.allclose(recomposed, model(probe).numpy(), atol=1e-5):
         raise ValueError(f"model {model.name!r}: QAT needs a linear chain of layers "
                          "(Normalization, then one layer after another)")
+    # Weight layers tfmot has no 8-bit config for (Conv1D) train in float; the converter
+    # still quantizes them from the calibration.
     annotated = keras.models.clone_model(
         core, clone_function=lambda layer: qk.quantize_annotate_layer(layer)
-        if _is_weight_layer(layer) else layer)
+        if _is_weight_layer(layer) and registry.supports(layer) else layer)
     annotated.set_weights(core.get_weights())
     if preserve == "sparsity":
         from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (  # noqa: E501

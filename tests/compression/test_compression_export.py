@@ -225,3 +225,27 @@ def test_tasks_writing_one_directory_lose_no_variant(iris_saved_model, iris_data
     assert [e["name"] for e in read_variants(tmp_path)] == ["float32", "float16"]
     with pytest.raises(FileNotFoundError, match="no variants list"):
         read_variants(tmp_path / "empty")
+
+
+def test_qat_and_pcqat_on_the_registry_cnn(iris_data_dir, tmp_path, iris_test_split):
+    """cnn1d has Conv1D (no tfmot 8-bit config: trained in float, quantized by the converter)
+    and, after 80 % pruning, kernels with fewer non-zero weights than k-means++ needs."""
+    from kfp_edge.dataset import load_split
+    from kfp_edge.tf_env import import_tf
+    from kfp_edge.tfjob_training.models import build_model
+
+    _, keras = import_tf()
+    keras.utils.set_random_seed(3)
+    x, y = load_split(iris_data_dir, "train")
+    model = build_model("cnn1d", 4, 3, x.mean(0).tolist(), x.std(0).tolist())
+    model.compile(keras.optimizers.Adam(0.02), "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=40, batch_size=16, verbose=0)
+    model.save(str(tmp_path / "sm"), save_format="tf", include_optimizer=False)
+    x_test, y_test = iris_test_split
+    keras_accuracy = float((model.predict(x_test, verbose=0).argmax(1) == y_test).mean())
+    entries = export_variants(tmp_path / "sm", iris_data_dir, tmp_path / "v",
+                              ["qat_int8", "pcqat_int8"], fine_tune_epochs=3,
+                              learning_rate=0.01, batch_size=16)
+    for entry in entries:
+        assert _accuracy(entry["path"], x_test, y_test) >= keras_accuracy - 0.15, entry["name"]
+        assert "CONV_2D" in op_check(entry["path"])["ops"]
