@@ -249,3 +249,16 @@ def test_qat_and_pcqat_on_the_registry_cnn(iris_data_dir, tmp_path, iris_test_sp
     for entry in entries:
         assert _accuracy(entry["path"], x_test, y_test) >= keras_accuracy - 0.15, entry["name"]
         assert "CONV_2D" in op_check(entry["path"])["ops"]
+
+
+def test_a_damaged_training_shard_is_named(iris_saved_model, iris_data_dir, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(iris_data_dir, data)
+    shard = data / "train" / "part-00001.tfrecord"
+    shard.write_bytes(shard.read_bytes()[:-7])  # cut inside the last record
+    with pytest.raises(ValueError, match="part-00001.tfrecord: unreadable training shard"):
+        export_variants(iris_saved_model, data, tmp_path / "out", ["full_int8"],
+                        representative_samples=1000)
+    assert not (tmp_path / "out" / "full_int8.tflite").exists()
