@@ -23,8 +23,11 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(TEST_ARGS)
 
+# Every golden file: compiled pipelines, TFJob manifests, the SparkApplication.
 golden: $(STAMP)
 	$(PY) -m kfp_edge.pipelines.golden
+	$(PY) tests/tfjob_training/test_tfjob_spec.py --regenerate
+	$(PY) tests/spark_etl/test_etl_sparkapp.py
 
 bench: $(STAMP)
 	$(PY) -m benchmarks $(BENCH_ARGS)
