@@ -37,7 +37,7 @@ def format_rows(rows: list[dict]) -> str:
 
     table = [keys] + [[cell(row.get(k)) for k in keys] for row in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(keys))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in table]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -57,7 +57,8 @@ def run_benchmarks(names: list[str], quick: bool, out_dir: Path) -> dict:
         print(f"\n== {result.get('name', name)} ({result['wall_s']} s)")
         print(format_rows(result.get("rows", [])))
         for ratio, value in (result.get("ratios") or {}).items():
-            print(f"  {ratio}: {value:.3g}" if isinstance(value, (int, float)) else f"  {ratio}: {value}")
+            shown = f"{value:.3g}" if isinstance(value, (int, float)) else value
+            print(f"  {ratio}: {shown}")
         if result.get("notes"):
             print(f"  note: {result['notes']}")
     return results

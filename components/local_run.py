@@ -35,6 +35,38 @@ def parse_params(pairs: list[str]) -> dict:
     return params
 
 
+def run_pipeline_locally(
+    pipeline, workspace: str | None, run_id: str, **params
+) -> tuple[Path, str | None]:
+    """Runs a kfp-edge pipeline function under kfp.local's SubprocessRunner in this environment.
+
+    Args:
+        pipeline: A ``@dsl.pipeline`` function with ``workspace`` and ``run_id`` parameters.
+        workspace: Directory standing for the workspace PV (default ``./.kfp-edge``).
+        run_id: Run id passed to the pipeline.
+        **params: Other pipeline parameters; ``training_engine`` defaults to ``local``.
+
+    Returns:
+        ``(workspace path, error)``: the resolved workspace and the failure message or None.
+    """
+    from kfp import local
+
+    workspace_path = Path(workspace or DEFAULT_LOCAL_WORKSPACE).resolve()
+    workspace_path.mkdir(parents=True, exist_ok=True)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(workspace_path / "kfp-local"),
+        raise_on_error=True,
+    )
+    params.setdefault("training_engine", "local")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        pipeline(workspace=str(workspace_path), run_id=run_id, **params)
+    except RuntimeError as exc:  # kfp.local raises when a task fails; its log says why
+        return workspace_path, str(exc)
+    return workspace_path, None
+
+
 def run_local(workspace: str | None = None, run_id: str | None = None, **params) -> dict:
     """Runs the edge pipeline locally and returns what it produced.
 
@@ -48,26 +80,13 @@ def run_local(workspace: str | None = None, run_id: str | None = None, **params)
         A dict with ``run_id``, ``run_dir``, ``report`` (the run's report.json), ``published``
         (bool), ``model_dir`` (or None) and ``error`` (the failure message, or None).
     """
-    from kfp import local
-
     from kfp_edge.pipelines.edge_pipeline import build_edge_pipeline
 
-    workspace_path = Path(workspace or DEFAULT_LOCAL_WORKSPACE).resolve()
-    workspace_path.mkdir(parents=True, exist_ok=True)
     run_id = run_id or new_run_id()
-    directory = run_dir(workspace_path, run_id)
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(workspace_path / "kfp-local"),
-        raise_on_error=True,
+    workspace_path, error = run_pipeline_locally(
+        build_edge_pipeline(), workspace, run_id, **params
     )
-    params.setdefault("training_engine", "local")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    error = None
-    try:
-        build_edge_pipeline()(workspace=str(workspace_path), run_id=run_id, **params)
-    except RuntimeError as exc:  # kfp.local raises when a task fails; its log says why
-        error = str(exc)
+    directory = run_dir(workspace_path, run_id)
     report = read_report(directory)
     publish = report.get("publish") or {}
     return {
@@ -119,7 +138,7 @@ def format_table(rows: list[dict]) -> str:
         )
         for r in rows
     ]
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *lines)]
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *lines, strict=True)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths))] + [
         fmt.format(*line) for line in lines

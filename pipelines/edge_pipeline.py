@@ -1,5 +1,6 @@
-"""The edge pipeline: raw data -> Spark ETL -> TFJob training -> compression -> LiteRT evaluation
--> SLO gate -> versioned model store.
+"""The edge pipeline: raw data to a verified model in the versioned model store.
+
+Spark ETL -> TFJob training -> compression -> LiteRT evaluation -> SLO gate -> model store.
 
 Every step mounts the workspace PVC (bulky data lives there; kfp artifacts carry metrics), and
 caching is off for all of them: kfp's cache key ignores PVC contents.

@@ -31,8 +31,8 @@ def build_retrain_pipeline(profile: dict | None = None):
     from kfp_edge.drift_monitor.component import DriftMonitorOp, RetrainDataOp
     from kfp_edge.pipelines.edge_pipeline import (
         DEFAULT_VARIANTS,
-        on_workspace,
         build_edge_pipeline,
+        on_workspace,
     )
 
     profile = profile or resources.load_profile(None)
@@ -181,31 +181,13 @@ def run_retrain_local(
         (the retraining run's report, or {}), "published" (bool), "version" (or None),
         "error" (or None)}``.
     """
-    import os
-    from pathlib import Path
+    from kfp_edge.local_run import new_run_id, run_pipeline_locally
+    from kfp_edge.workspace import read_report, run_dir
 
-    from kfp import local
-
-    from kfp_edge.local_run import new_run_id
-    from kfp_edge.workspace import DEFAULT_LOCAL_WORKSPACE, read_report, run_dir
-
-    workspace_path = Path(workspace or DEFAULT_LOCAL_WORKSPACE).resolve()
-    workspace_path.mkdir(parents=True, exist_ok=True)
     run_id = run_id or new_run_id().replace("edge-", "retrain-", 1)
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(workspace_path / "kfp-local"),
-        raise_on_error=True,
+    workspace_path, error = run_pipeline_locally(
+        build_retrain_pipeline(), workspace, run_id, input_path=str(input_path), **params
     )
-    params.setdefault("training_engine", "local")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    error = None
-    try:
-        build_retrain_pipeline()(
-            input_path=str(input_path), workspace=str(workspace_path), run_id=run_id, **params
-        )
-    except RuntimeError as exc:  # kfp.local raises when a task fails; its log says why
-        error = str(exc)
     drift_report = read_report(run_dir(workspace_path, run_id))
     train_run_id = f"{run_id}-retrain"
     train_report = read_report(run_dir(workspace_path, train_run_id))

@@ -23,7 +23,8 @@ def test_import_kfp_edge_is_light():
 def test_cli_parser_and_components_import_neither_tensorflow_nor_pyspark():
     mods = _modules_after(
         "import kfp_edge.cli as c; c.build_parser()\n"
-        "from kfp_edge import SparkEtlOp, TfjobTrainingOp, CompressionOp, EvaluationOp, GateOp, ModelStoreOp"
+        "from kfp_edge import SparkEtlOp, TfjobTrainingOp, CompressionOp, EvaluationOp\n"
+        "from kfp_edge import GateOp, ModelStoreOp, DriftMonitorOp, RetrainDataOp"
     )
     assert "kfp" in mods
     assert not {"tensorflow", "pyspark", "tf_keras", "ai_edge_litert"} & mods
@@ -56,8 +57,10 @@ def test_variant_table_marks_published_and_gate_reasons():
             {"name": "b", "size_bytes": 500, "gzip_bytes": 400, "accuracy": 0.5,
              "latency_us": {"p50": 8.0, "p95": 9.0, "p99": 9.5}},
         ]},
-        "gate": {"chosen": "a", "results": {"a": {"passed": True, "reasons": []},
-                                            "b": {"passed": False, "reasons": ["accuracy 0.5 < 0.9"]}}},
+        "gate": {"chosen": "a", "results": {
+            "a": {"passed": True, "reasons": []},
+            "b": {"passed": False, "reasons": ["accuracy 0.5 < 0.9"]},
+        }},
         "publish": {"variant": "a"},
     }
     rows = variant_table(report)
