@@ -97,23 +97,10 @@ def reference_peak_memory_bytes(saved_model_dir: str | os.PathLike, num_threads:
     A fresh Python process imports TensorFlow, resets the peak-RSS watermark, loads the model
     and runs one row and one batch; the figure is the RSS growth. None without /proc.
     """
-    import json
-    import subprocess
-    import sys
-
-    if not Path("/proc/self/clear_refs").exists():
-        return None
-    code = ("import json, sys; from kfp_edge.evaluation.evaluate import "
-            "_measure_reference_memory as m; "
-            "print(json.dumps(m(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))))")
-    result = subprocess.run(
-        [sys.executable, "-c", code, str(saved_model_dir), str(num_threads), str(batch_size)],
-        capture_output=True, text=True, timeout=600,
+    return litert.measure_in_fresh_process(
+        "kfp_edge.evaluation.evaluate:_measure_reference_memory",
+        saved_model_dir, num_threads, batch_size,
     )
-    if result.returncode != 0:
-        raise RuntimeError(f"{saved_model_dir}: peak memory measurement failed: "
-                           f"{result.stderr[-2000:]}")
-    return int(json.loads(result.stdout.strip().splitlines()[-1]))
 
 
 def evaluate_reference(saved_model_dir: str | os.PathLike, x: np.ndarray, y: np.ndarray,

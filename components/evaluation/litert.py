@@ -247,22 +247,34 @@ def _measure_peak_memory(path: str, num_threads: int, batch_size: int) -> int:
     return max(0, _rss_kib("VmHWM") - baseline) * 1024
 
 
-def peak_memory_bytes(path: str | os.PathLike, num_threads: int = 1,
-                      batch_size: int = 256) -> int | None:
-    """Peak memory of the interpreter: RSS growth from loading the model to running it.
+def measure_in_fresh_process(function: str, path: str | os.PathLike, num_threads: int,
+                             batch_size: int, timeout: float = 600) -> int | None:
+    """Runs ``module:function(path, num_threads, batch_size)`` in a fresh Python process.
 
-    Measured in a fresh Python process (so nothing else of this process counts), with the
-    peak-RSS watermark reset after the imports. Returns None where /proc is not available.
+    Peak-memory figures are taken this way so that nothing else of this process counts.
+    Returns None where /proc is not available (the measurement needs Linux's clear_refs).
     """
     if not Path("/proc/self/clear_refs").exists():
         return None
-    code = ("import json, sys; from kfp_edge.evaluation.litert import _measure_peak_memory; "
-            "print(json.dumps(_measure_peak_memory(sys.argv[1], int(sys.argv[2]), "
-            "int(sys.argv[3]))))")
+    module, name = function.split(":")
+    code = (f"import json, sys; from {module} import {name} as m; "
+            "print(json.dumps(m(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))))")
     result = subprocess.run(
         [sys.executable, "-c", code, str(path), str(num_threads), str(batch_size)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=timeout,
     )
     if result.returncode != 0:
         raise RuntimeError(f"{path}: peak memory measurement failed: {result.stderr[-2000:]}")
     return int(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def peak_memory_bytes(path: str | os.PathLike, num_threads: int = 1,
+                      batch_size: int = 256) -> int | None:
+    """Peak memory of the interpreter: RSS growth from loading the model to running it.
+
+    Measured in a fresh Python process, with the peak-RSS watermark reset after the imports.
+    Returns None where /proc is not available.
+    """
+    return measure_in_fresh_process(
+        "kfp_edge.evaluation.litert:_measure_peak_memory", path, num_threads, batch_size, 300
+    )
