@@ -46,7 +46,11 @@ def _best(fn, repeats: int) -> float:
 def run(quick: bool = False) -> dict:
     """Runs the benchmark; ``quick`` uses an 8 MB model and one repeat."""
     from minio import Minio
+    import logging
+
     from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one log line per request otherwise
 
     from kfp_edge.model_store import s3
     from kfp_edge.model_store.pull import pull
