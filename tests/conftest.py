@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import urllib.parse
 
 import numpy as np
 import pytest
@@ -112,8 +113,152 @@ def iris_data_dir(tmp_path_factory):
     y = iris.target.astype(np.int64)
     order = np.random.default_rng(0).permutation(len(y))
     x, y = x[order], y[order]
-    splits = {"train": (x[:90], y[:90]), "validation": (x[90:120], y[90:120]), "test": (x[120:], y[120:])}
+    splits = {
+        "train": (x[:90], y[:90]),
+        "validation": (x[90:120], y[90:120]),
+        "test": (x[120:], y[120:]),
+    }
     columns = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
     return write_dataset(
         tmp_path_factory.mktemp("iris") / "data", splits, columns, list(iris.target_names)
     )
+
+
+class FakeKfpApi:
+    """A fake Kubeflow Pipelines REST API (v2beta1) on 127.0.0.1: no KFP server exists here.
+
+    It implements only what ``kfp.Client`` calls to create a run or a recurring run (healthz,
+    list, get and create experiments, create runs and recurring runs), checks what a real
+    server would refuse (a missing or wrong bearer token when one is required, a run without a
+    pipeline spec, parameters the pipeline does not declare, a cron without 6 fields), and
+    records every request. Anything else gets a 404.
+    """
+
+    def __init__(self, token: str | None = None, multi_user: bool = False):
+        self.token = token
+        self.multi_user = multi_user
+        self.requests: list[dict] = []
+        self.experiments: list[dict] = []
+        self.runs: list[dict] = []
+        self.recurring_runs: list[dict] = []
+        self._server = None
+
+    def start(self) -> str:
+        import http.server
+        import threading
+
+        api = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep pytest output clean
+                pass
+
+            def _reply(self, status: int, body: dict):
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _handle(self, method: str):
+                url = urllib.parse.urlsplit(self.path)
+                query = dict(urllib.parse.parse_qsl(url.query))
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"null") if length else None
+                record = {
+                    "method": method,
+                    "path": url.path,
+                    "query": query,
+                    "body": body,
+                    "authorization": self.headers.get("Authorization"),
+                }
+                api.requests.append(record)
+                if api.token and record["authorization"] != f"Bearer {api.token}":
+                    return self._reply(401, {"error": "unauthenticated", "code": 16})
+                status, reply = api.route(method, url.path, query, body)
+                return self._reply(status, reply)
+
+            def do_GET(self):  # noqa: N802
+                self._handle("GET")
+
+            def do_POST(self):  # noqa: N802
+                self._handle("POST")
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def stop(self):
+        self._server.shutdown()
+        self._server.server_close()
+
+    def route(self, method: str, path: str, query: dict, body):
+        if method == "GET" and path == "/apis/v2beta1/healthz":
+            return 200, {"multi_user": self.multi_user}
+        if method == "GET" and path == "/apis/v2beta1/experiments":
+            wanted = json.loads(query.get("filter", '{"predicates": []}'))["predicates"]
+            names = {p["stringValue"] for p in wanted if p["key"] == "display_name"}
+            found = [
+                e
+                for e in self.experiments
+                if (not names or e["display_name"] in names)
+                and e.get("namespace") == query.get("namespace", e.get("namespace"))
+            ]
+            return 200, {"experiments": found, "total_size": len(found)}
+        if method == "POST" and path == "/apis/v2beta1/experiments":
+            if not body or not body.get("display_name"):
+                return 400, {"error": "experiment needs a display_name"}
+            experiment = {**body, "experiment_id": f"exp-{len(self.experiments) + 1}"}
+            self.experiments.append(experiment)
+            return 200, experiment
+        if method == "GET" and path.startswith("/apis/v2beta1/experiments/"):
+            found = [e for e in self.experiments if e["experiment_id"] == path.rsplit("/", 1)[1]]
+            return (200, found[0]) if found else (404, {"error": "no such experiment"})
+        if method == "POST" and path in ("/apis/v2beta1/runs", "/apis/v2beta1/recurringruns"):
+            refused = self._refusal(body)
+            if refused:
+                return 400, {"error": refused}
+            if body.get("experiment_id") not in {e["experiment_id"] for e in self.experiments}:
+                return 404, {"error": f"experiment {body.get('experiment_id')} not found"}
+        if method == "POST" and path == "/apis/v2beta1/recurringruns":
+            trigger = (body.get("trigger") or {}).get("cron_schedule") or {}
+            if len(str(trigger.get("cron", "")).split()) != 6:
+                return 400, {"error": "cron schedule needs 6 fields"}
+            job = {**body, "recurring_run_id": f"rr-{len(self.recurring_runs) + 1}"}
+            self.recurring_runs.append(job)
+            return 200, {"recurring_run_id": job["recurring_run_id"],
+                         "display_name": body.get("display_name")}
+        if method == "POST" and path == "/apis/v2beta1/runs":
+            run = {
+                "run_id": f"run-{len(self.runs) + 1:04d}",
+                "display_name": body.get("display_name"),
+                "experiment_id": body["experiment_id"],
+                "state": "PENDING",
+            }
+            self.runs.append({**body, **run})
+            return 200, run
+        return 404, {"error": f"{method} {path} is not part of this fake"}
+
+    @staticmethod
+    def _refusal(body) -> str | None:
+        """Why a real server would refuse this run: no pipeline spec, undeclared parameters."""
+        spec = (body or {}).get("pipeline_spec") or {}
+        spec = spec.get("pipeline_spec", spec)  # with kfp-kubernetes settings: both, nested
+        if not spec.get("pipelineInfo") or not spec.get("root"):
+            return "run needs a pipeline_spec with pipelineInfo and root"
+        declared = spec["root"].get("inputDefinitions", {}).get("parameters", {})
+        given = (body.get("runtime_config") or {}).get("parameters") or {}
+        unknown = sorted(set(given) - set(declared))
+        return f"unknown parameters {unknown}" if unknown else None
+
+
+@pytest.fixture
+def fake_kfp():
+    """A started :class:`FakeKfpApi`; ``fake_kfp.url`` is its address."""
+    api = FakeKfpApi()
+    api.url = api.start()
+    yield api
+    api.stop()

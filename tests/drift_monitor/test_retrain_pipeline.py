@@ -43,7 +43,7 @@ def test_compiled_retrain_pipeline_branches_on_the_drift_decision(compiled):
     assert "kfp-edge-retrain" in text
 
 
-def test_recurring_run_is_created_through_kfp_client(fake_kfp_schedule, monkeypatch):
+def test_recurring_run_is_created_through_kfp_client(fake_kfp, monkeypatch):
     """Fake KFP API: no KFP server on this machine."""
     import importlib.util
     from pathlib import Path
@@ -57,7 +57,7 @@ def test_recurring_run_is_created_through_kfp_client(fake_kfp_schedule, monkeypa
     code = example.main(
         [
             "--host",
-            fake_kfp_schedule.url,
+            fake_kfp.url,
             "--input",
             "/workspace/incoming",
             "--model-name",
@@ -71,7 +71,7 @@ def test_recurring_run_is_created_through_kfp_client(fake_kfp_schedule, monkeypa
         ]
     )
     assert code == 0
-    (job,) = fake_kfp_schedule.recurring_runs
+    (job,) = fake_kfp.recurring_runs
     assert job["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * *"
     assert job["max_concurrency"] in ("1", 1) and job["no_catchup"] is True
     params = job["runtime_config"]["parameters"]
@@ -80,9 +80,9 @@ def test_recurring_run_is_created_through_kfp_client(fake_kfp_schedule, monkeypa
     sent = job["pipeline_spec"]
     assert sent["pipeline_spec"]["pipelineInfo"]["name"] == "kfp-edge-retrain"
     assert "platform_spec" in sent  # the PVC mounts travel with the spec
-    assert fake_kfp_schedule.experiments[0]["display_name"] == "kfp-edge"
-    bad = example.main(["--host", fake_kfp_schedule.url, "--input", "/x", "--param", "nope=1"])
-    assert bad == 2 and len(fake_kfp_schedule.recurring_runs) == 1
+    assert fake_kfp.experiments[0]["display_name"] == "kfp-edge"
+    bad = example.main(["--host", fake_kfp.url, "--input", "/x", "--param", "nope=1"])
+    assert bad == 2 and len(fake_kfp.recurring_runs) == 1
 
 
 @pytest.mark.slow
