@@ -124,6 +124,27 @@ def iris_data_dir(tmp_path_factory):
     )
 
 
+@pytest.fixture(scope="session")
+def iris_saved_model(iris_data_dir, tmp_path_factory):
+    """A 4-16-3 MLP with the preprocessing folded in, trained on Iris, as a tf_keras SavedModel."""
+    from kfp_edge.dataset import load_split
+    from kfp_edge.tf_env import import_tf
+    from kfp_edge.tfjob_training.models import build_model
+
+    tf, keras = import_tf()
+    tf.keras.utils.set_random_seed(1)
+    x, y = load_split(iris_data_dir, "train")
+    model = build_model("mlp", 4, 3, x.mean(0).tolist(), x.std(0).tolist(), width=16, depth=1)
+    model.compile(keras.optimizers.Adam(0.02), "sparse_categorical_crossentropy", ["accuracy"])
+    model.fit(x, y, epochs=60, batch_size=16, verbose=0)
+    path = tmp_path_factory.mktemp("saved_model") / "saved_model"
+    model.save(str(path), save_format="tf", include_optimizer=False)
+    x_test, y_test = load_split(iris_data_dir, "test")
+    accuracy = float((model.predict(x_test, verbose=0).argmax(1) == y_test).mean())
+    assert accuracy >= 0.9, f"the test model itself is too weak: {accuracy}"
+    return path
+
+
 class FakeKfpApi:
     """A fake Kubeflow Pipelines REST API (v2beta1) on 127.0.0.1: no KFP server exists here.
 

@@ -22,26 +22,6 @@ TEST_OPTIONS = {
 }
 
 
-@pytest.fixture(scope="session")
-def iris_saved_model(iris_data_dir, tmp_path_factory):
-    """A 4-16-3 MLP with the preprocessing folded in, trained on Iris, as a tf_keras SavedModel."""
-    from kfp_edge.tf_env import import_tf
-    from kfp_edge.tfjob_training.models import build_model
-
-    tf, keras = import_tf()
-    tf.keras.utils.set_random_seed(1)
-    x, y = load_split(iris_data_dir, "train")
-    model = build_model("mlp", 4, 3, x.mean(0).tolist(), x.std(0).tolist(), width=16, depth=1)
-    model.compile(keras.optimizers.Adam(0.02), "sparse_categorical_crossentropy", ["accuracy"])
-    model.fit(x, y, epochs=60, batch_size=16, verbose=0)
-    path = tmp_path_factory.mktemp("saved_model") / "saved_model"
-    model.save(str(path), save_format="tf", include_optimizer=False)
-    x_test, y_test = load_split(iris_data_dir, "test")
-    accuracy = float((model.predict(x_test, verbose=0).argmax(1) == y_test).mean())
-    assert accuracy >= 0.9, f"the test model itself is too weak: {accuracy}"
-    return path
-
-
 # Every technique once, and each quantization once (pruned_int8, clustered_int8 and distilled
 # only combine the same steps differently; they are left out to keep the tests short).
 TESTED_VARIANTS = ["float32", "float16", "dynamic_int8", "full_int8", "pruned", "clustered",

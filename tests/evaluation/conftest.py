@@ -1,4 +1,4 @@
-"""Fixtures of the evaluation tests: a tiny trained Iris model, its variants and a Flex model."""
+"""Fixtures of the evaluation tests: variants of the shared Iris model and a Flex model."""
 
 from __future__ import annotations
 
@@ -9,29 +9,12 @@ from kfp_edge.dataset import load_split
 
 
 @pytest.fixture(scope="session")
-def eval_saved_model(iris_data_dir, tmp_path_factory):
-    """A 4-8-3 MLP (preprocessing folded in) trained on Iris, saved as a tf_keras SavedModel."""
-    from kfp_edge.tf_env import import_tf
-    from kfp_edge.tfjob_training.models import build_model
-
-    tf, keras = import_tf()
-    tf.keras.utils.set_random_seed(2)
-    x, y = load_split(iris_data_dir, "train")
-    model = build_model("mlp", 4, 3, x.mean(0).tolist(), x.std(0).tolist(), width=8, depth=1)
-    model.compile(keras.optimizers.Adam(0.03), "sparse_categorical_crossentropy", ["accuracy"])
-    model.fit(x, y, epochs=50, batch_size=16, verbose=0)
-    path = tmp_path_factory.mktemp("eval_model") / "saved_model"
-    model.save(str(path), save_format="tf", include_optimizer=False)
-    return path
-
-
-@pytest.fixture(scope="session")
-def eval_variants(eval_saved_model, iris_data_dir, tmp_path_factory):
+def eval_variants(iris_saved_model, iris_data_dir, tmp_path_factory):
     """float32 and full_int8 (int8 inputs and outputs) variants: ``(dir, entries)``."""
     from kfp_edge.compression.export import export_variants
 
     out = tmp_path_factory.mktemp("eval_variants")
-    entries = export_variants(eval_saved_model, iris_data_dir, out, ["float32", "full_int8"],
+    entries = export_variants(iris_saved_model, iris_data_dir, out, ["float32", "full_int8"],
                               int8_io=True)
     return out, entries
 

@@ -11,7 +11,7 @@ import pytest
 from kfp_edge.workspace import read_report, run_dir
 
 
-def test_compression_evaluation_and_gate_run_as_kfp_tasks(eval_saved_model, iris_data_dir,
+def test_compression_evaluation_and_gate_run_as_kfp_tasks(iris_saved_model, iris_data_dir,
                                                            tmp_path):
     from kfp import local
 
@@ -24,7 +24,7 @@ def test_compression_evaluation_and_gate_run_as_kfp_tasks(eval_saved_model, iris
                pipeline_root=str(tmp_path / "kfp-local"), raise_on_error=True)
     workspace = tmp_path / "ws"
     compression = CompressionOp(workspace=str(workspace), run_id="r1",
-                                saved_model_dir=str(eval_saved_model),
+                                saved_model_dir=str(iris_saved_model),
                                 data_dir=str(iris_data_dir), variants=["float32", "full_int8"])
     variants_dir = Path(compression.outputs["variants_dir"])
     assert variants_dir == run_dir(workspace, "r1") / "variants"
@@ -34,7 +34,7 @@ def test_compression_evaluation_and_gate_run_as_kfp_tasks(eval_saved_model, iris
 
     evaluation = EvaluationOp(workspace=str(workspace), run_id="r1",
                               variants_dir=str(variants_dir), data_dir=str(iris_data_dir),
-                              saved_model_dir=str(eval_saved_model), runs=1000, warmup=50)
+                              saved_model_dir=str(iris_saved_model), runs=1000, warmup=50)
     evaluation_path = Path(evaluation.outputs["evaluation_path"])
     figures = json.loads(evaluation_path.read_text())
     assert [v["name"] for v in figures["variants"]] == ["float32", "full_int8"]

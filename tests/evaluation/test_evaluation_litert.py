@@ -16,7 +16,7 @@ from kfp_edge.evaluation.metrics import classification_report
 from kfp_edge.evaluation.report import render_html
 
 
-def test_float32_model_computes_what_keras_computes(eval_saved_model, eval_variants,
+def test_float32_model_computes_what_keras_computes(iris_saved_model, eval_variants,
                                                     eval_test_split):
     from kfp_edge.compression.export import load_keras_model
 
@@ -24,7 +24,7 @@ def test_float32_model_computes_what_keras_computes(eval_saved_model, eval_varia
     x, _ = eval_test_split
     model = TFLiteModel(out / "float32.tflite", num_threads=1)
     assert (model.num_features, model.num_classes) == (4, 3)
-    expected = load_keras_model(eval_saved_model).predict(x, verbose=0)
+    expected = load_keras_model(iris_saved_model).predict(x, verbose=0)
     np.testing.assert_allclose(model.predict(x, batch_size=7), expected, atol=1e-5)
     with pytest.raises(ValueError, match=r"float32.tflite: the model takes \[rows, 4\]"):
         model.predict(x[:, :3])
@@ -82,7 +82,7 @@ def test_classification_report_on_hand_made_predictions():
         classification_report(y, probabilities, ["a", "b"])
 
 
-def test_evaluate_variants_with_reference_and_unrunnable(eval_saved_model, eval_variants,
+def test_evaluate_variants_with_reference_and_unrunnable(iris_saved_model, eval_variants,
                                                          flex_model, iris_data_dir, tmp_path):
     import shutil
 
@@ -94,7 +94,7 @@ def test_evaluate_variants_with_reference_and_unrunnable(eval_saved_model, eval_
     entries.append({"name": "flex", "path": "flex.tflite", "technique": "hand-made"})
     (out / "variants.json").write_text(json.dumps(entries))
 
-    evaluation = evaluate_variants(out, iris_data_dir, eval_saved_model, runs=1000, warmup=50)
+    evaluation = evaluate_variants(out, iris_data_dir, iris_saved_model, runs=1000, warmup=50)
     assert evaluation["rows"] == 30 and evaluation["split"] == "test"
     assert evaluation["classes"] == ["setosa", "versicolor", "virginica"]
     reference = evaluation["reference"]
