@@ -36,6 +36,7 @@ def pandas_etl(csv_path: str, schema: dict, out_dir: str, seed: int = SEED) -> d
     import pyarrow.parquet as pq
 
     from kfp_edge.dataset import SPLITS
+    from kfp_edge.spark_etl.schema import BAD_ROW_REASONS
     from kfp_edge.tfrecord import ExampleEncoder, TFRecordWriter
 
     names = [c["name"] for c in schema["columns"]]
@@ -43,17 +44,7 @@ def pandas_etl(csv_path: str, schema: dict, out_dir: str, seed: int = SEED) -> d
     ident, time_col, classes = schema["id_column"], schema["time_column"], schema["classes"]
     required = [*features, label, ident, time_col, schema["device_column"]]
     extra = ["_x1", "_x2"]  # room for extra fields (the generator adds at most one)
-    counts = dict.fromkeys(
-        [
-            "wrong_field_count",
-            "missing_value",
-            "unparsable",
-            "non_finite",
-            "unknown_label",
-            "duplicate_id",
-        ],
-        0,
-    )
+    counts = dict.fromkeys(BAD_ROW_REASONS, 0)
     kept = []
 
     def chunks(size=500_000):

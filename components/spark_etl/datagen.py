@@ -30,20 +30,15 @@ from pathlib import Path
 
 import numpy as np
 
+from kfp_edge.spark_etl.schema import BAD_ROW_REASONS
+
 CHUNK_ROWS = 65_536
 CHANNELS = ("temp", "vib", "pressure", "current", "rpm", "humidity")
 CLASSES = ("normal", "bearing_wear", "overheating", "pressure_leak")
 CLASS_PROBABILITIES = (0.55, 0.15, 0.15, 0.15)
 COLUMNS = ("reading_id", "timestamp", "device_id", *CHANNELS, "fault")
 START = np.datetime64("2026-01-01T00:00:00", "s")
-CSV_DEFECTS = (
-    "wrong_field_count",
-    "missing_value",
-    "unparsable",
-    "non_finite",
-    "unknown_label",
-    "duplicate_id",
-)
+CSV_DEFECTS = BAD_ROW_REASONS
 PARQUET_DEFECTS = ("missing_value", "non_finite", "unknown_label", "duplicate_id")
 UNKNOWN_LABEL = "unknown_fault"
 

@@ -44,6 +44,7 @@ from kfp_edge.dataset import (
     SPLITS,
 )
 from kfp_edge.spark_etl.schema import (
+    BAD_ROW_REASONS,
     Schema,
     infer_csv_schema,
     load_schema,
@@ -52,14 +53,7 @@ from kfp_edge.spark_etl.schema import (
 )
 from kfp_edge.workspace import write_json_atomic
 
-REASONS = (
-    "wrong_field_count",
-    "missing_value",
-    "unparsable",
-    "non_finite",
-    "unknown_label",
-    "duplicate_id",
-)
+REASONS = BAD_ROW_REASONS
 DEFAULT_SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
 WINDOW_STATS = ("mean", "std", "min", "max", "count")
 SENSOR_DEFAULT_ROWS = 20_000
@@ -638,7 +632,6 @@ def _process(
     min_shards,
 ) -> dict:
     from pyspark import StorageLevel
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     classified, required = _classify(raw, schema)
@@ -666,8 +659,6 @@ def _process(
             split_fractions=split_fractions,
             rows_per_shard=rows_per_shard,
             min_shards=min_shards,
-            Window=Window,
-            F=F,
         )
     finally:
         classified.unpersist()
@@ -687,9 +678,10 @@ def _process_classified(
     split_fractions,
     rows_per_shard,
     min_shards,
-    Window,
-    F,
 ) -> dict:
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
     phases = _Phases()
     # one pass: rows per reason and the profile of the good rows
     is_good = F.col("_reason").isNull()

@@ -28,6 +28,17 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+# Why a row is quarantined, in the order the ETL checks them. The generator injects exactly
+# these defects, so the ETL's counts can be checked against what it wrote.
+BAD_ROW_REASONS = (
+    "wrong_field_count",
+    "missing_value",
+    "unparsable",
+    "non_finite",
+    "unknown_label",
+    "duplicate_id",
+)
+
 TYPES = ("double", "long", "string", "timestamp")
 NUMERIC_TYPES = ("double", "long")
 
