@@ -57,15 +57,32 @@ def run(quick: bool = False) -> dict:
         rows = [x[i : i + 1] for i in range(min(256, len(x)))]
         model = load_keras_model(saved)
         keras_call = _time_calls(lambda r: model(r, training=False).numpy(), rows, runs, warmup)
-        keras_predict = _time_calls(lambda r: model.predict(r, verbose=0), rows, predict_runs,
-                                    min(warmup, 20))
-        litert = {name: TFLiteModel(work / "variants" / f"{name}.tflite", num_threads=1)
-                  .latency_us(x, runs=runs, warmup=warmup) for name in ("float32", "full_int8")}
-    table = [("keras model(x)", keras_call), ("keras predict", keras_predict),
-             ("litert float32", litert["float32"]), ("litert full_int8", litert["full_int8"])]
-    out_rows = [{"engine": name, "p50_us": lat["p50"], "p95_us": lat["p95"],
-                 "p99_us": lat["p99"], "runs": lat["runs"],
-                 "speedup_vs_keras_p50": keras_call["p50"] / lat["p50"]} for name, lat in table]
+        keras_predict = _time_calls(
+            lambda r: model.predict(r, verbose=0), rows, predict_runs, min(warmup, 20)
+        )
+        litert = {
+            name: TFLiteModel(work / "variants" / f"{name}.tflite", num_threads=1).latency_us(
+                x, runs=runs, warmup=warmup
+            )
+            for name in ("float32", "full_int8")
+        }
+    table = [
+        ("keras model(x)", keras_call),
+        ("keras predict", keras_predict),
+        ("litert float32", litert["float32"]),
+        ("litert full_int8", litert["full_int8"]),
+    ]
+    out_rows = [
+        {
+            "engine": name,
+            "p50_us": lat["p50"],
+            "p95_us": lat["p95"],
+            "p99_us": lat["p99"],
+            "runs": lat["runs"],
+            "speedup_vs_keras_p50": keras_call["p50"] / lat["p50"],
+        }
+        for name, lat in table
+    ]
     ratios = {
         "litert_float32_vs_keras_call_p50_x": keras_call["p50"] / litert["float32"]["p50"],
         "litert_full_int8_vs_keras_call_p50_x": keras_call["p50"] / litert["full_int8"]["p50"],
@@ -77,8 +94,8 @@ def run(quick: bool = False) -> dict:
         "rows": out_rows,
         "ratios": ratios,
         "notes": f"sensor MLP, {info['params']:,} parameters; one row per call, one thread, "
-                 f"{runs} timed runs after {warmup} warm-up (predict: {predict_runs}). "
-                 f"Target LiteRT p50 >= 50x faster than model(x): {'met' if met else 'NOT met'}.",
+        f"{runs} timed runs after {warmup} warm-up (predict: {predict_runs}). "
+        f"Target LiteRT p50 >= 50x faster than model(x): {'met' if met else 'NOT met'}.",
     }
 
 

@@ -43,9 +43,15 @@ def _write_sensor_dataset(data_dir: Path, rows: int, seed: int = 0) -> Path:
     x = x.astype(np.float32)
     n_train = int(rows * 0.8)
     splits = {"train": (x[:n_train], y[:n_train]), "test": (x[n_train:], y[n_train:])}
-    manifest = {"feature_columns": [f"s{i}" for i in range(FEATURES)], "label_column": "label",
-                "classes": [f"c{k}" for k in range(CLASSES)], "num_features": FEATURES,
-                "num_classes": CLASSES, "preprocessing": "preprocessing.json", "splits": {}}
+    manifest = {
+        "feature_columns": [f"s{i}" for i in range(FEATURES)],
+        "label_column": "label",
+        "classes": [f"c{k}" for k in range(CLASSES)],
+        "num_features": FEATURES,
+        "num_classes": CLASSES,
+        "preprocessing": "preprocessing.json",
+        "splits": {},
+    }
     for split, (xs, ys) in splits.items():
         (data_dir / split).mkdir(parents=True, exist_ok=True)
         shards = []
@@ -53,31 +59,63 @@ def _write_sensor_dataset(data_dir: Path, rows: int, seed: int = 0) -> Path:
             rel = f"{split}/part-{i:05d}.tfrecord"
             with tf.io.TFRecordWriter(str(data_dir / rel)) as w:
                 for j in idx:
-                    ex = tf.train.Example(features=tf.train.Features(feature={
-                        "features": tf.train.Feature(float_list=tf.train.FloatList(value=xs[j])),
-                        "label": tf.train.Feature(int64_list=tf.train.Int64List(
-                            value=[int(ys[j])]))}))
+                    ex = tf.train.Example(
+                        features=tf.train.Features(
+                            feature={
+                                "features": tf.train.Feature(
+                                    float_list=tf.train.FloatList(value=xs[j])
+                                ),
+                                "label": tf.train.Feature(
+                                    int64_list=tf.train.Int64List(value=[int(ys[j])])
+                                ),
+                            }
+                        )
+                    )
                     w.write(ex.SerializeToString())
             shards.append({"path": rel, "rows": int(len(idx))})
         manifest["splits"][split] = {"rows": int(len(ys)), "shards": shards}
     x_train = splits["train"][0]
-    (data_dir / "preprocessing.json").write_text(json.dumps({
-        "type": "standardize", "feature_columns": manifest["feature_columns"],
-        "mean": x_train.mean(axis=0).tolist(), "std": x_train.std(axis=0).tolist()}))
+    (data_dir / "preprocessing.json").write_text(
+        json.dumps(
+            {
+                "type": "standardize",
+                "feature_columns": manifest["feature_columns"],
+                "mean": x_train.mean(axis=0).tolist(),
+                "std": x_train.std(axis=0).tolist(),
+            }
+        )
+    )
     (data_dir / "manifest.json").write_text(json.dumps(manifest))
     return data_dir
 
 
 def _plain(data_dir: Path, out: Path, params: dict) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    args = [sys.executable, "-m", "kfp_edge.tfjob_training.trainer", "--data-dir", str(data_dir),
-            "--output-dir", str(out), "--job-name", "plain", "--model", params["model"],
-            "--epochs", str(params["epochs"]), "--batch-size", str(params["batch_size"]),
-            "--learning-rate", str(params["learning_rate"]), "--width", str(params["width"]),
-            "--depth", str(params["depth"])]
+    args = [
+        sys.executable,
+        "-m",
+        "kfp_edge.tfjob_training.trainer",
+        "--data-dir",
+        str(data_dir),
+        "--output-dir",
+        str(out),
+        "--job-name",
+        "plain",
+        "--model",
+        params["model"],
+        "--epochs",
+        str(params["epochs"]),
+        "--batch-size",
+        str(params["batch_size"]),
+        "--learning-rate",
+        str(params["learning_rate"]),
+        "--width",
+        str(params["width"]),
+        "--depth",
+        str(params["depth"]),
+    ]
     started = time.perf_counter()
-    subprocess.run(args, env=env, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    subprocess.run(args, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     report = json.loads((out / "training_report.json").read_text())
     report["wall"] = time.perf_counter() - started
     return report
@@ -87,16 +125,23 @@ def _tfjob(data_dir: Path, out: Path, params: dict, workers: int) -> dict:
     from kfp_edge.tfjob_training.train import train_local
 
     started = time.perf_counter()
-    report = train_local(data_dir, out, workers=workers, job=f"bench-w{workers}",
-                         stream=io.StringIO(), **params)
+    report = train_local(
+        data_dir, out, workers=workers, job=f"bench-w{workers}", stream=io.StringIO(), **params
+    )
     report["wall"] = time.perf_counter() - started
     return report
 
 
 def run(quick: bool = False) -> dict:
     rows = 1200 if quick else 8000
-    params = {"model": "cnn1d", "epochs": 3 if quick else 8, "batch_size": 64,
-              "learning_rate": 0.01, "width": 16, "depth": 2}
+    params = {
+        "model": "cnn1d",
+        "epochs": 3 if quick else 8,
+        "batch_size": 64,
+        "learning_rate": 0.01,
+        "width": 16,
+        "depth": 2,
+    }
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
         tmp = Path(tmp)
@@ -106,11 +151,18 @@ def run(quick: bool = False) -> dict:
         results["tfjob_2_workers"] = _tfjob(data_dir, tmp / "w2", params, 2)
     table = []
     for name, r in results.items():
-        table.append({"run": name, "replicas": r["replicas"], "strategy": r["strategy"],
-                      "global_batch": r["global_batch_size"],
-                      "examples_per_s": r["examples_per_second"],
-                      "fit_s": r["fit_seconds"], "wall_s": round(r["wall"], 2),
-                      "test_accuracy": round(r["test"]["accuracy"], 4)})
+        table.append(
+            {
+                "run": name,
+                "replicas": r["replicas"],
+                "strategy": r["strategy"],
+                "global_batch": r["global_batch_size"],
+                "examples_per_s": r["examples_per_second"],
+                "fit_s": r["fit_seconds"],
+                "wall_s": round(r["wall"], 2),
+                "test_accuracy": round(r["test"]["accuracy"], 4),
+            }
+        )
     eps = {name: r["examples_per_second"] for name, r in results.items()}
     ratios = {
         "tfjob_1_worker_vs_plain_examples_per_s": eps["tfjob_1_worker"] / eps["plain"],
@@ -124,9 +176,11 @@ def run(quick: bool = False) -> dict:
         "name": "training",
         "rows": table,
         "ratios": {k: round(v, 3) for k, v in ratios.items()},
-        "notes": (f"cnn1d (width 16, depth 2) on {rows} synthetic 64-value sensor windows, "
-                  f"{params['epochs']} epochs, per-replica batch {params['batch_size']}; "
-                  f"{os.cpu_count()} CPU cores shared by all replicas"),
+        "notes": (
+            f"cnn1d (width 16, depth 2) on {rows} synthetic 64-value sensor windows, "
+            f"{params['epochs']} epochs, per-replica batch {params['batch_size']}; "
+            f"{os.cpu_count()} CPU cores shared by all replicas"
+        ),
     }
 
 

@@ -83,9 +83,7 @@ def run_local(workspace: str | None = None, run_id: str | None = None, **params)
     from kfp_edge.pipelines.edge_pipeline import build_edge_pipeline
 
     run_id = run_id or new_run_id()
-    workspace_path, error = run_pipeline_locally(
-        build_edge_pipeline(), workspace, run_id, **params
-    )
+    workspace_path, error = run_pipeline_locally(build_edge_pipeline(), workspace, run_id, **params)
     directory = run_dir(workspace_path, run_id)
     report = read_report(directory)
     publish = report.get("publish") or {}
@@ -140,9 +138,10 @@ def format_table(rows: list[dict]) -> str:
     ]
     widths = [max(len(str(c)) for c in col) for col in zip(header, *lines, strict=True)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths))] + [
-        fmt.format(*line) for line in lines
-    ])
+    return "\n".join(
+        [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+        + [fmt.format(*line) for line in lines]
+    )
 
 
 def print_summary(result: dict) -> None:

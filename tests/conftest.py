@@ -89,9 +89,7 @@ def write_dataset(data_dir, splits: dict, feature_columns, classes, shards_per_s
             shards.append({"path": rel, "rows": int(len(idx)), "sha256": digest})
         parquet_dir = data_dir / "parquet" / split
         parquet_dir.mkdir(parents=True, exist_ok=True)
-        table = pa.table(
-            {**{c: x[:, k] for k, c in enumerate(feature_columns)}, "label_index": y}
-        )
+        table = pa.table({**{c: x[:, k] for k, c in enumerate(feature_columns)}, "label_index": y})
         pq.write_table(table, parquet_dir / "part-00000.parquet")
         manifest["splits"][split] = {
             "rows": int(len(y)),
@@ -250,8 +248,10 @@ class FakeKfpApi:
                 return 400, {"error": "cron schedule needs 6 fields"}
             job = {**body, "recurring_run_id": f"rr-{len(self.recurring_runs) + 1}"}
             self.recurring_runs.append(job)
-            return 200, {"recurring_run_id": job["recurring_run_id"],
-                         "display_name": body.get("display_name")}
+            return 200, {
+                "recurring_run_id": job["recurring_run_id"],
+                "display_name": body.get("display_name"),
+            }
         if method == "POST" and path == "/apis/v2beta1/runs":
             run = {
                 "run_id": f"run-{len(self.runs) + 1:04d}",

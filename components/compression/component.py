@@ -65,13 +65,28 @@ def CompressionOp(
 
     out_dir = run_dir(workspace, run_id) / "variants"
     entries = export_variants(
-        saved_model_dir, data_dir, out_dir, list(variants), sparsity=sparsity,
-        clusters=clusters, fine_tune_epochs=fine_tune_epochs, learning_rate=learning_rate,
-        student_width=student_width, student_depth=student_depth, temperature=temperature,
-        alpha=alpha, distill_epochs=distill_epochs, int8_io=int8_io, per_channel=per_channel,
-        representative_samples=representative_samples, seed=seed,
+        saved_model_dir,
+        data_dir,
+        out_dir,
+        list(variants),
+        sparsity=sparsity,
+        clusters=clusters,
+        fine_tune_epochs=fine_tune_epochs,
+        learning_rate=learning_rate,
+        student_width=student_width,
+        student_depth=student_depth,
+        temperature=temperature,
+        alpha=alpha,
+        distill_epochs=distill_epochs,
+        int8_io=int8_io,
+        per_channel=per_channel,
+        representative_samples=representative_samples,
+        seed=seed,
     )
-    update_report(run_dir(workspace, run_id), "compression",
-                  {"variants_dir": str(out_dir), "variants": entries})
+    update_report(
+        run_dir(workspace, run_id),
+        "compression",
+        {"variants_dir": str(out_dir), "variants": entries},
+    )
     outputs = namedtuple("Outputs", ["variants_dir"])
     return outputs(str(out_dir))

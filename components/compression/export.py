@@ -71,8 +71,9 @@ def check_options(variants: list[str], options: dict) -> dict:
             raise ValueError(f"variants: unknown variant {name!r}; known: {sorted(VARIANTS)}")
     unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
     if unknown:
-        raise ValueError(f"unknown compression option {unknown[0]!r}; known: "
-                         f"{sorted(DEFAULT_OPTIONS)}")
+        raise ValueError(
+            f"unknown compression option {unknown[0]!r}; known: {sorted(DEFAULT_OPTIONS)}"
+        )
     opts = {**DEFAULT_OPTIONS, **options}
     if not 0.0 < float(opts["sparsity"]) < 1.0:
         raise ValueError(f"sparsity: {opts['sparsity']} must be between 0 and 1 (exclusive)")
@@ -120,8 +121,9 @@ def representative_features(data_dir: str | os.PathLike, samples: int) -> np.nda
         except tf.errors.OpError as exc:
             raise ValueError(f"{path}: unreadable training shard: {exc.message}") from exc
     if not rows:
-        raise ValueError(f"{data_dir}: the training shards hold no rows for the representative "
-                         "dataset")
+        raise ValueError(
+            f"{data_dir}: the training shards hold no rows for the representative dataset"
+        )
     return np.stack(rows[:samples]).astype(np.float32)
 
 
@@ -149,8 +151,13 @@ def _op_outputs_under(tflite: bytes, scope: str) -> list[str]:
     return names
 
 
-def convert(model, quantization: str, representative: np.ndarray | None = None,
-            int8_io: bool = False, per_channel: bool = False) -> bytes:
+def convert(
+    model,
+    quantization: str,
+    representative: np.ndarray | None = None,
+    int8_io: bool = False,
+    per_channel: bool = False,
+) -> bytes:
     """Converts a tf_keras model to a TFLite flatbuffer.
 
     Full-integer int8 keeps the model's input standardization (the folded-in Normalization
@@ -203,13 +210,17 @@ def convert(model, quantization: str, representative: np.ndarray | None = None,
         # steps TensorFlow's own QuantizationDebugger takes for selective quantization.
         from tensorflow.lite.python import convert as lite_convert
 
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
-                                               tf.lite.OpsSet.TFLITE_BUILTINS]
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+            tf.lite.OpsSet.TFLITE_BUILTINS,
+        ]
         converter.experimental_mlir_quantizer = True
         converter._experimental_calibrate_only = True
         calibrated = converter.convert()
         return lite_convert.mlir_quantize(
-            calibrated, disable_per_channel=not per_channel, fully_quantize=False,
+            calibrated,
+            disable_per_channel=not per_channel,
+            fully_quantize=False,
             denylisted_nodes=_op_outputs_under(calibrated, f"/{normalization}/"),
         )
     elif quantization != "float32":
@@ -305,41 +316,82 @@ def export_variants(
             result = (model, {})
         elif technique == "prune":
             pruned = optimize.prune(model, x, y, float(opts["sparsity"]), epochs, batch, lr, seed)
-            result = (pruned, {"target_sparsity": float(opts["sparsity"]),
-                               "sparsity": optimize.kernel_sparsity(pruned),
-                               "fine_tune_epochs": max(1, epochs), "schedule": "polynomial_decay"})
+            result = (
+                pruned,
+                {
+                    "target_sparsity": float(opts["sparsity"]),
+                    "sparsity": optimize.kernel_sparsity(pruned),
+                    "fine_tune_epochs": max(1, epochs),
+                    "schedule": "polynomial_decay",
+                },
+            )
         elif technique == "cluster":
-            clustered = optimize.cluster(model, x, y, int(opts["clusters"]), epochs, batch, lr,
-                                         seed=seed)
-            result = (clustered, {"clusters": int(opts["clusters"]),
-                                  "unique_weights_per_layer":
-                                      optimize.unique_kernel_values(clustered),
-                                  "fine_tune_epochs": epochs})
+            clustered = optimize.cluster(
+                model, x, y, int(opts["clusters"]), epochs, batch, lr, seed=seed
+            )
+            result = (
+                clustered,
+                {
+                    "clusters": int(opts["clusters"]),
+                    "unique_weights_per_layer": optimize.unique_kernel_values(clustered),
+                    "fine_tune_epochs": epochs,
+                },
+            )
         elif technique == "qat":
             qat = optimize.quantization_aware(model, x, y, epochs, batch, lr, seed=seed)
             result = (qat, {"fine_tune_epochs": epochs})
         elif technique == "distill":
             student = optimize.distill(
-                model, x, y, student_width, student_depth, float(opts["temperature"]),
-                float(opts["alpha"]), int(opts["distill_epochs"]), batch,
-                float(opts["distill_learning_rate"]), seed,
+                model,
+                x,
+                y,
+                student_width,
+                student_depth,
+                float(opts["temperature"]),
+                float(opts["alpha"]),
+                int(opts["distill_epochs"]),
+                batch,
+                float(opts["distill_learning_rate"]),
+                seed,
             )
-            result = (student, {"student_width": student_width, "student_depth": student_depth,
-                                "temperature": float(opts["temperature"]),
-                                "alpha": float(opts["alpha"]),
-                                "epochs": max(1, int(opts["distill_epochs"])),
-                                "teacher_params": int(model.count_params()),
-                                "student_params": int(student.count_params())})
+            result = (
+                student,
+                {
+                    "student_width": student_width,
+                    "student_depth": student_depth,
+                    "temperature": float(opts["temperature"]),
+                    "alpha": float(opts["alpha"]),
+                    "epochs": max(1, int(opts["distill_epochs"])),
+                    "teacher_params": int(model.count_params()),
+                    "student_params": int(student.count_params()),
+                },
+            )
         elif technique == "pcqat":
             pruned, prune_params = build("prune")
-            clustered = optimize.cluster(pruned, x, y, int(opts["clusters"]), epochs, batch, lr,
-                                         preserve_sparsity=True, seed=seed)
+            clustered = optimize.cluster(
+                pruned,
+                x,
+                y,
+                int(opts["clusters"]),
+                epochs,
+                batch,
+                lr,
+                preserve_sparsity=True,
+                seed=seed,
+            )
             cluster_sparsity = optimize.kernel_sparsity(clustered)
-            qat = optimize.quantization_aware(clustered, x, y, epochs, batch, lr,
-                                              preserve="cluster_sparsity", seed=seed)
-            result = (qat, {**prune_params, "clusters": int(opts["clusters"]),
-                            "sparsity_after_clustering": cluster_sparsity,
-                            "pipeline": "prune -> cluster(preserve_sparsity) -> PCQAT"})
+            qat = optimize.quantization_aware(
+                clustered, x, y, epochs, batch, lr, preserve="cluster_sparsity", seed=seed
+            )
+            result = (
+                qat,
+                {
+                    **prune_params,
+                    "clusters": int(opts["clusters"]),
+                    "sparsity_after_clustering": cluster_sparsity,
+                    "pipeline": "prune -> cluster(preserve_sparsity) -> PCQAT",
+                },
+            )
         else:
             raise ValueError(f"unknown technique {technique!r}")
         cache[technique] = result
@@ -351,19 +403,28 @@ def export_variants(
         keras_model, params = build(technique)
         int8_io = bool(opts["int8_io"]) and quantization == "full_int8"
         per_channel = bool(opts["per_channel"]) and quantization == "full_int8"
-        content = convert(keras_model, quantization, representative, int8_io=int8_io,
-                          per_channel=per_channel)
+        content = convert(
+            keras_model, quantization, representative, int8_io=int8_io, per_channel=per_channel
+        )
         path = out / f"{name}.tflite"
         _write_atomic(path, content)
         entry = {
             "name": name,
             "path": str(path.resolve()),
             "technique": technique if technique != "none" else "post_training",
-            "params": {**params, "quantization": quantization, "int8_io": int8_io,
-                       **({"per_channel": per_channel} if quantization == "full_int8" else {}),
-                       "size_bytes": len(content), "gzip_bytes": gzip_bytes(path),
-                       **({"representative_samples": len(representative)}
-                          if quantization == "full_int8" else {})},
+            "params": {
+                **params,
+                "quantization": quantization,
+                "int8_io": int8_io,
+                **({"per_channel": per_channel} if quantization == "full_int8" else {}),
+                "size_bytes": len(content),
+                "gzip_bytes": gzip_bytes(path),
+                **(
+                    {"representative_samples": len(representative)}
+                    if quantization == "full_int8"
+                    else {}
+                ),
+            },
         }
         # One entry file per variant, so that parallel compression tasks (one per variant,
         # e.g. under dsl.ParallelFor) writing to the same directory lose none.

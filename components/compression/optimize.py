@@ -47,8 +47,9 @@ def _wrap(model, wrap):
     return keras.models.clone_model(copy_model(model), clone_function=clone_fn)
 
 
-def fine_tune(model, x, y, epochs: int, batch_size: int, learning_rate: float, callbacks=(),
-              seed: int = 0):
+def fine_tune(
+    model, x, y, epochs: int, batch_size: int, learning_rate: float, callbacks=(), seed: int = 0
+):
     """Compiles and trains ``model`` on ``(x, y)`` with sparse categorical cross-entropy.
 
     Args:
@@ -72,8 +73,15 @@ def fine_tune(model, x, y, epochs: int, batch_size: int, learning_rate: float, c
         metrics=["accuracy"],
     )
     if epochs > 0:
-        model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0,
-                  callbacks=list(callbacks))
+        model.fit(
+            x,
+            y,
+            epochs=epochs,
+            batch_size=batch_size,
+            shuffle=True,
+            verbose=0,
+            callbacks=list(callbacks),
+        )
     return model
 
 
@@ -90,13 +98,15 @@ def kernel_sparsity(model) -> float:
 
 def unique_kernel_values(model) -> int:
     """Returns the largest number of distinct kernel values in one weight layer."""
-    counts = [len(np.unique(layer.get_weights()[0])) for layer in model.layers
-              if _is_weight_layer(layer)]
+    counts = [
+        len(np.unique(layer.get_weights()[0])) for layer in model.layers if _is_weight_layer(layer)
+    ]
     return max(counts) if counts else 0
 
 
-def prune(model, x, y, sparsity: float, epochs: int, batch_size: int, learning_rate: float,
-          seed: int = 0):
+def prune(
+    model, x, y, sparsity: float, epochs: int, batch_size: int, learning_rate: float, seed: int = 0
+):
     """Magnitude pruning to ``sparsity`` with a polynomial decay schedule, then strip_pruning.
 
     The schedule ramps from 0 to ``sparsity`` over the first 80 % of the fine-tuning steps
@@ -123,20 +133,40 @@ def prune(model, x, y, sparsity: float, epochs: int, batch_size: int, learning_r
     frequency = max(1, end_step // 10)
     end_step = frequency * max(1, end_step // frequency)
     schedule = tfmot.sparsity.keras.PolynomialDecay(
-        initial_sparsity=0.0, final_sparsity=float(sparsity), begin_step=0, end_step=end_step,
+        initial_sparsity=0.0,
+        final_sparsity=float(sparsity),
+        begin_step=0,
+        end_step=end_step,
         frequency=frequency,
     )
     wrapped = _wrap(
-        model, lambda layer: tfmot.sparsity.keras.prune_low_magnitude(
-            layer, pruning_schedule=schedule)
+        model,
+        lambda layer: tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule),
     )
-    fine_tune(wrapped, x, y, max(1, epochs), batch_size, learning_rate,
-              callbacks=[tfmot.sparsity.keras.UpdatePruningStep()], seed=seed)
+    fine_tune(
+        wrapped,
+        x,
+        y,
+        max(1, epochs),
+        batch_size,
+        learning_rate,
+        callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
+        seed=seed,
+    )
     return tfmot.sparsity.keras.strip_pruning(wrapped)
 
 
-def cluster(model, x, y, clusters: int, epochs: int, batch_size: int, learning_rate: float,
-            preserve_sparsity: bool = False, seed: int = 0):
+def cluster(
+    model,
+    x,
+    y,
+    clusters: int,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    preserve_sparsity: bool = False,
+    seed: int = 0,
+):
     """Weight clustering (k-means++ centroids) of the weight layers, fine-tuned, stripped.
 
     Layers with fewer kernel weights (non-zero ones with ``preserve_sparsity``) than twice
@@ -201,15 +231,24 @@ def _split_normalization(model):
         normalization.set_weights(source.get_weights())
     num_features = int(model.inputs[0].shape[-1])
     copies = [layer.__class__.from_config(layer.get_config()) for layer in layers]
-    core = keras.Sequential([keras.Input(shape=(num_features,), dtype="float32"), *copies],
-                            name="quantized_core")
+    core = keras.Sequential(
+        [keras.Input(shape=(num_features,), dtype="float32"), *copies], name="quantized_core"
+    )
     for source, copy in zip(layers, copies, strict=True):
         copy.set_weights(source.get_weights())
     return normalization, core
 
 
-def quantization_aware(model, x, y, epochs: int, batch_size: int, learning_rate: float,
-                       preserve: str = "", seed: int = 0):
+def quantization_aware(
+    model,
+    x,
+    y,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    preserve: str = "",
+    seed: int = 0,
+):
     """Quantization-aware training (8-bit fake quantization) after the input standardization.
 
     The folded-in Normalization layer stays outside the quantized part: quantizing raw
@@ -241,13 +280,20 @@ def quantization_aware(model, x, y, epochs: int, batch_size: int, learning_rate:
     probe = x[:64]
     recomposed = core(normalization(probe) if normalization is not None else probe).numpy()
     if not np.allclose(recomposed, model(probe).numpy(), atol=1e-5):
-        raise ValueError(f"model {model.name!r}: QAT needs a linear chain of layers "
-                         "(Normalization, then one layer after another)")
+        raise ValueError(
+            f"model {model.name!r}: QAT needs a linear chain of layers "
+            "(Normalization, then one layer after another)"
+        )
     # Weight layers tfmot has no 8-bit config for (Conv1D) train in float; the converter
     # still quantizes them from the calibration.
     annotated = keras.models.clone_model(
-        core, clone_function=lambda layer: qk.quantize_annotate_layer(layer)
-        if _is_weight_layer(layer) and registry.supports(layer) else layer)
+        core,
+        clone_function=lambda layer: (
+            qk.quantize_annotate_layer(layer)
+            if _is_weight_layer(layer) and registry.supports(layer)
+            else layer
+        ),
+    )
     annotated.set_weights(core.get_weights())
     if preserve == "sparsity":
         from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (  # noqa: E501
@@ -267,8 +313,7 @@ def quantization_aware(model, x, y, epochs: int, batch_size: int, learning_rate:
         raise ValueError(f"unknown QAT preserve mode {preserve!r}")
     with qk.quantize_scope():
         qat_core = qk.quantize_apply(annotated, scheme)
-    inputs = keras.Input(shape=(int(model.inputs[0].shape[-1]),), dtype="float32",
-                         name="features")
+    inputs = keras.Input(shape=(int(model.inputs[0].shape[-1]),), dtype="float32", name="features")
     h = normalization(inputs) if normalization is not None else inputs
     qat = keras.Model(inputs, qat_core(h), name=f"{model.name}_qat")
     fine_tune(qat, x, y, epochs, batch_size, learning_rate, seed=seed)
@@ -287,8 +332,19 @@ def hidden_shape(model) -> tuple[int, int]:
     return (max(hidden) if hidden else widths[-1]), len(hidden)
 
 
-def distill(teacher, x, y, width: int, depth: int, temperature: float, alpha: float,
-            epochs: int, batch_size: int, learning_rate: float, seed: int = 0):
+def distill(
+    teacher,
+    x,
+    y,
+    width: int,
+    depth: int,
+    temperature: float,
+    alpha: float,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int = 0,
+):
     """Knowledge distillation into a smaller MLP student.
 
     The student has the teacher's Normalization layer (same mean and variance), ``depth``
@@ -348,8 +404,9 @@ def distill(teacher, x, y, width: int, depth: int, temperature: float, alpha: fl
             soft_t = tf.nn.softmax(tb / t)
             log_s = tf.nn.log_softmax(s_logits / t)
             kl = tf.reduce_mean(
-                tf.reduce_sum(soft_t * (tf.math.log(tf.clip_by_value(soft_t, 1e-7, 1.0)) - log_s),
-                              axis=-1)
+                tf.reduce_sum(
+                    soft_t * (tf.math.log(tf.clip_by_value(soft_t, 1e-7, 1.0)) - log_s), axis=-1
+                )
             )
             loss = alpha * hard + (1.0 - alpha) * (t**2) * kl
         grads = tape.gradient(loss, trainer.trainable_variables)

@@ -51,8 +51,15 @@ def EvaluationOp(
     from kfp_edge.workspace import run_dir, update_report, write_json_atomic
 
     evaluation = evaluate_variants(
-        variants_dir, data_dir, saved_model_dir, split=split, runs=runs, warmup=warmup,
-        num_threads=num_threads, batch_size=batch_size, measure_memory=measure_memory,
+        variants_dir,
+        data_dir,
+        saved_model_dir,
+        split=split,
+        runs=runs,
+        warmup=warmup,
+        num_threads=num_threads,
+        batch_size=batch_size,
+        measure_memory=measure_memory,
     )
     directory = run_dir(workspace, run_id)
     path = directory / EVALUATION_FILE

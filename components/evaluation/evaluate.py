@@ -22,9 +22,17 @@ from kfp_edge.evaluation.metrics import classification_report
 EVALUATION_FILE = "evaluation.json"
 
 
-def evaluate_tflite(path: str | os.PathLike, x: np.ndarray, y: np.ndarray, classes: list[str],
-                    runs: int = 1000, warmup: int = 100, num_threads: int = 1,
-                    batch_size: int = 256, measure_memory: bool = True) -> dict:
+def evaluate_tflite(
+    path: str | os.PathLike,
+    x: np.ndarray,
+    y: np.ndarray,
+    classes: list[str],
+    runs: int = 1000,
+    warmup: int = 100,
+    num_threads: int = 1,
+    batch_size: int = 256,
+    measure_memory: bool = True,
+) -> dict:
     """Measures one .tflite model with the LiteRT interpreter (no TensorFlow needed).
 
     Returns:
@@ -42,8 +50,9 @@ def evaluate_tflite(path: str | os.PathLike, x: np.ndarray, y: np.ndarray, class
         **report,
         "latency_us": model.latency_us(x, runs=runs, warmup=warmup),
         "throughput_rows_per_s": model.throughput_rows_per_s(x, batch_size=batch_size),
-        "peak_memory_bytes": (litert.peak_memory_bytes(path, num_threads, batch_size)
-                              if measure_memory else None),
+        "peak_memory_bytes": (
+            litert.peak_memory_bytes(path, num_threads, batch_size) if measure_memory else None
+        ),
         "ops_ok": ops["ops_ok"],
         "select_tf_ops": ops["select_tf_ops"],
         "ops": ops["ops"],
@@ -52,8 +61,9 @@ def evaluate_tflite(path: str | os.PathLike, x: np.ndarray, y: np.ndarray, class
     }
 
 
-def keras_latency_us(model, x: np.ndarray, runs: int = 1000, warmup: int = 100,
-                     num_threads: int = 1) -> dict:
+def keras_latency_us(
+    model, x: np.ndarray, runs: int = 1000, warmup: int = 100, num_threads: int = 1
+) -> dict:
     """Single-sample latency of ``model(x)`` (eager tf_keras call) in microseconds."""
     rows = [x[i : i + 1] for i in range(min(len(x), 256))]
     for i in range(warmup):
@@ -90,8 +100,9 @@ def _measure_reference_memory(saved_model_dir: str, num_threads: int, batch_size
     return max(0, litert._rss_kib("VmHWM") - baseline) * 1024
 
 
-def reference_peak_memory_bytes(saved_model_dir: str | os.PathLike, num_threads: int = 1,
-                                batch_size: int = 256) -> int | None:
+def reference_peak_memory_bytes(
+    saved_model_dir: str | os.PathLike, num_threads: int = 1, batch_size: int = 256
+) -> int | None:
     """Peak memory of the SavedModel under tf_keras, measured like the interpreters' memory.
 
     A fresh Python process imports TensorFlow, resets the peak-RSS watermark, loads the model
@@ -99,14 +110,23 @@ def reference_peak_memory_bytes(saved_model_dir: str | os.PathLike, num_threads:
     """
     return litert.measure_in_fresh_process(
         "kfp_edge.evaluation.evaluate:_measure_reference_memory",
-        saved_model_dir, num_threads, batch_size,
+        saved_model_dir,
+        num_threads,
+        batch_size,
     )
 
 
-def evaluate_reference(saved_model_dir: str | os.PathLike, x: np.ndarray, y: np.ndarray,
-                       classes: list[str], runs: int = 1000, warmup: int = 100,
-                       num_threads: int = 1, batch_size: int = 256,
-                       measure_memory: bool = True) -> dict:
+def evaluate_reference(
+    saved_model_dir: str | os.PathLike,
+    x: np.ndarray,
+    y: np.ndarray,
+    classes: list[str],
+    runs: int = 1000,
+    warmup: int = 100,
+    num_threads: int = 1,
+    batch_size: int = 256,
+    measure_memory: bool = True,
+) -> dict:
     """Measures the float SavedModel with tf_keras, the same figures as :func:`evaluate_tflite`.
 
     TensorFlow's intra- and inter-op threads are pinned to ``num_threads`` when TensorFlow has
@@ -124,8 +144,11 @@ def evaluate_reference(saved_model_dir: str | os.PathLike, x: np.ndarray, y: np.
         pass  # the runtime is already initialized in this process; threads stay as they are
     model = load_keras_model(saved_model_dir)
     probabilities = model.predict(x, batch_size=batch_size, verbose=0)
-    peak = (reference_peak_memory_bytes(saved_model_dir, num_threads, batch_size)
-            if measure_memory else None)
+    peak = (
+        reference_peak_memory_bytes(saved_model_dir, num_threads, batch_size)
+        if measure_memory
+        else None
+    )
     report = classification_report(y, probabilities, classes)
     reps = -(-batch_size // len(x))
     batch = tf.constant(np.concatenate([x] * reps)[:batch_size])
@@ -150,10 +173,17 @@ def evaluate_reference(saved_model_dir: str | os.PathLike, x: np.ndarray, y: np.
     }
 
 
-def evaluate_variants(variants_dir: str | os.PathLike, data_dir: str | os.PathLike,
-                      saved_model_dir: str | os.PathLike | None = None, split: str = "test",
-                      runs: int = 1000, warmup: int = 100, num_threads: int = 1,
-                      batch_size: int = 256, measure_memory: bool = True) -> dict:
+def evaluate_variants(
+    variants_dir: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    saved_model_dir: str | os.PathLike | None = None,
+    split: str = "test",
+    runs: int = 1000,
+    warmup: int = 100,
+    num_threads: int = 1,
+    batch_size: int = 256,
+    measure_memory: bool = True,
+) -> dict:
     """Evaluates every variant of ``variants.json`` (and the SavedModel reference if given).
 
     Args:
@@ -192,16 +222,19 @@ def evaluate_variants(variants_dir: str | os.PathLike, data_dir: str | os.PathLi
         raise ValueError(f"runs must be >= 1 and warmup >= 0, got {runs} and {warmup}")
     reference = None
     if saved_model_dir:
-        reference = evaluate_reference(saved_model_dir, x, y, classes, runs, warmup,
-                                       num_threads, batch_size, measure_memory)
+        reference = evaluate_reference(
+            saved_model_dir, x, y, classes, runs, warmup, num_threads, batch_size, measure_memory
+        )
     results, unrunnable = [], []
     for entry in entries:
         path = Path(entry["path"])
         if not path.is_absolute():
             path = Path(variants_dir) / path
         if not path.exists():
-            raise FileNotFoundError(f"{path}: variant {entry['name']!r} listed in "
-                                    f"{Path(variants_dir) / 'variants.json'} is missing")
+            raise FileNotFoundError(
+                f"{path}: variant {entry['name']!r} listed in "
+                f"{Path(variants_dir) / 'variants.json'} is missing"
+            )
         ops = litert.op_check(path)
         if not ops["ops_ok"]:
             try:
@@ -209,18 +242,37 @@ def evaluate_variants(variants_dir: str | os.PathLike, data_dir: str | os.PathLi
             except ValueError as exc:
                 # Needs SELECT_TF_OPS (or custom ops) this interpreter lacks: no figures can be
                 # measured; the gate rejects it with this reason.
-                unrunnable.append({
-                    "name": entry["name"], "path": str(path),
-                    "technique": entry.get("technique", ""), "ops_ok": False,
-                    "select_tf_ops": ops["select_tf_ops"], "custom_ops": ops["custom_ops"],
-                    "size_bytes": litert.size_bytes(path), "gzip_bytes": litert.gzip_bytes(path),
-                    "error": str(exc).split("\n")[0][:500],
-                })
+                unrunnable.append(
+                    {
+                        "name": entry["name"],
+                        "path": str(path),
+                        "technique": entry.get("technique", ""),
+                        "ops_ok": False,
+                        "select_tf_ops": ops["select_tf_ops"],
+                        "custom_ops": ops["custom_ops"],
+                        "size_bytes": litert.size_bytes(path),
+                        "gzip_bytes": litert.gzip_bytes(path),
+                        "error": str(exc).split("\n")[0][:500],
+                    }
+                )
                 continue
-        figures = evaluate_tflite(path, x, y, classes, runs, warmup, num_threads, batch_size,
-                                  measure_memory)
-        results.append({"name": entry["name"], "technique": entry.get("technique", ""),
-                        "params": entry.get("params", {}), **figures})
-    return {"split": split, "rows": int(len(y)), "classes": classes,
-            "num_threads": int(num_threads), "reference": reference, "variants": results,
-            "unrunnable": unrunnable}
+        figures = evaluate_tflite(
+            path, x, y, classes, runs, warmup, num_threads, batch_size, measure_memory
+        )
+        results.append(
+            {
+                "name": entry["name"],
+                "technique": entry.get("technique", ""),
+                "params": entry.get("params", {}),
+                **figures,
+            }
+        )
+    return {
+        "split": split,
+        "rows": int(len(y)),
+        "classes": classes,
+        "num_threads": int(num_threads),
+        "reference": reference,
+        "variants": results,
+        "unrunnable": unrunnable,
+    }

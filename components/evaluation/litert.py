@@ -53,8 +53,7 @@ def op_check(path: str | os.PathLike) -> dict:
 
     buf = Path(path).read_bytes()
     model = schema.Model.GetRootAsModel(buf, 0)
-    names_by_code = {v: k for k, v in vars(schema.BuiltinOperator).items()
-                     if not k.startswith("_")}
+    names_by_code = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     ops, flex, custom = [], [], []
     for i in range(model.OperatorCodesLength()):
         code = model.OperatorCodes(i)
@@ -65,8 +64,12 @@ def op_check(path: str | os.PathLike) -> dict:
             ops.append(name)
         else:
             ops.append(names_by_code.get(builtin, str(builtin)))
-    return {"ops": sorted(set(ops)), "ops_ok": not flex and not custom,
-            "select_tf_ops": sorted(set(flex)), "custom_ops": sorted(set(custom))}
+    return {
+        "ops": sorted(set(ops)),
+        "ops_ok": not flex and not custom,
+        "select_tf_ops": sorted(set(flex)),
+        "custom_ops": sorted(set(custom)),
+    }
 
 
 class TFLiteModel:
@@ -92,8 +95,7 @@ class TFLiteModel:
         interpreter = self._interpreter(1)
         inp = interpreter.get_input_details()
         out = interpreter.get_output_details()
-        if len(inp) != 1 or len(out) != 1 or len(inp[0]["shape"]) != 2 \
-                or len(out[0]["shape"]) != 2:
+        if len(inp) != 1 or len(out) != 1 or len(inp[0]["shape"]) != 2 or len(out[0]["shape"]) != 2:
             raise ValueError(
                 f"{self.path}: expected one input [batch, features] and one output "
                 f"[batch, classes], got {[list(d['shape']) for d in inp]} -> "
@@ -131,7 +133,8 @@ class TFLiteModel:
         scale, zero_point = self.input_quantization
         info = np.iinfo(self.input_dtype)
         return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(
-            self.input_dtype)
+            self.input_dtype
+        )
 
     def dequantize_output(self, y: np.ndarray) -> np.ndarray:
         """Returns the model's raw output as float32 (dequantized for int8/uint8 outputs)."""
@@ -200,8 +203,9 @@ class TFLiteModel:
             timings[i] = clock() - t0
         return latency_summary(timings / 1000.0, warmup, self.num_threads)
 
-    def throughput_rows_per_s(self, x: np.ndarray, batch_size: int = 256,
-                              min_seconds: float = 0.2) -> float:
+    def throughput_rows_per_s(
+        self, x: np.ndarray, batch_size: int = 256, min_seconds: float = 0.2
+    ) -> float:
         """Batch throughput in rows per second (whole batches, for at least ``min_seconds``)."""
         x = self._check(x)
         reps = -(-batch_size // len(x))
@@ -220,9 +224,15 @@ class TFLiteModel:
 def latency_summary(timings_us: np.ndarray, warmup: int, num_threads: int) -> dict:
     """Returns p50/p95/p99 and the mean of latency timings in microseconds."""
     p50, p95, p99 = np.percentile(timings_us, [50, 95, 99])
-    return {"p50": float(p50), "p95": float(p95), "p99": float(p99),
-            "mean": float(np.mean(timings_us)), "runs": int(len(timings_us)),
-            "warmup": int(warmup), "num_threads": int(num_threads)}
+    return {
+        "p50": float(p50),
+        "p95": float(p95),
+        "p99": float(p99),
+        "mean": float(np.mean(timings_us)),
+        "runs": int(len(timings_us)),
+        "warmup": int(warmup),
+        "num_threads": int(num_threads),
+    }
 
 
 def _rss_kib(field: str) -> int:
@@ -247,8 +257,9 @@ def _measure_peak_memory(path: str, num_threads: int, batch_size: int) -> int:
     return max(0, _rss_kib("VmHWM") - baseline) * 1024
 
 
-def measure_in_fresh_process(function: str, path: str | os.PathLike, num_threads: int,
-                             batch_size: int, timeout: float = 600) -> int | None:
+def measure_in_fresh_process(
+    function: str, path: str | os.PathLike, num_threads: int, batch_size: int, timeout: float = 600
+) -> int | None:
     """Runs ``module:function(path, num_threads, batch_size)`` in a fresh Python process.
 
     Peak-memory figures are taken this way so that nothing else of this process counts.
@@ -257,19 +268,24 @@ def measure_in_fresh_process(function: str, path: str | os.PathLike, num_threads
     if not Path("/proc/self/clear_refs").exists():
         return None
     module, name = function.split(":")
-    code = (f"import json, sys; from {module} import {name} as m; "
-            "print(json.dumps(m(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))))")
+    code = (
+        f"import json, sys; from {module} import {name} as m; "
+        "print(json.dumps(m(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))))"
+    )
     result = subprocess.run(
         [sys.executable, "-c", code, str(path), str(num_threads), str(batch_size)],
-        capture_output=True, text=True, timeout=timeout,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if result.returncode != 0:
         raise RuntimeError(f"{path}: peak memory measurement failed: {result.stderr[-2000:]}")
     return int(json.loads(result.stdout.strip().splitlines()[-1]))
 
 
-def peak_memory_bytes(path: str | os.PathLike, num_threads: int = 1,
-                      batch_size: int = 256) -> int | None:
+def peak_memory_bytes(
+    path: str | os.PathLike, num_threads: int = 1, batch_size: int = 256
+) -> int | None:
     """Peak memory of the interpreter: RSS growth from loading the model to running it.
 
     Measured in a fresh Python process, with the peak-RSS watermark reset after the imports.

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def classification_report(y_true: np.ndarray, probabilities: np.ndarray,
-                          classes: list[str]) -> dict:
+def classification_report(
+    y_true: np.ndarray, probabilities: np.ndarray, classes: list[str]
+) -> dict:
     """Accuracy, per-class precision/recall/F1 and the confusion matrix.
 
     Args:
@@ -25,8 +26,10 @@ def classification_report(y_true: np.ndarray, probabilities: np.ndarray,
     probabilities = np.asarray(probabilities)
     k = len(classes)
     if probabilities.ndim != 2 or probabilities.shape != (len(y_true), k):
-        raise ValueError(f"predictions of shape {list(probabilities.shape)} do not fit "
-                         f"{len(y_true)} labels and {k} classes")
+        raise ValueError(
+            f"predictions of shape {list(probabilities.shape)} do not fit "
+            f"{len(y_true)} labels and {k} classes"
+        )
     if len(y_true) and (y_true.min() < 0 or y_true.max() >= k):
         raise ValueError(f"labels outside 0..{k - 1}: {sorted(set(y_true.tolist()))[:10]}")
     y_pred = probabilities.argmax(axis=1)
@@ -40,8 +43,11 @@ def classification_report(y_true: np.ndarray, probabilities: np.ndarray,
         precision = tp / predicted if predicted else 0.0
         recall = tp / actual if actual else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[str(name)] = {"precision": precision, "recall": recall, "f1": f1,
-                                "support": actual}
+        per_class[str(name)] = {
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "support": actual,
+        }
     accuracy = float(np.trace(confusion) / len(y_true)) if len(y_true) else 0.0
-    return {"accuracy": accuracy, "per_class": per_class,
-            "confusion_matrix": confusion.tolist()}
+    return {"accuracy": accuracy, "per_class": per_class, "confusion_matrix": confusion.tolist()}

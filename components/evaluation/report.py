@@ -9,8 +9,21 @@ import html
 import math
 
 _W, _H, _PAD = 420, 280, 48
-_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-           "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31"]
+_COLORS = [
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+    "#393b79",
+    "#637939",
+    "#8c6d31",
+]
 
 
 def _scatter(points: list[tuple[str, float, float]], x_label: str, title: str) -> str:
@@ -47,18 +60,26 @@ def _scatter(points: list[tuple[str, float, float]], x_label: str, title: str) -
     ]
     for k in range(math.ceil(lx_min), math.floor(lx_max) + 1):
         x = px(10.0**k)
-        parts.append(f'<text x="{x:.1f}" y="{_H - _PAD + 14}" text-anchor="middle" '
-                     f'font-size="10">1e{k}</text>')
+        parts.append(
+            f'<text x="{x:.1f}" y="{_H - _PAD + 14}" text-anchor="middle" '
+            f'font-size="10">1e{k}</text>'
+        )
     for frac in (0.0, 0.5, 1.0):
         v = y_min + frac * (y_max - y_min)
-        parts.append(f'<text x="{_PAD - 4}" y="{py(v) + 3:.1f}" text-anchor="end" '
-                     f'font-size="10">{v:.3f}</text>')
+        parts.append(
+            f'<text x="{_PAD - 4}" y="{py(v) + 3:.1f}" text-anchor="end" '
+            f'font-size="10">{v:.3f}</text>'
+        )
     for i, (label, xv, yv) in enumerate(points):
         color = _COLORS[i % len(_COLORS)]
-        parts.append(f'<circle cx="{px(xv):.1f}" cy="{py(yv):.1f}" r="5" fill="{color}">'
-                     f"<title>{html.escape(label)}: {xv:,.1f}, {yv:.4f}</title></circle>")
-        parts.append(f'<text x="{px(xv) + 7:.1f}" y="{py(yv) - 6:.1f}" font-size="10" '
-                     f'fill="{color}">{html.escape(label)}</text>')
+        parts.append(
+            f'<circle cx="{px(xv):.1f}" cy="{py(yv):.1f}" r="5" fill="{color}">'
+            f"<title>{html.escape(label)}: {xv:,.1f}, {yv:.4f}</title></circle>"
+        )
+        parts.append(
+            f'<text x="{px(xv) + 7:.1f}" y="{py(yv) - 6:.1f}" font-size="10" '
+            f'fill="{color}">{html.escape(label)}</text>'
+        )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -83,34 +104,57 @@ def render_html(evaluation: dict, decision: dict | None = None) -> str:
     results = (decision or {}).get("results") or {}
     chosen = (decision or {}).get("chosen")
     size_points = [(r["name"], float(r["size_bytes"]), float(r["accuracy"])) for r in rows]
-    latency_points = [(r["name"], float(r["latency_us"]["p50"]), float(r["accuracy"]))
-                      for r in rows]
-    header = ["variant", "technique", "size B", "gzip B", "accuracy", "p50 µs", "p95 µs",
-              "p99 µs", "rows/s", "peak memory B", "builtin ops", "gate"]
+    latency_points = [
+        (r["name"], float(r["latency_us"]["p50"]), float(r["accuracy"])) for r in rows
+    ]
+    header = [
+        "variant",
+        "technique",
+        "size B",
+        "gzip B",
+        "accuracy",
+        "p50 µs",
+        "p95 µs",
+        "p99 µs",
+        "rows/s",
+        "peak memory B",
+        "builtin ops",
+        "gate",
+    ]
     body = []
     for r in rows:
         gate = ""
         if r["name"] in results:
             res = results[r["name"]]
-            gate = "chosen" if r["name"] == chosen else (
-                "pass" if res["passed"] else "; ".join(res["reasons"]))
+            gate = (
+                "chosen"
+                if r["name"] == chosen
+                else ("pass" if res["passed"] else "; ".join(res["reasons"]))
+            )
         peak = r.get("peak_memory_bytes")
         cells = [
-            r["name"], r.get("technique", ""), f"{int(r['size_bytes']):,}",
-            f"{int(r['gzip_bytes']):,}", f"{float(r['accuracy']):.4f}",
-            f"{r['latency_us']['p50']:.1f}", f"{r['latency_us']['p95']:.1f}",
-            f"{r['latency_us']['p99']:.1f}", f"{float(r.get('throughput_rows_per_s', 0)):,.0f}",
+            r["name"],
+            r.get("technique", ""),
+            f"{int(r['size_bytes']):,}",
+            f"{int(r['gzip_bytes']):,}",
+            f"{float(r['accuracy']):.4f}",
+            f"{r['latency_us']['p50']:.1f}",
+            f"{r['latency_us']['p95']:.1f}",
+            f"{r['latency_us']['p99']:.1f}",
+            f"{float(r.get('throughput_rows_per_s', 0)):,.0f}",
             f"{int(peak):,}" if peak is not None else "n/a",
             {True: "yes", False: "NO: " + ", ".join(r.get("select_tf_ops") or [])}.get(
-                r.get("ops_ok"), "n/a"),
+                r.get("ops_ok"), "n/a"
+            ),
             gate,
         ]
         style = ' style="font-weight:bold"' if r["name"] == chosen else ""
-        body.append(f"<tr{style}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
-                    + "</tr>")
+        body.append(
+            f"<tr{style}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>"
+        )
     split = html.escape(str(evaluation.get("split", "")))
     return (
-        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>kfp-edge evaluation</title>"
+        '<!DOCTYPE html><html><head><meta charset="utf-8"><title>kfp-edge evaluation</title>'
         "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
         "td:first-child,th:first-child{text-align:left}</style></head><body>"
@@ -118,6 +162,9 @@ def render_html(evaluation: dict, decision: dict | None = None) -> str:
         f"{evaluation.get('num_threads', 1)} thread(s))</h2>"
         f"<div>{_scatter(size_points, 'size in bytes', 'Accuracy vs size')}"
         f"{_scatter(latency_points, 'p50 single-sample latency in µs', 'Accuracy vs latency')}"
-        "</div><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
-        + "".join(body) + "</table></body></html>"
+        "</div><table><tr>"
+        + "".join(f"<th>{html.escape(h)}</th>" for h in header)
+        + "</tr>"
+        + "".join(body)
+        + "</table></body></html>"
     )

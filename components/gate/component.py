@@ -47,11 +47,18 @@ def GateOp(
     from kfp_edge.evaluation.report import render_html
     from kfp_edge.gate.gate import run_gate
 
-    decision = run_gate(workspace, run_id, evaluation_path, {
-        "min_accuracy": min_accuracy, "max_accuracy_drop": max_accuracy_drop,
-        "max_size_bytes": max_size_bytes, "max_latency_p50_us": max_latency_p50_us,
-        "max_latency_p95_us": max_latency_p95_us,
-    })
+    decision = run_gate(
+        workspace,
+        run_id,
+        evaluation_path,
+        {
+            "min_accuracy": min_accuracy,
+            "max_accuracy_drop": max_accuracy_drop,
+            "max_size_bytes": max_size_bytes,
+            "max_latency_p50_us": max_latency_p50_us,
+            "max_latency_p95_us": max_latency_p95_us,
+        },
+    )
     with open(evaluation_path, encoding="utf-8") as f:
         evaluation = json.load(f)
     chosen = next(v for v in evaluation["variants"] if v["name"] == decision["chosen"])

@@ -12,8 +12,13 @@ import json
 import os
 from pathlib import Path
 
-SLO_KEYS = ("min_accuracy", "max_accuracy_drop", "max_size_bytes", "max_latency_p50_us",
-            "max_latency_p95_us")
+SLO_KEYS = (
+    "min_accuracy",
+    "max_accuracy_drop",
+    "max_size_bytes",
+    "max_latency_p50_us",
+    "max_latency_p95_us",
+)
 DEFAULT_SLO = {
     "min_accuracy": 0.9,
     "max_accuracy_drop": 0.05,
@@ -62,8 +67,10 @@ def _check_variant(variant: dict, reference_accuracy: float | None, slo: dict) -
     if reference_accuracy is not None:
         drop = reference_accuracy - accuracy
         if drop > slo["max_accuracy_drop"] + 1e-12:
-            reasons.append(f"accuracy drop {drop:.4f} vs reference {reference_accuracy:.4f} > "
-                           f"max_accuracy_drop {slo['max_accuracy_drop']:.4f}")
+            reasons.append(
+                f"accuracy drop {drop:.4f} vs reference {reference_accuracy:.4f} > "
+                f"max_accuracy_drop {slo['max_accuracy_drop']:.4f}"
+            )
             shortfall += (drop - slo["max_accuracy_drop"]) / max(reference_accuracy, 1e-9)
     size = int(variant["size_bytes"])
     if size > slo["max_size_bytes"]:
@@ -111,8 +118,9 @@ def decide(evaluation: dict, slo: dict) -> dict:
         reasons, shortfall = _check_variant(variant, reference_accuracy, slo)
         results[variant["name"]] = {"passed": not reasons, "reasons": reasons}
         if reasons:
-            misses.append({"name": variant["name"], "reasons": reasons,
-                           "shortfall": round(shortfall, 6)})
+            misses.append(
+                {"name": variant["name"], "reasons": reasons, "shortfall": round(shortfall, 6)}
+            )
         else:
             passing.append(variant)
     for variant in unrunnable:
@@ -143,16 +151,19 @@ def decide(evaluation: dict, slo: dict) -> dict:
 
 def failure_message(decision: dict) -> str:
     """Returns the message of a failed gate: the service levels and the nearest misses."""
-    lines = ["no variant meets the service levels "
-             + ", ".join(f"{k}={v}" for k, v in decision["slo"].items())
-             + "; nearest misses:"]
+    lines = [
+        "no variant meets the service levels "
+        + ", ".join(f"{k}={v}" for k, v in decision["slo"].items())
+        + "; nearest misses:"
+    ]
     for miss in decision["nearest_misses"]:
         lines.append(f"  {miss['name']}: " + "; ".join(miss["reasons"]))
     return "\n".join(lines)
 
 
-def run_gate(workspace: str | os.PathLike, run_id: str, evaluation_path: str | os.PathLike,
-             slo: dict) -> dict:
+def run_gate(
+    workspace: str | os.PathLike, run_id: str, evaluation_path: str | os.PathLike, slo: dict
+) -> dict:
     """Decides, records the decision in the run report, then fails if nothing passed.
 
     Args:

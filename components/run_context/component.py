@@ -8,9 +8,9 @@ from kfp_edge.images import SPARK_IMAGE
 
 
 @dsl.component(base_image=SPARK_IMAGE, install_kfp_package=False)
-def RunContextOp(
-    workspace: str, run_id: str, job_id: str, parameters: dict
-) -> NamedTuple("Outputs", [("run_id", str), ("run_dir", str)]):
+def RunContextOp(workspace: str, run_id: str, job_id: str, parameters: dict) -> NamedTuple(
+    "Outputs", [("run_id", str), ("run_dir", str)]
+):
     """Fixes the run id and records the run's parameters in its report.
 
     Args:

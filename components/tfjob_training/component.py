@@ -66,11 +66,26 @@ def TfjobTrainingOp(
     from kfp_edge.tfjob_training.train import run_training
 
     report = run_training(
-        workspace, run_id, data_dir, engine=engine, model=model, epochs=epochs,
-        batch_size=batch_size, learning_rate=learning_rate, workers=workers,
-        replica_resources=replica_resources, image=image, namespace=namespace,
-        pvc_name=pvc_name, mount_path=mount_path, timeout_seconds=timeout_seconds,
-        attempt_limit=attempt_limit, keep_job=keep_job, width=width, depth=depth, seed=seed,
+        workspace,
+        run_id,
+        data_dir,
+        engine=engine,
+        model=model,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        workers=workers,
+        replica_resources=replica_resources,
+        image=image,
+        namespace=namespace,
+        pvc_name=pvc_name,
+        mount_path=mount_path,
+        timeout_seconds=timeout_seconds,
+        attempt_limit=attempt_limit,
+        keep_job=keep_job,
+        width=width,
+        depth=depth,
+        seed=seed,
     )
     for split in ("test", "validation"):
         for name, value in (report.get(split) or {}).items():

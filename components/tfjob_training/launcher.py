@@ -41,8 +41,9 @@ def _api_client(api_client=None):
 
 def current_condition(job: dict) -> dict | None:
     """Returns the latest condition with status True of a TFJob object, or None."""
-    conditions = [c for c in (job.get("status") or {}).get("conditions") or []
-                  if c.get("status") == "True"]
+    conditions = [
+        c for c in (job.get("status") or {}).get("conditions") or [] if c.get("status") == "True"
+    ]
     if not conditions:
         return None
     return conditions[-1]
@@ -54,9 +55,11 @@ def _restart_stamps(job: dict) -> set:
     The operator keeps one condition per type and moves its lastTransitionTime at each restart,
     so the launcher counts the distinct stamps it has seen over the watch.
     """
-    return {c.get("lastTransitionTime") or c.get("lastUpdateTime") or str(i)
-            for i, c in enumerate((job.get("status") or {}).get("conditions") or [])
-            if c.get("type") == "Restarting"}
+    return {
+        c.get("lastTransitionTime") or c.get("lastUpdateTime") or str(i)
+        for i, c in enumerate((job.get("status") or {}).get("conditions") or [])
+        if c.get("type") == "Restarting"
+    }
 
 
 class _ChiefLog(threading.Thread):
@@ -69,9 +72,11 @@ class _ChiefLog(threading.Thread):
         self.seen: set[tuple[str, int]] = set()
 
     def _chief_pod(self):
-        selector = (f"training.kubeflow.org/job-name={self.job},"
-                    "training.kubeflow.org/replica-type=chief,"
-                    "training.kubeflow.org/replica-index=0")
+        selector = (
+            f"training.kubeflow.org/job-name={self.job},"
+            "training.kubeflow.org/replica-type=chief,"
+            "training.kubeflow.org/replica-index=0"
+        )
         pods = self.core.list_namespaced_pod(self.namespace, label_selector=selector).items
         return pods[0] if pods else None
 
@@ -91,8 +96,12 @@ class _ChiefLog(threading.Thread):
                     continue
                 self.seen.add(key)
                 resp = self.core.read_namespaced_pod_log(
-                    pod.metadata.name, self.namespace, container="tensorflow", follow=True,
-                    _preload_content=False)
+                    pod.metadata.name,
+                    self.namespace,
+                    container="tensorflow",
+                    follow=True,
+                    _preload_content=False,
+                )
                 for chunk in resp.stream(4096):
                     self.stream.write(chunk.decode(errors="replace"))
                     self.stream.flush()
@@ -156,8 +165,13 @@ def launch(
     def delete_job() -> None:
         try:
             custom.delete_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name,
-                body=client.V1DeleteOptions(propagation_policy="Foreground"))
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                body=client.V1DeleteOptions(propagation_policy="Foreground"),
+            )
             say("deleted")
         except ApiException as exc:
             if exc.status != 404:
@@ -177,8 +191,9 @@ def launch(
             delete_job()
             while True:
                 try:
-                    job = custom.create_namespaced_custom_object(GROUP, VERSION, namespace,
-                                                                 PLURAL, manifest)
+                    job = custom.create_namespaced_custom_object(
+                        GROUP, VERSION, namespace, PLURAL, manifest
+                    )
                     break
                 except ApiException as again:
                     if again.status != 409 or time.monotonic() > deadline:
@@ -200,8 +215,11 @@ def launch(
             if cond and cond["type"] != last_type:
                 last_type = cond["type"]
                 say(f"{cond['type']} ({cond.get('reason', '')}): {cond.get('message', '')}")
-                if cond["type"] in ("Running", "Restarting") and log_thread is not None \
-                        and not log_thread.is_alive():
+                if (
+                    cond["type"] in ("Running", "Restarting")
+                    and log_thread is not None
+                    and not log_thread.is_alive()
+                ):
                     log_thread.start()
             restart_stamps |= _restart_stamps(job)
             restarts = len(restart_stamps)
@@ -212,21 +230,30 @@ def launch(
                 outcome = ("Failed", cond.get("reason") or "Failed", cond.get("message", ""))
                 break
             if restarts > attempt_limit:
-                outcome = ("Failed", "AttemptLimitExceeded",
-                           f"{restarts} restarts exceed the launcher's attempt limit "
-                           f"{attempt_limit}")
+                outcome = (
+                    "Failed",
+                    "AttemptLimitExceeded",
+                    f"{restarts} restarts exceed the launcher's attempt limit {attempt_limit}",
+                )
                 break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                outcome = ("Failed", "LauncherTimeout",
-                           f"not finished after the launcher's timeout of {timeout_seconds}s")
+                outcome = (
+                    "Failed",
+                    "LauncherTimeout",
+                    f"not finished after the launcher's timeout of {timeout_seconds}s",
+                )
                 break
             # Wait for the next change with a watch on this one object.
             w = watch.Watch()
             changed = False
             try:
                 for event in w.stream(
-                    custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL,
+                    custom.list_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    PLURAL,
                     field_selector=f"metadata.name={name}",
                     resource_version=resource_version,
                     timeout_seconds=max(1, int(min(remaining, _WATCH_WINDOW_SECONDS))),
@@ -239,8 +266,7 @@ def launch(
                     if event["type"] in ("ADDED", "MODIFIED"):
                         job = obj
                         changed = True
-                        if current_condition(job) != cond or \
-                                _restart_stamps(job) - restart_stamps:
+                        if current_condition(job) != cond or _restart_stamps(job) - restart_stamps:
                             break
             except ApiException as exc:
                 if exc.status != 410:  # 410 Gone: our resourceVersion is too old; re-list
@@ -259,8 +285,12 @@ def launch(
         elif outcome:
             say("kept (keep_job=True)")
 
-    status = {"conditions": (job.get("status") or {}).get("conditions") or [],
-              "restarts": len(restart_stamps), "adopted": adopted, "result": outcome[0]}
+    status = {
+        "conditions": (job.get("status") or {}).get("conditions") or [],
+        "restarts": len(restart_stamps),
+        "adopted": adopted,
+        "result": outcome[0],
+    }
     if outcome[0] != "Succeeded":
         say(f"failed: {outcome[1]}: {outcome[2]}")
         raise TFJobFailed(outcome[1], outcome[2], status)

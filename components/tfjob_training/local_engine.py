@@ -73,15 +73,24 @@ class _Status:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         for c in self.conditions:
             c["status"] = "False" if c["type"] in ("Running", "Restarting") else c["status"]
-        cond = {"type": ctype, "status": "True", "reason": reason, "message": message,
-                "lastTransitionTime": now}
+        cond = {
+            "type": ctype,
+            "status": "True",
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": now,
+        }
         self.conditions.append(cond)
         return cond
 
     def as_dict(self) -> dict:
-        return {"conditions": self.conditions, "restarts": self.restarts,
-                "attempts": self.attempts, "startTime": self.start_time,
-                "completionTime": self.completion_time}
+        return {
+            "conditions": self.conditions,
+            "restarts": self.restarts,
+            "attempts": self.attempts,
+            "startTime": self.start_time,
+            "completionTime": self.completion_time,
+        }
 
 
 def free_ports(n: int) -> list[int]:
@@ -141,10 +150,13 @@ def tf_configs(manifest: dict, host: str = "127.0.0.1", ports: list[int] | None 
         if rtype != "Evaluator":
             cluster[rtype.lower()] = [addresses[(rtype, k)] for k in range(n)]
     return {
-        (rtype, index): {"cluster": cluster,
-                         "task": {"type": rtype.lower(), "index": index},
-                         "environment": "cloud"}
-        for rtype, n in counts for index in range(n)
+        (rtype, index): {
+            "cluster": cluster,
+            "task": {"type": rtype.lower(), "index": index},
+            "environment": "cloud",
+        }
+        for rtype, n in counts
+        for index in range(n)
     }
 
 
@@ -268,8 +280,9 @@ def run_tfjob(
         raise TFJobFailed(reason, message, status.as_dict())
 
     def record_attempt(replicas: list[_Replica]) -> None:
-        status.attempts.append({r.key: {"exit_code": r.exit_code, "log": str(r.log_path)}
-                                for r in replicas})
+        status.attempts.append(
+            {r.key: {"exit_code": r.exit_code, "log": str(r.log_path)} for r in replicas}
+        )
 
     transition("Created", "TFJobCreated", f"TFJob {name} is created (local engine).")
     attempt = 0
@@ -283,19 +296,32 @@ def run_tfjob(
                 replicas.append(_Replica(rtype, index, _command(container, python), env))
         for r in replicas:
             r.log_path = log_dir / f"{r.key}.attempt-{attempt}.log"
-            env = {**os.environ, "TF_NUM_INTRAOP_THREADS": str(threads),
-                   "TF_NUM_INTEROP_THREADS": "1", **r.env, **(extra_env or {}),
-                   "TF_CONFIG": json.dumps(configs[(r.rtype, r.index)])}
+            env = {
+                **os.environ,
+                "TF_NUM_INTRAOP_THREADS": str(threads),
+                "TF_NUM_INTEROP_THREADS": "1",
+                **r.env,
+                **(extra_env or {}),
+                "TF_CONFIG": json.dumps(configs[(r.rtype, r.index)]),
+            }
             with open(r.log_path, "wb") as log:
-                r.proc = subprocess.Popen(r.command, env=env, stdout=log,
-                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          start_new_session=True, preexec_fn=_die_with_parent)
+                r.proc = subprocess.Popen(
+                    r.command,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent,
+                )
         chief = next((r for r in replicas if r.rtype in ("Chief", "Master")), None)
         streamed = 0
         outcome = None
         try:
-            on_event("ReplicasStarted", {"attempt": attempt,
-                                         "pids": {r.key: r.proc.pid for r in replicas}})
+            on_event(
+                "ReplicasStarted",
+                {"attempt": attempt, "pids": {r.key: r.proc.pid for r in replicas}},
+            )
             transition("Running", "TFJobRunning", f"TFJob {name} is running (attempt {attempt}).")
             while outcome is None:
                 time.sleep(poll_seconds)
@@ -305,19 +331,22 @@ def run_tfjob(
                     if r.exit_code is None and r.proc.poll() is not None:
                         r.exit_code = _exit_code(r.proc.returncode)
                 # a permanent failure outranks the retryable ones it causes in its peers
-                failed = sorted((r for r in replicas if r.exit_code not in (None, 0)),
-                                key=lambda r: is_retryable(r.exit_code))
+                failed = sorted(
+                    (r for r in replicas if r.exit_code not in (None, 0)),
+                    key=lambda r: is_retryable(r.exit_code),
+                )
                 if failed:
                     outcome = ("failed", failed[0])
                 elif chief is not None and chief.exit_code == 0:
                     outcome = ("succeeded", chief)
                 elif chief is None and all(r.exit_code == 0 for r in replicas):
                     outcome = ("succeeded", replicas[0])
-                elif deadline_s is not None and \
-                        time.time() - status.start_time > int(deadline_s):
-                    fail("DeadlineExceeded",
-                         f"TFJob {name} ran longer than activeDeadlineSeconds={deadline_s}",
-                         replicas)
+                elif deadline_s is not None and time.time() - status.start_time > int(deadline_s):
+                    fail(
+                        "DeadlineExceeded",
+                        f"TFJob {name} ran longer than activeDeadlineSeconds={deadline_s}",
+                        replicas,
+                    )
         except BaseException:
             if any(r.proc.poll() is None for r in replicas):
                 _stop(replicas, grace_seconds)  # the caller was interrupted: leave no orphans
@@ -334,28 +363,41 @@ def run_tfjob(
             _stop(replicas, grace_seconds)
             record_attempt(replicas)
             status.completion_time = time.time()
-            transition("Succeeded", "TFJobSucceeded",
-                       f"TFJob {name} successfully completed after {status.restarts} restarts.")
+            transition(
+                "Succeeded",
+                "TFJobSucceeded",
+                f"TFJob {name} successfully completed after {status.restarts} restarts.",
+            )
             return status.as_dict()
         code = replica.exit_code
         policy = specs[replica.rtype].get("restartPolicy", "Never")
         retry = (policy == "ExitCode" and is_retryable(code)) or policy in ("OnFailure", "Always")
-        detail = (f"{replica.key} exited with code {code}; last log lines:\n"
-                  f"{_tail(replica.log_path)}")
+        detail = (
+            f"{replica.key} exited with code {code}; last log lines:\n{_tail(replica.log_path)}"
+        )
         if not retry:
-            fail("PermanentError" if policy == "ExitCode" else "ReplicaFailed",
-                 f"{detail}\n(restartPolicy {policy}: not retried)", replicas)
+            fail(
+                "PermanentError" if policy == "ExitCode" else "ReplicaFailed",
+                f"{detail}\n(restartPolicy {policy}: not retried)",
+                replicas,
+            )
         if status.restarts >= backoff_limit:
-            fail("BackoffLimitExceeded",
-                 f"{detail}\n(backoffLimit {backoff_limit} reached after {status.restarts} "
-                 "restarts)", replicas)
+            fail(
+                "BackoffLimitExceeded",
+                f"{detail}\n(backoffLimit {backoff_limit} reached after {status.restarts} "
+                "restarts)",
+                replicas,
+            )
         _stop(replicas, grace_seconds)
         record_attempt(replicas)
         status.restarts += 1
         attempt += 1
-        transition("Restarting", "TFJobRestarting",
-                   f"{replica.key} exited with retryable code {code}; restarting all replicas "
-                   f"(restart {status.restarts} of at most {backoff_limit}).")
+        transition(
+            "Restarting",
+            "TFJobRestarting",
+            f"{replica.key} exited with retryable code {code}; restarting all replicas "
+            f"(restart {status.restarts} of at most {backoff_limit}).",
+        )
 
 
 def _forward(path: Path, offset: int, stream: TextIO) -> int:

@@ -76,8 +76,9 @@ def _mlp(keras, num_features, num_classes, width, depth):
 def _cnn1d(keras, num_features, num_classes, width, depth):
     layers = [keras.layers.Reshape((num_features, 1))]
     layers += [
-        keras.layers.Conv1D(width, kernel_size=min(3, num_features), padding="same",
-                            activation="relu")
+        keras.layers.Conv1D(
+            width, kernel_size=min(3, num_features), padding="same", activation="relu"
+        )
         for _ in range(depth)
     ]
     return [
@@ -132,8 +133,11 @@ def build_model(
     )
     layers = builder(keras, num_features, num_classes, width, depth)
     model = keras.Sequential(
-        [keras.Input(shape=(num_features,), dtype="float32", name="features"), normalization,
-         *layers],
+        [
+            keras.Input(shape=(num_features,), dtype="float32", name="features"),
+            normalization,
+            *layers,
+        ],
         name=name,
     )
     return model

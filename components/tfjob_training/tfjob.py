@@ -61,16 +61,26 @@ def trainer_args(
 ) -> list[str]:
     """Returns the trainer's arguments (the container ``args`` of every replica)."""
     return [
-        "--data-dir", str(data_dir),
-        "--output-dir", str(output_dir),
-        "--job-name", job,
-        "--model", model,
-        "--epochs", str(int(epochs)),
-        "--batch-size", str(int(batch_size)),
-        "--learning-rate", repr(float(learning_rate)),
-        "--width", str(int(width)),
-        "--depth", str(int(depth)),
-        "--seed", str(int(seed)),
+        "--data-dir",
+        str(data_dir),
+        "--output-dir",
+        str(output_dir),
+        "--job-name",
+        job,
+        "--model",
+        model,
+        "--epochs",
+        str(int(epochs)),
+        "--batch-size",
+        str(int(batch_size)),
+        "--learning-rate",
+        repr(float(learning_rate)),
+        "--width",
+        str(int(width)),
+        "--depth",
+        str(int(depth)),
+        "--seed",
+        str(int(seed)),
     ]
 
 
@@ -103,8 +113,12 @@ def _tolerations(spec: dict) -> list[dict]:
     for i, t in enumerate(spec.get("tolerations") or []):
         if not isinstance(t, dict) or not (t.get("key") or t.get("operator") == "Exists"):
             raise ValueError(f"toleration {i} needs a 'key' (or operator Exists): {t!r}")
-        item = {"key": t.get("key"), "operator": t.get("operator", "Equal"),
-                "value": t.get("value"), "effect": t.get("effect")}
+        item = {
+            "key": t.get("key"),
+            "operator": t.get("operator", "Equal"),
+            "value": t.get("value"),
+            "effect": t.get("effect"),
+        }
         if t.get("tolerationSeconds") is not None:
             item["tolerationSeconds"] = int(t["tolerationSeconds"])
         out.append({k: v for k, v in item.items() if v is not None})
@@ -147,8 +161,10 @@ def _replica(
         "replicas": int(replicas),
         "restartPolicy": restart_policy,
         "template": {
-            "metadata": {"labels": dict(labels),
-                         "annotations": {"sidecar.istio.io/inject": "false"}},
+            "metadata": {
+                "labels": dict(labels),
+                "annotations": {"sidecar.istio.io/inject": "false"},
+            },
             "spec": pod_spec,
         },
     }
@@ -218,23 +234,43 @@ def build_tfjob(
     replica_resources = replica_resources or {}
     unknown = set(replica_resources) - {"chief", "worker", "evaluator"}
     if unknown:
-        raise ValueError(f"replica_resources has unknown replica types {sorted(unknown)}; "
-                         "use 'chief', 'worker' and 'evaluator'")
-    all_labels = {"app.kubernetes.io/name": "kfp-edge", "app.kubernetes.io/component": "training",
-                  **(labels or {})}
-    full_env = {"TF_USE_LEGACY_KERAS": "1", "PYTHONUNBUFFERED": "1",
-                "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
-    common = dict(image=image, args=trainer_arguments, pvc_name=pvc_name, mount_path=mount_path,
-                  labels=all_labels, env=full_env, restart_policy=restart_policy)
+        raise ValueError(
+            f"replica_resources has unknown replica types {sorted(unknown)}; "
+            "use 'chief', 'worker' and 'evaluator'"
+        )
+    all_labels = {
+        "app.kubernetes.io/name": "kfp-edge",
+        "app.kubernetes.io/component": "training",
+        **(labels or {}),
+    }
+    full_env = {
+        "TF_USE_LEGACY_KERAS": "1",
+        "PYTHONUNBUFFERED": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        **(env or {}),
+    }
+    common = dict(
+        image=image,
+        args=trainer_arguments,
+        pvc_name=pvc_name,
+        mount_path=mount_path,
+        labels=all_labels,
+        env=full_env,
+        restart_policy=restart_policy,
+    )
     specs = {"Chief": _replica(1, resources=replica_resources.get("chief") or {}, **common)}
     if int(workers) > 1:
-        specs["Worker"] = _replica(int(workers) - 1,
-                                   resources=replica_resources.get("worker") or {}, **common)
+        specs["Worker"] = _replica(
+            int(workers) - 1, resources=replica_resources.get("worker") or {}, **common
+        )
     if evaluator:
-        specs["Evaluator"] = _replica(1, resources=replica_resources.get("evaluator") or {},
-                                      **common)
-    run_policy: dict[str, Any] = {"backoffLimit": int(backoff_limit),
-                                  "cleanPodPolicy": clean_pod_policy}
+        specs["Evaluator"] = _replica(
+            1, resources=replica_resources.get("evaluator") or {}, **common
+        )
+    run_policy: dict[str, Any] = {
+        "backoffLimit": int(backoff_limit),
+        "cleanPodPolicy": clean_pod_policy,
+    }
     if active_deadline_seconds is not None:
         run_policy["activeDeadlineSeconds"] = int(active_deadline_seconds)
     if ttl_seconds_after_finished is not None:
@@ -286,13 +322,12 @@ def check_against_sdk(value: Any, type_name: str = "KubeflowOrgV1TFJob", path: s
     if type_name.startswith("dict("):
         if not isinstance(value, dict):
             raise ValueError(f"{where}: expected a map ({type_name}), got {type(value).__name__}")
-        inner = type_name[type_name.index(",") + 1:-1].strip()
+        inner = type_name[type_name.index(",") + 1 : -1].strip()
         return sum(check_against_sdk(v, inner, f"{path}.{k}") for k, v in value.items())
     if type_name in _PRIMITIVES:
         expected = _PRIMITIVES[type_name]
         if type_name == "int" and isinstance(value, bool) or not isinstance(value, expected):
-            raise ValueError(f"{where}: expected {type_name}, got {type(value).__name__} "
-                             f"{value!r}")
+            raise ValueError(f"{where}: expected {type_name}, got {type(value).__name__} {value!r}")
         return 1
     cls = _model_class(type_name)
     if not isinstance(value, dict):
@@ -301,8 +336,8 @@ def check_against_sdk(value: Any, type_name: str = "KubeflowOrgV1TFJob", path: s
     count = 0
     for key, item in value.items():
         if key not in by_json_name:
-            raise ValueError(f"{path}.{key}: no field {key!r} in {type_name} "
-                             f"(known: {sorted(by_json_name)})")
-        count += 1 + check_against_sdk(item, cls.openapi_types[by_json_name[key]],
-                                       f"{path}.{key}")
+            raise ValueError(
+                f"{path}.{key}: no field {key!r} in {type_name} (known: {sorted(by_json_name)})"
+            )
+        count += 1 + check_against_sdk(item, cls.openapi_types[by_json_name[key]], f"{path}.{key}")
     return count

@@ -62,10 +62,12 @@ def build_job(
     from kfp_edge.tfjob_training.models import check_model_args
 
     check_model_args(model, int(width), int(depth))
-    args = tfjob_spec.trainer_args(data_dir, output_dir, job, model, epochs, batch_size,
-                                   learning_rate, width, depth, seed)
-    return tfjob_spec.build_tfjob(job, args, image=image or TENSORFLOW_IMAGE, workers=workers,
-                                  **spec_options)
+    args = tfjob_spec.trainer_args(
+        data_dir, output_dir, job, model, epochs, batch_size, learning_rate, width, depth, seed
+    )
+    return tfjob_spec.build_tfjob(
+        job, args, image=image or TENSORFLOW_IMAGE, workers=workers, **spec_options
+    )
 
 
 def _start_fresh(output_dir: Path, job: str) -> None:
@@ -76,12 +78,15 @@ def _start_fresh(output_dir: Path, job: str) -> None:
 def _finish(output_dir: Path, manifest: dict, status: dict, engine: str) -> dict:
     report_path = output_dir / REPORT_FILE
     if not report_path.exists():
-        raise RuntimeError(f"TFJob {manifest['metadata']['name']} succeeded but the chief wrote "
-                           f"no {report_path}")
+        raise RuntimeError(
+            f"TFJob {manifest['metadata']['name']} succeeded but the chief wrote no {report_path}"
+        )
     report = json.loads(report_path.read_text())
     if report.get("job_name") != manifest["metadata"]["name"]:
-        raise RuntimeError(f"{report_path} belongs to job {report.get('job_name')!r}, not "
-                           f"{manifest['metadata']['name']!r}")
+        raise RuntimeError(
+            f"{report_path} belongs to job {report.get('job_name')!r}, not "
+            f"{manifest['metadata']['name']!r}"
+        )
     report["engine"] = engine
     report["tfjob"] = {
         "name": manifest["metadata"]["name"],
@@ -143,17 +148,26 @@ def train_local(
     job = job or tfjob_spec.job_name(output_dir.parent.name or "local", prefix="local-train")
     opts.setdefault("namespace", "local")
     opts.setdefault("mount_path", str(output_dir.parent))
-    manifest = build_job(str(data_dir), str(output_dir), job=job, model=model, epochs=epochs,
-                         batch_size=batch_size, learning_rate=learning_rate, workers=workers,
-                         **opts)
+    manifest = build_job(
+        str(data_dir),
+        str(output_dir),
+        job=job,
+        model=model,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        workers=workers,
+        **opts,
+    )
     jdir = job_dir(output_dir, job)
     jdir.mkdir(parents=True, exist_ok=True)
     _start_fresh(output_dir, job)
     write_json_atomic(jdir / "tfjob.json", manifest)
     logs = jdir / "logs"
     shutil.rmtree(logs, ignore_errors=True)
-    status = run_tfjob(manifest, logs, stream=stream or sys.stdout, on_event=on_event,
-                       grace_seconds=grace_seconds)
+    status = run_tfjob(
+        manifest, logs, stream=stream or sys.stdout, on_event=on_event, grace_seconds=grace_seconds
+    )
     return _finish(output_dir, manifest, status, "local")
 
 
@@ -220,10 +234,19 @@ def run_training(
     rdir = run_dir(workspace, run_id)
     output_dir = rdir / "training"
     job = tfjob_spec.job_name(run_id)
-    common = dict(model=model, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                  workers=workers, width=width, depth=depth, seed=seed,
-                  replica_resources=replica_resources or {}, backoff_limit=attempt_limit,
-                  active_deadline_seconds=timeout_seconds)
+    common = dict(
+        model=model,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        workers=workers,
+        width=width,
+        depth=depth,
+        seed=seed,
+        replica_resources=replica_resources or {},
+        backoff_limit=attempt_limit,
+        active_deadline_seconds=timeout_seconds,
+    )
     if engine == "local":
         report = train_local(data_dir, output_dir, job=job, stream=stream, **common)
     else:
@@ -232,11 +255,24 @@ def run_training(
         output_dir.mkdir(parents=True, exist_ok=True)
         _start_fresh(output_dir, job)
         manifest = build_job(
-            str(data_dir), str(output_dir), job=job, image=image,
-            namespace=namespace or _pod_namespace(), pvc_name=pvc_name,
-            mount_path=mount_path or str(workspace), labels={"kfp-edge/tfjob": job}, **common)
-        status = launch(manifest, timeout_seconds=timeout_seconds, attempt_limit=attempt_limit,
-                        keep_job=keep_job, stream=stream or sys.stdout, api_client=api_client)
+            str(data_dir),
+            str(output_dir),
+            job=job,
+            image=image,
+            namespace=namespace or _pod_namespace(),
+            pvc_name=pvc_name,
+            mount_path=mount_path or str(workspace),
+            labels={"kfp-edge/tfjob": job},
+            **common,
+        )
+        status = launch(
+            manifest,
+            timeout_seconds=timeout_seconds,
+            attempt_limit=attempt_limit,
+            keep_job=keep_job,
+            stream=stream or sys.stdout,
+            api_client=api_client,
+        )
         report = _finish(output_dir, manifest, status, "kubernetes")
     update_report(rdir, "training", report)
     return report

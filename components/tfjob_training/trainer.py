@@ -115,8 +115,9 @@ def read_tf_config(environ=None) -> dict:
         task["type"], int(task["index"])
         config["cluster"]
     except (ValueError, KeyError, TypeError) as exc:
-        raise TrainerError(f"TF_CONFIG is malformed ({exc}): {raw!r}",
-                           ExitCode.BAD_ARGUMENTS) from exc
+        raise TrainerError(
+            f"TF_CONFIG is malformed ({exc}): {raw!r}", ExitCode.BAD_ARGUMENTS
+        ) from exc
     return config
 
 
@@ -127,8 +128,10 @@ def is_chief(tf_config: dict) -> bool:
     task = tf_config["task"]
     if task["type"] == "chief":
         return True
-    return task["type"] == "worker" and int(task["index"]) == 0 and (
-        "chief" not in tf_config["cluster"]
+    return (
+        task["type"] == "worker"
+        and int(task["index"]) == 0
+        and ("chief" not in tf_config["cluster"])
     )
 
 
@@ -148,33 +151,40 @@ def check_data(data_dir: str) -> dict:
     except FileNotFoundError as exc:
         raise TrainerError(str(exc), ExitCode.BAD_DATA) from exc
     except ValueError as exc:
-        raise TrainerError(f"{data_dir}/manifest.json is not valid JSON: {exc}",
-                           ExitCode.BAD_DATA) from exc
+        raise TrainerError(
+            f"{data_dir}/manifest.json is not valid JSON: {exc}", ExitCode.BAD_DATA
+        ) from exc
     for field in ("num_features", "num_classes", "splits", "preprocessing"):
         if field not in manifest:
-            raise TrainerError(f"{data_dir}/manifest.json lacks the field {field!r}",
-                               ExitCode.BAD_DATA)
+            raise TrainerError(
+                f"{data_dir}/manifest.json lacks the field {field!r}", ExitCode.BAD_DATA
+            )
     for split in ("train",):
         if split not in manifest["splits"] or not manifest["splits"][split].get("shards"):
-            raise TrainerError(f"{data_dir}/manifest.json has no {split!r} shards",
-                               ExitCode.BAD_DATA)
+            raise TrainerError(
+                f"{data_dir}/manifest.json has no {split!r} shards", ExitCode.BAD_DATA
+            )
     for split in manifest["splits"]:
         for shard in manifest["splits"][split]["shards"]:
             path = Path(data_dir) / shard["path"]
             if not path.is_file():
-                raise TrainerError(f"{path}: TFRecord shard listed in the manifest is missing",
-                                   ExitCode.BAD_DATA)
+                raise TrainerError(
+                    f"{path}: TFRecord shard listed in the manifest is missing", ExitCode.BAD_DATA
+                )
     pre_path = Path(data_dir) / manifest["preprocessing"]
     try:
         pre = json.loads(pre_path.read_text())
     except (OSError, ValueError) as exc:
-        raise TrainerError(f"{pre_path}: cannot read the preprocessing spec: {exc}",
-                           ExitCode.BAD_DATA) from exc
+        raise TrainerError(
+            f"{pre_path}: cannot read the preprocessing spec: {exc}", ExitCode.BAD_DATA
+        ) from exc
     for field in ("mean", "std"):
         if len(pre.get(field, [])) != manifest["num_features"]:
             raise TrainerError(
                 f"{pre_path}: field {field!r} has {len(pre.get(field, []))} values, "
-                f"expected num_features={manifest['num_features']}", ExitCode.BAD_DATA)
+                f"expected num_features={manifest['num_features']}",
+                ExitCode.BAD_DATA,
+            )
     manifest["_preprocessing"] = pre
     return manifest
 
@@ -194,8 +204,7 @@ def exit_on_sigterm() -> None:
 
     def wait() -> None:
         signal.sigwait({signal.SIGTERM})
-        print("trainer: SIGTERM received (preempted); exiting with a retryable code",
-              flush=True)
+        print("trainer: SIGTERM received (preempted); exiting with a retryable code", flush=True)
         os._exit(ExitCode.PREEMPTED)
 
     threading.Thread(target=wait, name="sigterm-waiter", daemon=True).start()
@@ -239,8 +248,10 @@ def validate_records(tf, data_dir: str, manifest: dict) -> int:
     from kfp_edge.dataset import FEATURES_KEY, LABEL_KEY
 
     num_features, num_classes = int(manifest["num_features"]), int(manifest["num_classes"])
-    spec = {FEATURES_KEY: tf.io.FixedLenFeature([num_features], tf.float32),
-            LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
+    spec = {
+        FEATURES_KEY: tf.io.FixedLenFeature([num_features], tf.float32),
+        LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
+    }
     checked = 0
     for split in manifest["splits"]:
         for shard in manifest["splits"][split]["shards"]:
@@ -259,7 +270,8 @@ def validate_records(tf, data_dir: str, manifest: dict) -> int:
                                     f"{path}: record {row + i}: not a tf.train.Example with "
                                     f"{FEATURES_KEY!r} ({num_features} floats) and {LABEL_KEY!r} "
                                     f"(int64): {exc.message.splitlines()[0]}",
-                                    ExitCode.BAD_DATA) from exc
+                                    ExitCode.BAD_DATA,
+                                ) from exc
                         raise
                     labels = parsed[LABEL_KEY].numpy()
                     bad = (labels < 0) | (labels >= num_classes)
@@ -267,11 +279,14 @@ def validate_records(tf, data_dir: str, manifest: dict) -> int:
                         i = int(bad.argmax())
                         raise TrainerError(
                             f"{path}: record {row + i}: label {int(labels[i])} is outside the "
-                            f"{num_classes} classes of the manifest", ExitCode.BAD_DATA)
+                            f"{num_classes} classes of the manifest",
+                            ExitCode.BAD_DATA,
+                        )
                     row += int(labels.shape[0])
             except tf.errors.DataLossError as exc:
-                raise TrainerError(f"{path}: corrupt TFRecord after record {row}: {exc.message}",
-                                   ExitCode.BAD_DATA) from exc
+                raise TrainerError(
+                    f"{path}: corrupt TFRecord after record {row}: {exc.message}", ExitCode.BAD_DATA
+                ) from exc
             checked += row
     return checked
 
@@ -282,8 +297,9 @@ def _evaluate(tf, model, data_dir, manifest, split) -> dict | None:
 
     if split not in manifest["splits"] or not manifest["splits"][split]["shards"]:
         return None
-    ds = _make_dataset(tf, data_dir, manifest, split, 256,
-                       tf.data.experimental.AutoShardPolicy.OFF, False, 0)
+    ds = _make_dataset(
+        tf, data_dir, manifest, split, 256, tf.data.experimental.AutoShardPolicy.OFF, False, 0
+    )
     probs, labels = [], []
     for x, y in ds:
         probs.append(model(x, training=False).numpy())
@@ -333,8 +349,15 @@ def run_evaluator(args: argparse.Namespace, manifest: dict, poll_seconds: float 
     out_path = job_dir(output_dir, args.job_name) / EVALUATOR_FILE
     report_path = output_dir / REPORT_FILE
     pre = manifest["_preprocessing"]
-    model = build_model(args.model, int(manifest["num_features"]), int(manifest["num_classes"]),
-                        pre["mean"], pre["std"], args.width, args.depth)
+    model = build_model(
+        args.model,
+        int(manifest["num_features"]),
+        int(manifest["num_classes"]),
+        pre["mean"],
+        pre["std"],
+        args.width,
+        args.depth,
+    )
     saved_epoch = tf.Variable(-1, dtype=tf.int64)
     checkpoint = tf.train.Checkpoint(model=model, ckpt_saved_epoch=saved_epoch)
     split = "validation" if manifest["splits"].get("validation", {}).get("shards") else "train"
@@ -343,12 +366,18 @@ def run_evaluator(args: argparse.Namespace, manifest: dict, poll_seconds: float 
     print(f"trainer: evaluator scoring {split} for job {args.job_name}", flush=True)
     while True:
         report = _read_json(report_path)
-        finished = (report.get("job_name") == args.job_name
-                    and report_path.stat().st_mtime >= started)
+        finished = (
+            report.get("job_name") == args.job_name and report_path.stat().st_mtime >= started
+        )
         if finished:
             final = keras.models.load_model(str(output_dir / SAVED_MODEL_DIR))
-            results.append({"epoch": report["epochs"], "checkpoint": "final",
-                            split: _evaluate(tf, final, args.data_dir, manifest, split)})
+            results.append(
+                {
+                    "epoch": report["epochs"],
+                    "checkpoint": "final",
+                    split: _evaluate(tf, final, args.data_dir, manifest, split),
+                }
+            )
             write_json_atomic(out_path, results)
             print(f"trainer: evaluator final {split}: {results[-1][split]}", flush=True)
             return results
@@ -362,16 +391,22 @@ def run_evaluator(args: argparse.Namespace, manifest: dict, poll_seconds: float 
                 metrics = None  # the chief replaced or removed it while we read: skip it
             if metrics is not None:
                 seen = path
-                results.append({"epoch": int(saved_epoch.numpy()) + 1, "checkpoint": path,
-                                split: metrics})
+                results.append(
+                    {"epoch": int(saved_epoch.numpy()) + 1, "checkpoint": path, split: metrics}
+                )
                 write_json_atomic(out_path, results)
         time.sleep(poll_seconds)
 
 
 def _PEER_ERRORS(tf) -> tuple:  # noqa: N802 - used like a constant
     """TensorFlow errors a collective raises when a peer went away (retryable)."""
-    return (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError,
-            tf.errors.DeadlineExceededError, tf.errors.InternalError)
+    return (
+        tf.errors.UnavailableError,
+        tf.errors.AbortedError,
+        tf.errors.CancelledError,
+        tf.errors.DeadlineExceededError,
+        tf.errors.InternalError,
+    )
 
 
 def _save(model, output_dir: Path, chief: bool, task: dict, backup_dir: Path) -> bool:
@@ -389,8 +424,7 @@ def _save(model, output_dir: Path, chief: bool, task: dict, backup_dir: Path) ->
         return True
     # MultiWorkerMirroredStrategy saves are collective: every replica saves, the others to a
     # temporary path that is removed.
-    tmp = Path(tempfile.mkdtemp(prefix=f".worker-{task['type']}-{task['index']}-",
-                                dir=output_dir))
+    tmp = Path(tempfile.mkdtemp(prefix=f".worker-{task['type']}-{task['index']}-", dir=output_dir))
     try:
         model.save(str(tmp / SAVED_MODEL_DIR), save_format="tf", include_optimizer=False)
     finally:
@@ -417,7 +451,8 @@ def train(args: argparse.Namespace, environ=None) -> dict | None:
         raise TrainerError(
             f"TF_CONFIG task type {tf_config['task']['type']!r} is not supported by this trainer "
             "(it runs chief, worker and evaluator replicas)",
-            ExitCode.BAD_ARGUMENTS)
+            ExitCode.BAD_ARGUMENTS,
+        )
     manifest = check_data(args.data_dir)
     if tf_config and tf_config["task"]["type"] == "evaluator":
         run_evaluator(args, manifest)
@@ -446,15 +481,32 @@ def train(args: argparse.Namespace, environ=None) -> dict | None:
     steps_per_epoch = max(1, math.ceil(train_rows / global_batch))
     pre = manifest["_preprocessing"]
     task = tf_config.get("task", {"type": "local", "index": 0})
-    print(f"trainer: task {task['type']}:{task['index']} chief={chief} replicas={replicas} "
-          f"global_batch={global_batch} steps_per_epoch={steps_per_epoch}", flush=True)
+    print(
+        f"trainer: task {task['type']}:{task['index']} chief={chief} replicas={replicas} "
+        f"global_batch={global_batch} steps_per_epoch={steps_per_epoch}",
+        flush=True,
+    )
 
-    train_ds = _make_dataset(tf, args.data_dir, manifest, "train", global_batch,
-                             tf.data.experimental.AutoShardPolicy.AUTO, True, args.seed)
+    train_ds = _make_dataset(
+        tf,
+        args.data_dir,
+        manifest,
+        "train",
+        global_batch,
+        tf.data.experimental.AutoShardPolicy.AUTO,
+        True,
+        args.seed,
+    )
     with strategy.scope():
-        model = build_model(args.model, int(manifest["num_features"]),
-                            int(manifest["num_classes"]), pre["mean"], pre["std"],
-                            args.width, args.depth)
+        model = build_model(
+            args.model,
+            int(manifest["num_features"]),
+            int(manifest["num_classes"]),
+            pre["mean"],
+            pre["std"],
+            args.width,
+            args.depth,
+        )
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate=args.learning_rate),
             loss="sparse_categorical_crossentropy",
@@ -472,8 +524,10 @@ def train(args: argparse.Namespace, environ=None) -> dict | None:
                 epoch_starts.append(epoch)
                 if chief:
                     previous = _read_json(progress_path).get("attempt_start_epochs", [])
-                    write_json_atomic(progress_path, {"attempt_start_epochs": [*previous, epoch],
-                                                      "epochs_done": epoch})
+                    write_json_atomic(
+                        progress_path,
+                        {"attempt_start_epochs": [*previous, epoch], "epochs_done": epoch},
+                    )
 
         def on_epoch_end(self, epoch, logs=None):
             if chief:
@@ -485,14 +539,19 @@ def train(args: argparse.Namespace, environ=None) -> dict | None:
     callbacks = [keras.callbacks.BackupAndRestore(str(backup_dir)), Progress()]
     fit_started = time.time()
     try:
-        history = model.fit(train_ds, epochs=args.epochs, steps_per_epoch=steps_per_epoch,
-                            callbacks=callbacks, verbose=2 if chief else 0)
+        history = model.fit(
+            train_ds,
+            epochs=args.epochs,
+            steps_per_epoch=steps_per_epoch,
+            callbacks=callbacks,
+            verbose=2 if chief else 0,
+        )
     except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as exc:
         if tf_config and _looks_like_peer_failure(str(exc)):
-            raise TrainerError(f"lost a peer during training: {exc}",
-                               ExitCode.PEER_LOST) from exc
-        raise TrainerError(f"bad training data in {args.data_dir}: {exc}",
-                           ExitCode.BAD_DATA) from exc
+            raise TrainerError(f"lost a peer during training: {exc}", ExitCode.PEER_LOST) from exc
+        raise TrainerError(
+            f"bad training data in {args.data_dir}: {exc}", ExitCode.BAD_DATA
+        ) from exc
     except _PEER_ERRORS(tf) as exc:
         raise TrainerError(f"lost a peer during training: {exc}", ExitCode.PEER_LOST) from exc
     fit_seconds = time.time() - fit_started
@@ -507,8 +566,9 @@ def train(args: argparse.Namespace, environ=None) -> dict | None:
         return None
 
     final = {k: float(v[-1]) for k, v in history.history.items() if v}
-    evaluation = {s: _evaluate(tf, model, args.data_dir, manifest, s)
-                  for s in SPLITS if s != "train"}
+    evaluation = {
+        s: _evaluate(tf, model, args.data_dir, manifest, s) for s in SPLITS if s != "train"
+    }
     progress = _read_json(progress_path)
     attempts = progress.get("attempt_start_epochs", [initial_epoch])
     report = {
@@ -533,11 +593,15 @@ def train(args: argparse.Namespace, environ=None) -> dict | None:
         "test": evaluation.get("test"),
         "fit_seconds": round(fit_seconds, 3),
         "wall_seconds": round(time.time() - started, 3),
-        "examples_per_second": round(steps_per_epoch * global_batch * epochs_run
-                                     / max(fit_seconds, 1e-9), 1),
+        "examples_per_second": round(
+            steps_per_epoch * global_batch * epochs_run / max(fit_seconds, 1e-9), 1
+        ),
         "saved_model_dir": str(output_dir / SAVED_MODEL_DIR),
-        "input": {"dtype": "float32", "shape": [None, int(manifest["num_features"])],
-                  "values": "raw (normalization folded into the model)"},
+        "input": {
+            "dtype": "float32",
+            "shape": [None, int(manifest["num_features"])],
+            "values": "raw (normalization folded into the model)",
+        },
         "classes": manifest.get("classes"),
     }
     write_json_atomic(output_dir / REPORT_FILE, report)
@@ -546,8 +610,18 @@ def train(args: argparse.Namespace, environ=None) -> dict | None:
 
 def _looks_like_peer_failure(message: str) -> bool:
     lowered = message.lower()
-    return any(s in lowered for s in ("collective", "peer", "socket", "connection", "heartbeat",
-                                      "coordination", "unavailable"))
+    return any(
+        s in lowered
+        for s in (
+            "collective",
+            "peer",
+            "socket",
+            "connection",
+            "heartbeat",
+            "coordination",
+            "unavailable",
+        )
+    )
 
 
 def _read_json(path: Path) -> dict:
@@ -570,12 +644,29 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = train(args)
     except TrainerError as exc:
-        print(f"trainer: error ({exc.code.name}, exit {int(exc.code)}): {exc}", file=sys.stderr,
-              flush=True)
+        print(
+            f"trainer: error ({exc.code.name}, exit {int(exc.code)}): {exc}",
+            file=sys.stderr,
+            flush=True,
+        )
         return int(exc.code)
     if report is not None:
-        print("trainer: done " + json.dumps({k: report[k] for k in (
-            "epochs", "resumed_at_epoch", "replicas", "examples_per_second", "test")}), flush=True)
+        print(
+            "trainer: done "
+            + json.dumps(
+                {
+                    k: report[k]
+                    for k in (
+                        "epochs",
+                        "resumed_at_epoch",
+                        "replicas",
+                        "examples_per_second",
+                        "test",
+                    )
+                }
+            ),
+            flush=True,
+        )
     return int(ExitCode.SUCCESS)
 
 

@@ -24,8 +24,17 @@ TEST_OPTIONS = {
 
 # Every technique once, and each quantization once (pruned_int8, clustered_int8 and distilled
 # only combine the same steps differently; they are left out to keep the tests short).
-TESTED_VARIANTS = ["float32", "float16", "dynamic_int8", "full_int8", "pruned", "clustered",
-                   "qat_int8", "distilled_int8", "pcqat_int8"]
+TESTED_VARIANTS = [
+    "float32",
+    "float16",
+    "dynamic_int8",
+    "full_int8",
+    "pruned",
+    "clustered",
+    "qat_int8",
+    "distilled_int8",
+    "pcqat_int8",
+]
 
 
 @pytest.fixture(scope="session")
@@ -34,8 +43,7 @@ def all_variants(iris_saved_model, iris_data_dir, tmp_path_factory):
     from kfp_edge.compression.export import export_variants
 
     out = tmp_path_factory.mktemp("variants")
-    entries = export_variants(iris_saved_model, iris_data_dir, out, TESTED_VARIANTS,
-                              **TEST_OPTIONS)
+    entries = export_variants(iris_saved_model, iris_data_dir, out, TESTED_VARIANTS, **TEST_OPTIONS)
     return out, entries
 
 

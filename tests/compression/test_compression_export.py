@@ -66,18 +66,19 @@ def test_float_variants_match_the_keras_model(all_variants, iris_saved_model, ir
     out, _ = all_variants
     x, _ = iris_test_split
     expected = load_keras_model(iris_saved_model).predict(x, verbose=0)
-    np.testing.assert_allclose(TFLiteModel(out / "float32.tflite").predict(x), expected,
-                               atol=1e-5)
-    np.testing.assert_allclose(TFLiteModel(out / "float16.tflite").predict(x), expected,
-                               atol=2e-2)
+    np.testing.assert_allclose(TFLiteModel(out / "float32.tflite").predict(x), expected, atol=1e-5)
+    np.testing.assert_allclose(TFLiteModel(out / "float16.tflite").predict(x), expected, atol=2e-2)
 
 
 def _weight_dtypes(path):
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path))
-    return {np.dtype(d["dtype"]).name for d in interpreter.get_tensor_details()
-            if len(d["shape"]) == 2 and d["shape"][0] > 1}
+    return {
+        np.dtype(d["dtype"]).name
+        for d in interpreter.get_tensor_details()
+        if len(d["shape"]) == 2 and d["shape"][0] > 1
+    }
 
 
 def test_quantized_variants_hold_quantized_weights(all_variants):
@@ -127,13 +128,15 @@ def test_clustered_models_have_at_most_the_asked_distinct_weights(all_variants):
         assert len(np.unique(kernel)) <= 8
 
 
-def test_full_int8_takes_int8_inputs_when_asked(iris_saved_model, iris_data_dir, tmp_path,
-                                                iris_test_split):
+def test_full_int8_takes_int8_inputs_when_asked(
+    iris_saved_model, iris_data_dir, tmp_path, iris_test_split
+):
     from ai_edge_litert.interpreter import Interpreter
 
     x, y = iris_test_split
-    entries = export_variants(iris_saved_model, iris_data_dir, tmp_path,
-                              ["full_int8", "dynamic_int8"], int8_io=True)
+    entries = export_variants(
+        iris_saved_model, iris_data_dir, tmp_path, ["full_int8", "dynamic_int8"], int8_io=True
+    )
     assert entries[0]["params"]["int8_io"] is True
     assert entries[1]["params"]["int8_io"] is False  # only full-integer variants get int8 I/O
     interpreter = Interpreter(model_path=str(tmp_path / "full_int8.tflite"))
@@ -146,8 +149,9 @@ def test_full_int8_takes_int8_inputs_when_asked(iris_saved_model, iris_data_dir,
         interpreter.set_tensor(inp["index"], x[:1])  # float32 is refused
     model = TFLiteModel(tmp_path / "full_int8.tflite")
     assert (model.predict(x).argmax(1) == y).mean() >= 0.85
-    default = TFLiteModel(export_variants(iris_saved_model, iris_data_dir, tmp_path / "f",
-                                          ["full_int8"])[0]["path"])
+    default = TFLiteModel(
+        export_variants(iris_saved_model, iris_data_dir, tmp_path / "f", ["full_int8"])[0]["path"]
+    )
     assert default.input_dtype == np.float32
 
 
@@ -167,8 +171,7 @@ def test_a_model_that_does_not_fit_the_dataset_is_refused(iris_data_dir, tmp_pat
     from kfp_edge.tf_env import import_tf
 
     _, keras = import_tf()
-    model = keras.Sequential([keras.Input(shape=(5,)), keras.layers.Dense(3,
-                                                                          activation="softmax")])
+    model = keras.Sequential([keras.Input(shape=(5,)), keras.layers.Dense(3, activation="softmax")])
     model.save(str(tmp_path / "sm"), save_format="tf")
     with pytest.raises(ValueError, match="takes 5 features but the dataset"):
         export_variants(tmp_path / "sm", iris_data_dir, tmp_path / "out", ["float32"])
@@ -193,14 +196,21 @@ def test_full_int8_keeps_features_of_very_different_scales(tmp_path):
     small = (y * 0.02 + rng.normal(0, 0.003, n)).astype(np.float32)  # decides the class
     large = rng.normal(500, 300, n).astype(np.float32)  # pure noise of large range
     x = np.stack([small, large], axis=1)
-    data = write_dataset(tmp_path / "data", {"train": (x[:400], y[:400]),
-                                             "validation": (x[400:500], y[400:500]),
-                                             "test": (x[500:], y[500:])},
-                         ["small", "large"], ["a", "b"])
+    data = write_dataset(
+        tmp_path / "data",
+        {
+            "train": (x[:400], y[:400]),
+            "validation": (x[400:500], y[400:500]),
+            "test": (x[500:], y[500:]),
+        },
+        ["small", "large"],
+        ["a", "b"],
+    )
     tf, keras = import_tf()
     keras.utils.set_random_seed(0)
-    model = build_model("mlp", 2, 2, x[:400].mean(0).tolist(), x[:400].std(0).tolist(),
-                        width=8, depth=1)
+    model = build_model(
+        "mlp", 2, 2, x[:400].mean(0).tolist(), x[:400].std(0).tolist(), width=8, depth=1
+    )
     model.compile(keras.optimizers.Adam(0.05), "sparse_categorical_crossentropy")
     model.fit(x[:400], y[:400], epochs=15, batch_size=32, verbose=0)
     model.save(str(tmp_path / "sm"), save_format="tf", include_optimizer=False)
@@ -211,8 +221,7 @@ def test_full_int8_keeps_features_of_very_different_scales(tmp_path):
     assert _accuracy(entry["path"], x_test, y_test) >= keras_accuracy - 0.02
     # The scenario discriminates: with int8 inputs (one scale for both raw features) the small
     # feature is lost, which is why int8_io is an option and not the default.
-    [int8_io] = export_variants(tmp_path / "sm", data, tmp_path / "io", ["full_int8"],
-                                int8_io=True)
+    [int8_io] = export_variants(tmp_path / "sm", data, tmp_path / "io", ["full_int8"], int8_io=True)
     assert _accuracy(int8_io["path"], x_test, y_test) <= 0.75
 
 
@@ -220,8 +229,7 @@ def test_tasks_writing_one_directory_lose_no_variant(iris_saved_model, iris_data
     """Two compression tasks (as under dsl.ParallelFor) export into the same directory."""
     export_variants(iris_saved_model, iris_data_dir, tmp_path, ["float16"])
     export_variants(iris_saved_model, iris_data_dir, tmp_path, ["float32"])
-    assert [e["name"] for e in json.loads((tmp_path / "variants.json").read_text())] == [
-        "float32"]
+    assert [e["name"] for e in json.loads((tmp_path / "variants.json").read_text())] == ["float32"]
     assert [e["name"] for e in read_variants(tmp_path)] == ["float32", "float16"]
     with pytest.raises(FileNotFoundError, match="no variants list"):
         read_variants(tmp_path / "empty")
@@ -243,9 +251,15 @@ def test_qat_and_pcqat_on_the_registry_cnn(iris_data_dir, tmp_path, iris_test_sp
     model.save(str(tmp_path / "sm"), save_format="tf", include_optimizer=False)
     x_test, y_test = iris_test_split
     keras_accuracy = float((model.predict(x_test, verbose=0).argmax(1) == y_test).mean())
-    entries = export_variants(tmp_path / "sm", iris_data_dir, tmp_path / "v",
-                              ["qat_int8", "pcqat_int8"], fine_tune_epochs=3,
-                              learning_rate=0.01, batch_size=16)
+    entries = export_variants(
+        tmp_path / "sm",
+        iris_data_dir,
+        tmp_path / "v",
+        ["qat_int8", "pcqat_int8"],
+        fine_tune_epochs=3,
+        learning_rate=0.01,
+        batch_size=16,
+    )
     for entry in entries:
         assert _accuracy(entry["path"], x_test, y_test) >= keras_accuracy - 0.15, entry["name"]
         assert "CONV_2D" in op_check(entry["path"])["ops"]
@@ -259,6 +273,7 @@ def test_a_damaged_training_shard_is_named(iris_saved_model, iris_data_dir, tmp_
     shard = data / "train" / "part-00001.tfrecord"
     shard.write_bytes(shard.read_bytes()[:-7])  # cut inside the last record
     with pytest.raises(ValueError, match="part-00001.tfrecord: unreadable training shard"):
-        export_variants(iris_saved_model, data, tmp_path / "out", ["full_int8"],
-                        representative_samples=1000)
+        export_variants(
+            iris_saved_model, data, tmp_path / "out", ["full_int8"], representative_samples=1000
+        )
     assert not (tmp_path / "out" / "full_int8.tflite").exists()

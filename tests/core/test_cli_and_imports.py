@@ -10,7 +10,9 @@ from kfp_edge.local_run import format_table, parse_params, variant_table
 def _modules_after(code: str) -> set[str]:
     out = subprocess.run(
         [sys.executable, "-c", code + "\nimport sys; print(' '.join(sys.modules))"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return set(out.split())
 
@@ -32,7 +34,10 @@ def test_cli_parser_and_components_import_neither_tensorflow_nor_pyspark():
 
 def test_parse_params_reads_yaml_values():
     assert parse_params(["epochs=3", "variants=[float32, full_int8]", "model_name=m", "x="]) == {
-        "epochs": 3, "variants": ["float32", "full_int8"], "model_name": "m", "x": "",
+        "epochs": 3,
+        "variants": ["float32", "full_int8"],
+        "model_name": "m",
+        "x": "",
     }
     with pytest.raises(ValueError, match="NAME=VALUE"):
         parse_params(["epochs"])
@@ -51,20 +56,37 @@ def test_subcommands_registered():
 
 def test_variant_table_marks_published_and_gate_reasons():
     report = {
-        "evaluation": {"variants": [
-            {"name": "a", "size_bytes": 1000, "gzip_bytes": 900, "accuracy": 0.95,
-             "latency_us": {"p50": 10.0, "p95": 12.0, "p99": 20.0}},
-            {"name": "b", "size_bytes": 500, "gzip_bytes": 400, "accuracy": 0.5,
-             "latency_us": {"p50": 8.0, "p95": 9.0, "p99": 9.5}},
-        ]},
-        "gate": {"chosen": "a", "results": {
-            "a": {"passed": True, "reasons": []},
-            "b": {"passed": False, "reasons": ["accuracy 0.5 < 0.9"]},
-        }},
+        "evaluation": {
+            "variants": [
+                {
+                    "name": "a",
+                    "size_bytes": 1000,
+                    "gzip_bytes": 900,
+                    "accuracy": 0.95,
+                    "latency_us": {"p50": 10.0, "p95": 12.0, "p99": 20.0},
+                },
+                {
+                    "name": "b",
+                    "size_bytes": 500,
+                    "gzip_bytes": 400,
+                    "accuracy": 0.5,
+                    "latency_us": {"p50": 8.0, "p95": 9.0, "p99": 9.5},
+                },
+            ]
+        },
+        "gate": {
+            "chosen": "a",
+            "results": {
+                "a": {"passed": True, "reasons": []},
+                "b": {"passed": False, "reasons": ["accuracy 0.5 < 0.9"]},
+            },
+        },
         "publish": {"variant": "a"},
     }
     rows = variant_table(report)
     assert [(r["variant"], r["published"], r["gate"]) for r in rows] == [
-        ("a", True, "pass"), ("b", False, "accuracy 0.5 < 0.9")]
+        ("a", True, "pass"),
+        ("b", False, "accuracy 0.5 < 0.9"),
+    ]
     text = format_table(rows)
     assert "1,000" in text and "accuracy 0.5 < 0.9" in text

@@ -14,8 +14,9 @@ def eval_variants(iris_saved_model, iris_data_dir, tmp_path_factory):
     from kfp_edge.compression.export import export_variants
 
     out = tmp_path_factory.mktemp("eval_variants")
-    entries = export_variants(iris_saved_model, iris_data_dir, out, ["float32", "full_int8"],
-                              int8_io=True)
+    entries = export_variants(
+        iris_saved_model, iris_data_dir, out, ["float32", "full_int8"], int8_io=True
+    )
     return out, entries
 
 
@@ -31,8 +32,10 @@ def flex_model(tmp_path_factory):
         return tf.nn.softmax(tf.linalg.det(tf.reshape(x, [1, 2, 2]))[:, None])
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS,
-                                           tf.lite.OpsSet.SELECT_TF_OPS]
+    converter.target_spec.supported_ops = [
+        tf.lite.OpsSet.TFLITE_BUILTINS,
+        tf.lite.OpsSet.SELECT_TF_OPS,
+    ]
     path = tmp_path_factory.mktemp("flex") / "flex.tflite"
     path.write_bytes(converter.convert())
     return path

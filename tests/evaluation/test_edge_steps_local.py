@@ -11,8 +11,9 @@ import pytest
 from kfp_edge.workspace import read_report, run_dir
 
 
-def test_compression_evaluation_and_gate_run_as_kfp_tasks(iris_saved_model, iris_data_dir,
-                                                           tmp_path):
+def test_compression_evaluation_and_gate_run_as_kfp_tasks(
+    iris_saved_model, iris_data_dir, tmp_path
+):
     from kfp import local
 
     from kfp_edge.compression.component import CompressionOp
@@ -20,21 +21,38 @@ def test_compression_evaluation_and_gate_run_as_kfp_tasks(iris_saved_model, iris
     from kfp_edge.evaluation.litert import TFLiteModel
     from kfp_edge.gate.component import GateOp
 
-    local.init(runner=local.SubprocessRunner(use_venv=False),
-               pipeline_root=str(tmp_path / "kfp-local"), raise_on_error=True)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(tmp_path / "kfp-local"),
+        raise_on_error=True,
+    )
     workspace = tmp_path / "ws"
-    compression = CompressionOp(workspace=str(workspace), run_id="r1",
-                                saved_model_dir=str(iris_saved_model),
-                                data_dir=str(iris_data_dir), variants=["float32", "full_int8"])
+    compression = CompressionOp(
+        workspace=str(workspace),
+        run_id="r1",
+        saved_model_dir=str(iris_saved_model),
+        data_dir=str(iris_data_dir),
+        variants=["float32", "full_int8"],
+    )
     variants_dir = Path(compression.outputs["variants_dir"])
     assert variants_dir == run_dir(workspace, "r1") / "variants"
     assert sorted(p.name for p in variants_dir.iterdir()) == [
-        "float32.tflite", "float32.variant.json", "full_int8.tflite", "full_int8.variant.json",
-        "variants.json"]
+        "float32.tflite",
+        "float32.variant.json",
+        "full_int8.tflite",
+        "full_int8.variant.json",
+        "variants.json",
+    ]
 
-    evaluation = EvaluationOp(workspace=str(workspace), run_id="r1",
-                              variants_dir=str(variants_dir), data_dir=str(iris_data_dir),
-                              saved_model_dir=str(iris_saved_model), runs=1000, warmup=50)
+    evaluation = EvaluationOp(
+        workspace=str(workspace),
+        run_id="r1",
+        variants_dir=str(variants_dir),
+        data_dir=str(iris_data_dir),
+        saved_model_dir=str(iris_saved_model),
+        runs=1000,
+        warmup=50,
+    )
     evaluation_path = Path(evaluation.outputs["evaluation_path"])
     figures = json.loads(evaluation_path.read_text())
     assert [v["name"] for v in figures["variants"]] == ["float32", "full_int8"]
@@ -44,22 +62,33 @@ def test_compression_evaluation_and_gate_run_as_kfp_tasks(iris_saved_model, iris
     page = Path(evaluation.outputs["report"].path).read_text()
     assert "<svg" in page and "full_int8" in page
 
-    gate = GateOp(workspace=str(workspace), run_id="r1", evaluation_path=str(evaluation_path),
-                  min_accuracy=0.85, max_accuracy_drop=0.1)
+    gate = GateOp(
+        workspace=str(workspace),
+        run_id="r1",
+        evaluation_path=str(evaluation_path),
+        min_accuracy=0.85,
+        max_accuracy_drop=0.1,
+    )
     chosen = gate.outputs["chosen_variant"]
     assert chosen in {"float32", "full_int8"}
     assert TFLiteModel(gate.outputs["chosen_path"]).num_features == 4
     confusion = gate.outputs["confusion"].metadata["confusionMatrix"]
     assert confusion["annotationSpecs"] == [
-        {"displayName": c} for c in ("setosa", "versicolor", "virginica")]
+        {"displayName": c} for c in ("setosa", "versicolor", "virginica")
+    ]
     report = read_report(run_dir(workspace, "r1"))
     assert {"compression", "evaluation", "gate"} <= set(report)
     assert report["gate"]["chosen"] == chosen
 
     with pytest.raises(RuntimeError):
-        GateOp(workspace=str(workspace), run_id="r1", evaluation_path=str(evaluation_path),
-               max_size_bytes=100)
+        GateOp(
+            workspace=str(workspace),
+            run_id="r1",
+            evaluation_path=str(evaluation_path),
+            max_size_bytes=100,
+        )
     gate_section = read_report(run_dir(workspace, "r1"))["gate"]
     assert gate_section["chosen"] is None
-    assert all("max_size_bytes 100 B" in " ".join(m["reasons"])
-               for m in gate_section["nearest_misses"])
+    assert all(
+        "max_size_bytes 100 B" in " ".join(m["reasons"]) for m in gate_section["nearest_misses"]
+    )

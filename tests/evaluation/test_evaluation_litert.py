@@ -16,8 +16,9 @@ from kfp_edge.evaluation.metrics import classification_report
 from kfp_edge.evaluation.report import render_html
 
 
-def test_float32_model_computes_what_keras_computes(iris_saved_model, eval_variants,
-                                                    eval_test_split):
+def test_float32_model_computes_what_keras_computes(
+    iris_saved_model, eval_variants, eval_test_split
+):
     from kfp_edge.compression.export import load_keras_model
 
     out, _ = eval_variants
@@ -82,8 +83,9 @@ def test_classification_report_on_hand_made_predictions():
         classification_report(y, probabilities, ["a", "b"])
 
 
-def test_evaluate_variants_with_reference_and_unrunnable(iris_saved_model, eval_variants,
-                                                         flex_model, iris_data_dir, tmp_path):
+def test_evaluate_variants_with_reference_and_unrunnable(
+    iris_saved_model, eval_variants, flex_model, iris_data_dir, tmp_path
+):
     import shutil
 
     src, entries = eval_variants

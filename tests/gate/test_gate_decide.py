@@ -11,9 +11,15 @@ from kfp_edge.workspace import read_report, run_dir
 
 
 def _variant(name, accuracy, size, p50, p95=None, ops_ok=True):
-    return {"name": name, "path": f"/v/{name}.tflite", "accuracy": accuracy,
-            "size_bytes": size, "latency_us": {"p50": p50, "p95": p95 or p50 * 2, "p99": 0},
-            "ops_ok": ops_ok, "select_tf_ops": [] if ops_ok else ["FlexMatrixDeterminant"]}
+    return {
+        "name": name,
+        "path": f"/v/{name}.tflite",
+        "accuracy": accuracy,
+        "size_bytes": size,
+        "latency_us": {"p50": p50, "p95": p95 or p50 * 2, "p99": 0},
+        "ops_ok": ops_ok,
+        "select_tf_ops": [] if ops_ok else ["FlexMatrixDeterminant"],
+    }
 
 
 EVALUATION = {
@@ -36,11 +42,14 @@ def test_picks_the_smallest_then_fastest_passing_variant():
     assert results["dynamic_int8"] == {"passed": True, "reasons": []}
     assert results["full_int8"]["passed"] and "'dynamic_int8'" in results["full_int8"]["reasons"][0]
     assert not results["pruned_int8"]["passed"]
-    assert any("accuracy 0.8500 < min_accuracy 0.9000" in r
-               for r in results["pruned_int8"]["reasons"])
+    assert any(
+        "accuracy 0.8500 < min_accuracy 0.9000" in r for r in results["pruned_int8"]["reasons"]
+    )
     assert any("accuracy drop 0.1000" in r for r in results["pruned_int8"]["reasons"])
-    assert results["flexy"] == {"passed": False, "reasons": [
-        "not builtin-only: needs FlexMatrixDeterminant"]}
+    assert results["flexy"] == {
+        "passed": False,
+        "reasons": ["not builtin-only: needs FlexMatrixDeterminant"],
+    }
     assert decision["slo"]["max_size_bytes"] == DEFAULT_SLO["max_size_bytes"]
 
 
@@ -91,8 +100,11 @@ def test_run_gate_records_the_decision_before_failing(tmp_path):
 
 
 def test_unrunnable_variants_lose_with_a_reason():
-    evaluation = {"reference": {"accuracy": 0.9}, "variants": [_variant("ok", 0.9, 100, 5.0)],
-                  "unrunnable": [{"name": "flex", "select_tf_ops": ["FlexErf"], "size_bytes": 1}]}
+    evaluation = {
+        "reference": {"accuracy": 0.9},
+        "variants": [_variant("ok", 0.9, 100, 5.0)],
+        "unrunnable": [{"name": "flex", "select_tf_ops": ["FlexErf"], "size_bytes": 1}],
+    }
     decision = decide(evaluation, {})
     assert decision["chosen"] == "ok"
     assert "FlexErf" in decision["results"]["flex"]["reasons"][0]

@@ -41,16 +41,28 @@ def test_every_step_mounts_the_workspace_and_does_not_cache(compiled):
     _, spec, executors = compiled
     tasks = spec["root"]["dag"]["tasks"]
     assert set(tasks) == {
-        "runcontextop", "sparketlop", "tfjobtrainingop", "compressionop",
-        "evaluationop", "gateop", "modelstoreop",
+        "runcontextop",
+        "sparketlop",
+        "tfjobtrainingop",
+        "compressionop",
+        "evaluationop",
+        "gateop",
+        "modelstoreop",
     }
     for name, task in tasks.items():
         assert task["cachingOptions"] == {}, f"{name} may be cached"  # enableCache: false
         executor = executors[task["componentRef"]["name"].replace("comp-", "exec-")]
-        assert executor["pvcMount"] == [
-            {"constant": "kfp-edge-workspace", "mountPath": "/workspace",
-             "pvcNameParameter": {"runtimeValue": {"constant": "kfp-edge-workspace"}}}
-        ] or executor["pvcMount"][0]["mountPath"] == "/workspace"
+        assert (
+            executor["pvcMount"]
+            == [
+                {
+                    "constant": "kfp-edge-workspace",
+                    "mountPath": "/workspace",
+                    "pvcNameParameter": {"runtimeValue": {"constant": "kfp-edge-workspace"}},
+                }
+            ]
+            or executor["pvcMount"][0]["mountPath"] == "/workspace"
+        )
 
 
 def test_steps_have_cpu_and_memory_requests_and_our_images(compiled):
@@ -108,6 +120,8 @@ def test_minio_credentials_come_from_the_manifests_secret(compiled):
         refs = executors[step]["secretAsEnv"]
         assert refs[0]["secretName"] == "kfp-edge-minio"
         assert {k["secretKey"] for k in refs[0]["keyToEnv"]} == {"accesskey", "secretkey"}
-    env = {e["name"]: e["value"] for e in
-           spec["deploymentSpec"]["executors"]["exec-modelstoreop"]["container"]["env"]}
+    env = {
+        e["name"]: e["value"]
+        for e in spec["deploymentSpec"]["executors"]["exec-modelstoreop"]["container"]["env"]
+    }
     assert env["KFP_EDGE_S3_ENDPOINT"] == "http://kfp-edge-minio:9000"

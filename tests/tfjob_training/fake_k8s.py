@@ -63,13 +63,26 @@ class FakeCluster:
                 return
             conds = [c for c in job["status"]["conditions"] if c["type"] != ctype]
             for c in conds:
-                if ctype == "Running" and c["type"] == "Restarting" or \
-                        ctype == "Restarting" and c["type"] == "Running" or \
-                        ctype in ("Succeeded", "Failed") and c["type"] == "Running":
+                if (
+                    ctype == "Running"
+                    and c["type"] == "Restarting"
+                    or ctype == "Restarting"
+                    and c["type"] == "Running"
+                    or ctype in ("Succeeded", "Failed")
+                    and c["type"] == "Running"
+                ):
                     c["status"] = "False"
             stamp = f"{time.time():.6f}"
-            conds.append({"type": ctype, "status": "True", "reason": reason, "message": message,
-                          "lastTransitionTime": stamp, "lastUpdateTime": stamp})
+            conds.append(
+                {
+                    "type": ctype,
+                    "status": "True",
+                    "reason": reason,
+                    "message": message,
+                    "lastTransitionTime": stamp,
+                    "lastUpdateTime": stamp,
+                }
+            )
             job["status"]["conditions"] = conds
             self._emit("MODIFIED", job)
 
@@ -88,8 +101,11 @@ class FakeCluster:
             self.set_condition(key, ctype, reason, message)
 
     def count(self, method: str, path_part: str = "", **query) -> int:
-        return sum(1 for m, p, q in self.requests if m == method and path_part in p
-                   and all(q.get(k) == v for k, v in query.items()))
+        return sum(
+            1
+            for m, p, q in self.requests
+            if m == method and path_part in p and all(q.get(k) == v for k, v in query.items())
+        )
 
 
 def _handler(cluster: FakeCluster):
@@ -122,8 +138,17 @@ def _handler(cluster: FakeCluster):
             self.wfile.flush()
 
         def _status(self, code: int, reason: str, message: str) -> None:
-            self._send(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                              "reason": reason, "message": message, "code": code})
+            self._send(
+                code,
+                {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "status": "Failure",
+                    "reason": reason,
+                    "message": message,
+                    "code": code,
+                },
+            )
 
         def _parse(self):
             url = urlparse(self.path)
@@ -132,7 +157,7 @@ def _handler(cluster: FakeCluster):
             return url.path, query
 
         def _job_key(self, path: str):
-            rest = path[len(PREFIX):].split("/")  # <ns>/tfjobs[/<name>]
+            rest = path[len(PREFIX) :].split("/")  # <ns>/tfjobs[/<name>]
             if len(rest) < 2 or rest[1] != "tfjobs":
                 return None, None
             return rest[0], (rest[2] if len(rest) > 2 else None)
@@ -143,8 +168,9 @@ def _handler(cluster: FakeCluster):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             key = (ns, body["metadata"]["name"])
             if key in cluster.jobs:
-                return self._status(409, "AlreadyExists",
-                                    f'tfjobs.kubeflow.org "{key[1]}" already exists')
+                return self._status(
+                    409, "AlreadyExists", f'tfjobs.kubeflow.org "{key[1]}" already exists'
+                )
             body["metadata"]["namespace"] = ns
             cluster.put(body)
             self._send(201, cluster.jobs[key])
@@ -169,8 +195,15 @@ def _handler(cluster: FakeCluster):
             if query.get("watch", "").lower() == "true":
                 return self._watch(ns, query)
             items = [j for (n, _), j in cluster.jobs.items() if n == ns]
-            self._send(200, {"apiVersion": "kubeflow.org/v1", "kind": "TFJobList", "items": items,
-                             "metadata": {"resourceVersion": str(cluster.rv)}})
+            self._send(
+                200,
+                {
+                    "apiVersion": "kubeflow.org/v1",
+                    "kind": "TFJobList",
+                    "items": items,
+                    "metadata": {"resourceVersion": str(cluster.rv)},
+                },
+            )
 
         def _watch(self, ns: str, query: dict):
             selector = query.get("fieldSelector", "")
@@ -183,9 +216,11 @@ def _handler(cluster: FakeCluster):
                     pending = []
                 else:  # no version: the current state first, as ADDED
                     since = cluster.rv
-                    pending = [(cluster.rv, "ADDED", copy.deepcopy(j))
-                               for (n, jn), j in cluster.jobs.items()
-                               if n == ns and name in (None, jn)]
+                    pending = [
+                        (cluster.rv, "ADDED", copy.deepcopy(j))
+                        for (n, jn), j in cluster.jobs.items()
+                        if n == ns and name in (None, jn)
+                    ]
             end = time.time() + timeout
             try:
                 while True:
@@ -197,11 +232,16 @@ def _handler(cluster: FakeCluster):
                             self._chunk(b"")
                             return
                         seen = since
-                        cluster.cond.wait_for(lambda seen=seen: cluster.rv > seen,
-                                              timeout=remaining)
-                        pending = [e for e in cluster.events if e[0] > since
-                                   and e[2]["metadata"]["namespace"] == ns
-                                   and name in (None, e[2]["metadata"]["name"])]
+                        cluster.cond.wait_for(
+                            lambda seen=seen: cluster.rv > seen, timeout=remaining
+                        )
+                        pending = [
+                            e
+                            for e in cluster.events
+                            if e[0] > since
+                            and e[2]["metadata"]["namespace"] == ns
+                            and name in (None, e[2]["metadata"]["name"])
+                        ]
                         since = cluster.rv
             except (BrokenPipeError, ConnectionResetError):
                 return
@@ -215,20 +255,36 @@ def _handler(cluster: FakeCluster):
                     self._chunk(line.encode())
                 self._chunk(b"")
                 return
-            selector = dict(kv.split("=", 1) for kv in query.get("labelSelector", "").split(",")
-                            if "=" in kv)
+            selector = dict(
+                kv.split("=", 1) for kv in query.get("labelSelector", "").split(",") if "=" in kv
+            )
             job = selector.get("training.kubeflow.org/job-name")
             items = []
             if (ns, job) in cluster.jobs and selector.get(
-                    "training.kubeflow.org/replica-type") == "chief":
-                items.append({
-                    "metadata": {"name": f"{job}-chief-0", "namespace": ns, "uid": f"pod-{job}"},
-                    "status": {"phase": "Running", "containerStatuses": [{
-                        "name": "tensorflow", "image": "img", "imageID": "", "ready": True,
-                        "restartCount": 0}]},
-                })
-            self._send(200, {"apiVersion": "v1", "kind": "PodList", "metadata": {},
-                             "items": items})
+                "training.kubeflow.org/replica-type"
+            ) == "chief":
+                items.append(
+                    {
+                        "metadata": {
+                            "name": f"{job}-chief-0",
+                            "namespace": ns,
+                            "uid": f"pod-{job}",
+                        },
+                        "status": {
+                            "phase": "Running",
+                            "containerStatuses": [
+                                {
+                                    "name": "tensorflow",
+                                    "image": "img",
+                                    "imageID": "",
+                                    "ready": True,
+                                    "restartCount": 0,
+                                }
+                            ],
+                        },
+                    }
+                )
+            self._send(200, {"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items})
 
     return Handler
 

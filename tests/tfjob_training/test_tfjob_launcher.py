@@ -37,9 +37,11 @@ def _run(fake_k8s, script, *, existing=None, chief_log="", **kwargs):
     return cluster, status, error, out.getvalue()
 
 
-SUCCESS = [(0.1, "Created", "TFJobCreated", "created"),
-           (0.2, "Running", "TFJobRunning", "running"),
-           (0.4, "Succeeded", "TFJobSucceeded", "TFJob team-a/train-run-1 successfully completed.")]
+SUCCESS = [
+    (0.1, "Created", "TFJobCreated", "created"),
+    (0.2, "Running", "TFJobRunning", "running"),
+    (0.4, "Succeeded", "TFJobSucceeded", "TFJob team-a/train-run-1 successfully completed."),
+]
 
 
 def test_launcher_creates_watches_streams_log_and_deletes(fake_k8s):
@@ -62,9 +64,15 @@ def test_launcher_creates_watches_streams_log_and_deletes(fake_k8s):
 
 
 def test_launcher_fails_with_the_jobs_reason(fake_k8s):
-    script = [(0.1, "Running", "TFJobRunning", "running"),
-              (0.2, "Failed", "TFJobFailed",
-               "TFJob team-a/train-run-1 has failed because 1 Worker replica(s) failed.")]
+    script = [
+        (0.1, "Running", "TFJobRunning", "running"),
+        (
+            0.2,
+            "Failed",
+            "TFJobFailed",
+            "TFJob team-a/train-run-1 has failed because 1 Worker replica(s) failed.",
+        ),
+    ]
     cluster, status, error, out = _run(fake_k8s, script)
     assert isinstance(error, TFJobFailed)
     assert error.reason == "TFJobFailed"
@@ -75,9 +83,17 @@ def test_launcher_fails_with_the_jobs_reason(fake_k8s):
 def test_launcher_adopts_an_existing_running_job(fake_k8s):
     existing = _manifest()
     existing["metadata"]["namespace"] = "team-a"
-    existing["status"] = {"conditions": [{"type": "Running", "status": "True",
-                                          "reason": "TFJobRunning", "message": "running",
-                                          "lastTransitionTime": "t0"}]}
+    existing["status"] = {
+        "conditions": [
+            {
+                "type": "Running",
+                "status": "True",
+                "reason": "TFJobRunning",
+                "message": "running",
+                "lastTransitionTime": "t0",
+            }
+        ]
+    }
     cluster = fake_k8s.FakeCluster([])
     with fake_k8s.FakeApiServer(cluster) as server:
         cluster.put(existing, run_script=False)
@@ -91,8 +107,7 @@ def test_launcher_adopts_an_existing_running_job(fake_k8s):
 
         threading.Thread(target=finish_later, daemon=True).start()
         out = io.StringIO()
-        status = launch(_manifest(), stream=out, api_client=server.api_client(),
-                        stream_logs=False)
+        status = launch(_manifest(), stream=out, api_client=server.api_client(), stream_logs=False)
     assert status["adopted"] is True and status["result"] == "Succeeded"
     assert "adopting it" in out.getvalue()
     assert sum(1 for e in cluster.events if e[1] == "ADDED") == 1  # not duplicated
@@ -100,9 +115,17 @@ def test_launcher_adopts_an_existing_running_job(fake_k8s):
 
 def test_launcher_replaces_a_failed_job_of_the_same_name(fake_k8s):
     existing = _manifest()
-    existing["status"] = {"conditions": [{"type": "Failed", "status": "True",
-                                          "reason": "TFJobFailed", "message": "old failure",
-                                          "lastTransitionTime": "t0"}]}
+    existing["status"] = {
+        "conditions": [
+            {
+                "type": "Failed",
+                "status": "True",
+                "reason": "TFJobFailed",
+                "message": "old failure",
+                "lastTransitionTime": "t0",
+            }
+        ]
+    }
     cluster, status, error, out = _run(fake_k8s, SUCCESS, existing=existing, stream_logs=False)
     assert error is None and status["adopted"] is False
     assert cluster.count("POST", JOBS) == 2  # 409, then created after the delete
@@ -112,8 +135,10 @@ def test_launcher_replaces_a_failed_job_of_the_same_name(fake_k8s):
 def test_launcher_enforces_its_own_attempt_limit(fake_k8s):
     script = [(0.1, "Running", "TFJobRunning", "running")]
     for _ in range(3):
-        script += [(0.1, "Restarting", "TFJobRestarting", "worker exited with 137"),
-                   (0.1, "Running", "TFJobRunning", "running")]
+        script += [
+            (0.1, "Restarting", "TFJobRestarting", "worker exited with 137"),
+            (0.1, "Running", "TFJobRunning", "running"),
+        ]
     cluster, status, error, out = _run(fake_k8s, script, attempt_limit=1, stream_logs=False)
     assert isinstance(error, TFJobFailed) and error.reason == "AttemptLimitExceeded"
     assert status["restarts"] == 2
@@ -123,8 +148,9 @@ def test_launcher_enforces_its_own_attempt_limit(fake_k8s):
 def test_launcher_timeout_keeps_the_job_when_asked(fake_k8s):
     script = [(0.1, "Running", "TFJobRunning", "running")]
     start = time.monotonic()
-    cluster, status, error, out = _run(fake_k8s, script, timeout_seconds=1.5, keep_job=True,
-                                       stream_logs=False)
+    cluster, status, error, out = _run(
+        fake_k8s, script, timeout_seconds=1.5, keep_job=True, stream_logs=False
+    )
     assert isinstance(error, TFJobFailed) and error.reason == "LauncherTimeout"
     assert time.monotonic() - start < 10
     assert cluster.count("DELETE") == 0 and ("team-a", "train-run-1") in cluster.jobs
@@ -133,8 +159,9 @@ def test_launcher_timeout_keeps_the_job_when_asked(fake_k8s):
 
 
 @pytest.mark.slow
-def test_kubernetes_engine_end_to_end_with_the_local_engine_as_operator(fake_k8s,
-                                                                         iris_data_dir, tmp_path):
+def test_kubernetes_engine_end_to_end_with_the_local_engine_as_operator(
+    fake_k8s, iris_data_dir, tmp_path
+):
     """run_training(engine="kubernetes") against the FAKE API server, whose stand-in for the
     Training Operator runs the submitted TFJob with the local engine (real replicas)."""
     import json
@@ -157,10 +184,18 @@ def test_kubernetes_engine_end_to_end_with_the_local_engine_as_operator(fake_k8s
     out = io.StringIO()
     gpu = {"gpu_count": 1, "cpu_request": "1"}
     with fake_k8s.FakeApiServer(cluster) as server:
-        report = run_training(str(workspace), "k8s-run", str(iris_data_dir), engine="kubernetes",
-                              epochs=5, workers=1, namespace="team-a",
-                              replica_resources={"chief": gpu}, api_client=server.api_client(),
-                              stream=out)
+        report = run_training(
+            str(workspace),
+            "k8s-run",
+            str(iris_data_dir),
+            engine="kubernetes",
+            epochs=5,
+            workers=1,
+            namespace="team-a",
+            replica_resources={"chief": gpu},
+            api_client=server.api_client(),
+            stream=out,
+        )
     created = next(e[2] for e in cluster.events if e[1] == "ADDED")
     chief = created["spec"]["tfReplicaSpecs"]["Chief"]["template"]["spec"]
     assert chief["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"

@@ -19,9 +19,11 @@ from kfp_edge.tfjob_training.tfjob import build_tfjob
 def _job(tmp_path, code: str, workers: int = 2, **kwargs) -> dict:
     """A TFJob whose replicas run ``code`` (with TASK = the TF_CONFIG task and OUT a dir)."""
     manifest = build_tfjob("policy-test", ["--unused"], image="img:1", workers=workers, **kwargs)
-    prelude = ("import json, os, sys, time; cfg = json.loads(os.environ['TF_CONFIG']); "
-               "task = cfg['task']; key = f\"{task['type']}-{task['index']}\"; "
-               f"out = {str(tmp_path)!r}; ")
+    prelude = (
+        "import json, os, sys, time; cfg = json.loads(os.environ['TF_CONFIG']); "
+        "task = cfg['task']; key = f\"{task['type']}-{task['index']}\"; "
+        f"out = {str(tmp_path)!r}; "
+    )
     for spec in manifest["spec"]["tfReplicaSpecs"].values():
         container = spec["template"]["spec"]["containers"][0]
         container["command"] = ["python", "-c", prelude + code]
@@ -30,18 +32,28 @@ def _job(tmp_path, code: str, workers: int = 2, **kwargs) -> dict:
 
 
 def _run(manifest, tmp_path, **kwargs):
-    return run_tfjob(manifest, tmp_path / "logs", stream=io.StringIO(), grace_seconds=1.0,
-                     poll_seconds=0.05, **kwargs)
+    return run_tfjob(
+        manifest,
+        tmp_path / "logs",
+        stream=io.StringIO(),
+        grace_seconds=1.0,
+        poll_seconds=0.05,
+        **kwargs,
+    )
 
 
 def test_each_replica_gets_the_operators_tf_config(tmp_path):
-    code = ("open(os.path.join(out, key + '.json'), 'w').write(os.environ['TF_CONFIG']); "
-            "open(os.path.join(out, key + '.env'), 'w').write(os.environ['TF_USE_LEGACY_KERAS'])")
+    code = (
+        "open(os.path.join(out, key + '.json'), 'w').write(os.environ['TF_CONFIG']); "
+        "open(os.path.join(out, key + '.env'), 'w').write(os.environ['TF_USE_LEGACY_KERAS'])"
+    )
     manifest = _job(tmp_path, code, workers=3)
     status = _run(manifest, tmp_path)
     assert [c["type"] for c in status["conditions"]] == ["Created", "Running", "Succeeded"]
-    configs = {k: json.loads((tmp_path / f"{k}.json").read_text())
-               for k in ("chief-0", "worker-0", "worker-1")}
+    configs = {
+        k: json.loads((tmp_path / f"{k}.json").read_text())
+        for k in ("chief-0", "worker-0", "worker-1")
+    }
     cluster = configs["chief-0"]["cluster"]
     assert set(cluster) == {"chief", "worker"}
     assert len(cluster["chief"]) == 1 and len(cluster["worker"]) == 2
@@ -59,14 +71,18 @@ def test_tf_config_leaves_the_evaluator_out_of_the_cluster():
     manifest = build_tfjob("evaljob", [], image="img:1", workers=2)
     manifest["spec"]["tfReplicaSpecs"]["Evaluator"] = manifest["spec"]["tfReplicaSpecs"]["Chief"]
     configs = tf_configs(manifest, ports=[1, 2, 3])
-    assert configs[("Evaluator", 0)]["cluster"] == {"chief": ["127.0.0.1:1"],
-                                                    "worker": ["127.0.0.1:2"]}
+    assert configs[("Evaluator", 0)]["cluster"] == {
+        "chief": ["127.0.0.1:1"],
+        "worker": ["127.0.0.1:2"],
+    }
     assert configs[("Evaluator", 0)]["task"] == {"type": "evaluator", "index": 0}
 
 
 def test_retryable_exit_restarts_all_replicas_until_the_backoff_limit(tmp_path):
-    code = ("open(os.path.join(out, key + '.starts'), 'a').write('x'); "
-            "sys.exit(138) if task['type'] == 'worker' else time.sleep(30)")
+    code = (
+        "open(os.path.join(out, key + '.starts'), 'a').write('x'); "
+        "sys.exit(138) if task['type'] == 'worker' else time.sleep(30)"
+    )
     manifest = _job(tmp_path, code, workers=2, backoff_limit=2)
     events = []
     with pytest.raises(TFJobFailed) as err:
@@ -83,8 +99,10 @@ def test_retryable_exit_restarts_all_replicas_until_the_backoff_limit(tmp_path):
 
 
 def test_permanent_exit_fails_at_once_with_the_replicas_log(tmp_path):
-    code = ("print('cannot read the data', flush=True); "
-            "sys.exit(3) if task['type'] == 'worker' else time.sleep(30)")
+    code = (
+        "print('cannot read the data', flush=True); "
+        "sys.exit(3) if task['type'] == 'worker' else time.sleep(30)"
+    )
     manifest = _job(tmp_path, code, workers=2, backoff_limit=5)
     with pytest.raises(TFJobFailed) as err:
         _run(manifest, tmp_path)
@@ -121,8 +139,9 @@ def test_chief_success_ends_the_job_and_stops_lingering_workers(tmp_path):
     code = "print('chief log line', flush=True) if task['type'] == 'chief' else time.sleep(60)"
     manifest = _job(tmp_path, code, workers=3)
     out = io.StringIO()
-    status = run_tfjob(manifest, tmp_path / "logs", stream=out, grace_seconds=0.5,
-                       poll_seconds=0.05)
+    status = run_tfjob(
+        manifest, tmp_path / "logs", stream=out, grace_seconds=0.5, poll_seconds=0.05
+    )
     assert status["conditions"][-1]["type"] == "Succeeded"
     assert "chief log line" in out.getvalue()  # the chief's log is streamed
     assert status["attempts"][0]["chief-0"]["exit_code"] == 0

@@ -50,8 +50,9 @@ def test_two_local_workers_reach_the_accuracy_bound_of_one(iris_data_dir, tmp_pa
     reports = {}
     for workers in (1, 2):
         out = tmp_path / f"w{workers}" / "training"
-        reports[workers] = train_local(iris_data_dir, out, workers=workers,
-                                       job=f"iris-w{workers}", stream=io.StringIO())
+        reports[workers] = train_local(
+            iris_data_dir, out, workers=workers, job=f"iris-w{workers}", stream=io.StringIO()
+        )
         _no_leftovers(out, f"iris-w{workers}")
         assert json.loads((out / "training_report.json").read_text()) == reports[workers]
     one, two = reports[1], reports[2]
@@ -69,8 +70,7 @@ def test_two_local_workers_reach_the_accuracy_bound_of_one(iris_data_dir, tmp_pa
 
 
 @pytest.mark.slow
-def test_sigkilled_worker_restarts_all_replicas_and_resumes_from_backup(iris_data_dir,
-                                                                        tmp_path):
+def test_sigkilled_worker_restarts_all_replicas_and_resumes_from_backup(iris_data_dir, tmp_path):
     out = tmp_path / "training"
     job = "kill-test"
     killed: dict = {}
@@ -95,16 +95,31 @@ def test_sigkilled_worker_restarts_all_replicas_and_resumes_from_backup(iris_dat
 
     def on_event(event: str, details: dict) -> None:
         if event == "ReplicasStarted" and details["attempt"] == 0:
-            threading.Thread(target=kill_worker_after_first_epoch,
-                             args=(details["pids"]["chief-0"], details["pids"]["worker-0"]),
-                             daemon=True).start()
+            threading.Thread(
+                target=kill_worker_after_first_epoch,
+                args=(details["pids"]["chief-0"], details["pids"]["worker-0"]),
+                daemon=True,
+            ).start()
 
-    report = train_local(iris_data_dir, out, workers=2, epochs=30, job=job, on_event=on_event,
-                         grace_seconds=2.0, stream=io.StringIO())
+    report = train_local(
+        iris_data_dir,
+        out,
+        workers=2,
+        epochs=30,
+        job=job,
+        on_event=on_event,
+        grace_seconds=2.0,
+        stream=io.StringIO(),
+    )
     assert killed, "the worker was never killed"
     assert report["tfjob"]["restarts"] == 1
-    assert report["tfjob"]["conditions"] == ["Created", "Running", "Restarting", "Running",
-                                             "Succeeded"]
+    assert report["tfjob"]["conditions"] == [
+        "Created",
+        "Running",
+        "Restarting",
+        "Running",
+        "Succeeded",
+    ]
     first, second = report["tfjob"]["attempts"]
     assert first["worker-0"]["exit_code"] == 137  # SIGKILL, as a container reports it
     # the chief, stuck in a collective without its peer, ends with a retryable code: 143 when
@@ -125,8 +140,14 @@ def test_bad_data_path_fails_fast_without_retries(tmp_path):
     missing = tmp_path / "no-such-run" / "data"
     started = time.monotonic()
     with pytest.raises(TFJobFailed) as err:
-        train_local(missing, tmp_path / "training", workers=2, epochs=3, job="bad-data",
-                    stream=io.StringIO())
+        train_local(
+            missing,
+            tmp_path / "training",
+            workers=2,
+            epochs=3,
+            job="bad-data",
+            stream=io.StringIO(),
+        )
     assert err.value.reason == "PermanentError"
     assert err.value.status["restarts"] == 0 and len(err.value.status["attempts"]) == 1
     assert str(missing / "manifest.json") in str(err.value)
@@ -141,11 +162,20 @@ def test_component_runs_under_kfp_local(iris_data_dir, tmp_path):
 
     from kfp_edge.tfjob_training.component import TfjobTrainingOp
 
-    local.init(runner=local.SubprocessRunner(use_venv=False),
-               pipeline_root=str(tmp_path / "kfp-root"))
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp-root")
+    )
     workspace = tmp_path / "ws"
-    task = TfjobTrainingOp(workspace=str(workspace), run_id="run-1", data_dir=str(iris_data_dir),
-                           epochs=10, workers=1, model="mlp", width=8, depth=1)
+    task = TfjobTrainingOp(
+        workspace=str(workspace),
+        run_id="run-1",
+        data_dir=str(iris_data_dir),
+        epochs=10,
+        workers=1,
+        model="mlp",
+        width=8,
+        depth=1,
+    )
     saved = Path(task.outputs["saved_model_dir"])
     assert saved == workspace / "runs" / "run-1" / "training" / "saved_model"
     assert (saved / "saved_model.pb").exists()
@@ -167,18 +197,32 @@ def test_bad_record_fails_the_distributed_job_permanently(iris_data_dir, tmp_pat
     tf, _ = import_tf()
     data = tmp_path / "data"
     shutil.copytree(iris_data_dir, data)
-    shard = data / json.loads((data / "manifest.json").read_text())[
-        "splits"]["train"]["shards"][1]["path"]
+    shard = (
+        data
+        / json.loads((data / "manifest.json").read_text())["splits"]["train"]["shards"][1]["path"]
+    )
     records = [r.numpy() for r in tf.data.TFRecordDataset(str(shard))]
-    bad = tf.train.Example(features=tf.train.Features(feature={
-        "features": tf.train.Feature(float_list=tf.train.FloatList(value=[1.0, 2.0, 3.0])),
-        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[0]))}))
+    bad = tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                "features": tf.train.Feature(float_list=tf.train.FloatList(value=[1.0, 2.0, 3.0])),
+                "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[0])),
+            }
+        )
+    )
     with tf.io.TFRecordWriter(str(shard)) as w:
         for i, r in enumerate(records):
             w.write(bad.SerializeToString() if i == 5 else r)
     with pytest.raises(TFJobFailed) as err:
-        train_local(data, tmp_path / "training", workers=2, epochs=5, job="bad-record",
-                    stream=io.StringIO(), grace_seconds=2.0)
+        train_local(
+            data,
+            tmp_path / "training",
+            workers=2,
+            epochs=5,
+            job="bad-record",
+            stream=io.StringIO(),
+            grace_seconds=2.0,
+        )
     assert err.value.reason == "PermanentError"
     assert err.value.status["restarts"] == 0
     assert "exited with code 3" in str(err.value)

@@ -28,32 +28,57 @@ IMAGE = "ghcr.io/kfp-edge/kfp-edge-tensorflow:0.1.0"
 def _case_cpu_2_workers() -> dict:
     """CPU only, workers=2: a chief and one worker (the pipeline's default shape)."""
     name = job_name("run-2026-golden")
-    args = trainer_args("/workspace/runs/run-2026-golden/data",
-                        "/workspace/runs/run-2026-golden/training", name)
+    args = trainer_args(
+        "/workspace/runs/run-2026-golden/data", "/workspace/runs/run-2026-golden/training", name
+    )
     cpu = {"cpu_request": "1", "cpu_limit": "2", "memory_request": "2Gi", "memory_limit": "4Gi"}
     replica = {"chief": cpu, "worker": cpu}
-    return build_tfjob(name, args, namespace="kubeflow", image=IMAGE, workers=2,
-                       replica_resources=replica)
+    return build_tfjob(
+        name, args, namespace="kubeflow", image=IMAGE, workers=2, replica_resources=replica
+    )
 
 
 def _case_gpu_1_chief_3_workers() -> dict:
     """1 chief and 3 workers with one GPU each, a GPU node selector and a toleration."""
     name = job_name("run-2026-gpu")
-    args = trainer_args("/workspace/runs/run-2026-gpu/data",
-                        "/workspace/runs/run-2026-gpu/training", name, model="cnn1d",
-                        epochs=50, batch_size=64, learning_rate=0.001, width=32, depth=3)
-    gpu = {"cpu_request": "4", "memory_request": "8Gi", "memory_limit": "12Gi", "gpu_count": 1,
-           "node_selector": {"nvidia.com/gpu.present": "true"},
-           "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists",
-                            "effect": "NoSchedule"}]}
-    return build_tfjob(name, args, namespace="ml-team", image=IMAGE, workers=4,
-                       replica_resources={"chief": gpu, "worker": gpu}, pvc_name="edge-ws",
-                       backoff_limit=5, active_deadline_seconds=7200, clean_pod_policy="All",
-                       ttl_seconds_after_finished=3600)
+    args = trainer_args(
+        "/workspace/runs/run-2026-gpu/data",
+        "/workspace/runs/run-2026-gpu/training",
+        name,
+        model="cnn1d",
+        epochs=50,
+        batch_size=64,
+        learning_rate=0.001,
+        width=32,
+        depth=3,
+    )
+    gpu = {
+        "cpu_request": "4",
+        "memory_request": "8Gi",
+        "memory_limit": "12Gi",
+        "gpu_count": 1,
+        "node_selector": {"nvidia.com/gpu.present": "true"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    }
+    return build_tfjob(
+        name,
+        args,
+        namespace="ml-team",
+        image=IMAGE,
+        workers=4,
+        replica_resources={"chief": gpu, "worker": gpu},
+        pvc_name="edge-ws",
+        backoff_limit=5,
+        active_deadline_seconds=7200,
+        clean_pod_policy="All",
+        ttl_seconds_after_finished=3600,
+    )
 
 
-CASES = {"tfjob_cpu_2_workers": _case_cpu_2_workers,
-         "tfjob_gpu_1_chief_3_workers": _case_gpu_1_chief_3_workers}
+CASES = {
+    "tfjob_cpu_2_workers": _case_cpu_2_workers,
+    "tfjob_gpu_1_chief_3_workers": _case_gpu_1_chief_3_workers,
+}
 
 
 def _dump(manifest: dict) -> str:
@@ -66,7 +91,8 @@ def test_tfjob_matches_golden(case):
     assert golden.exists(), f"{golden} missing: run this file with --regenerate"
     assert _dump(CASES[case]()) == golden.read_text(), (
         f"{case} differs from {golden}; if intended, regenerate with "
-        "`.venv/bin/python tests/tfjob_training/test_tfjob_spec.py --regenerate`")
+        "`.venv/bin/python tests/tfjob_training/test_tfjob_spec.py --regenerate`"
+    )
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -97,14 +123,20 @@ def test_replica_pod_templates_are_valid_kubernetes_pods(case):
     version = kubernetes_validate.latest_version()
     for rtype, replica in manifest["spec"]["tfReplicaSpecs"].items():
         template = replica["template"]
-        pod = {"apiVersion": "v1", "kind": "Pod",
-               "metadata": {"name": f"{manifest['metadata']['name']}-{rtype.lower()}-0",
-                            **template["metadata"]},
-               "spec": template["spec"]}
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": f"{manifest['metadata']['name']}-{rtype.lower()}-0",
+                **template["metadata"],
+            },
+            "spec": template["spec"],
+        }
         kubernetes_validate.validate(pod, version, strict=True)
     broken = copy.deepcopy(pod)
     broken["spec"]["containers"][0]["volumeMount"] = broken["spec"]["containers"][0].pop(
-        "volumeMounts")
+        "volumeMounts"
+    )
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(broken, version, strict=True)
 
@@ -143,13 +175,17 @@ def test_gpu_resources_reach_every_training_replica():
         assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
         assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
         assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
-        assert pod["volumes"] == [{"name": "workspace",
-                                   "persistentVolumeClaim": {"claimName": "edge-ws"}}]
+        assert pod["volumes"] == [
+            {"name": "workspace", "persistentVolumeClaim": {"claimName": "edge-ws"}}
+        ]
         assert container["volumeMounts"] == [{"name": "workspace", "mountPath": "/workspace"}]
         assert container["command"] == ["python", "-m", "kfp_edge.tfjob_training.trainer"]
-    assert manifest["spec"]["runPolicy"] == {"backoffLimit": 5, "activeDeadlineSeconds": 7200,
-                                             "cleanPodPolicy": "All",
-                                             "ttlSecondsAfterFinished": 3600}
+    assert manifest["spec"]["runPolicy"] == {
+        "backoffLimit": 5,
+        "activeDeadlineSeconds": 7200,
+        "cleanPodPolicy": "All",
+        "ttlSecondsAfterFinished": 3600,
+    }
 
 
 def test_one_replica_is_a_chief_alone_and_bad_specs_are_refused():
@@ -165,21 +201,32 @@ def test_one_replica_is_a_chief_alone_and_bad_specs_are_refused():
     with pytest.raises(ValueError, match="unknown replica types"):
         build_tfjob("solo", args, image=IMAGE, replica_resources={"ps": {}})
     with pytest.raises(ValueError, match="toleration 0"):
-        build_tfjob("solo", args, image=IMAGE,
-                    replica_resources={"worker": {"tolerations": [{"value": "x"}]}})
+        build_tfjob(
+            "solo",
+            args,
+            image=IMAGE,
+            replica_resources={"worker": {"tolerations": [{"value": "x"}]}},
+        )
 
 
 def test_an_evaluator_replica_is_outside_the_cluster_but_in_the_job():
     from kfp_edge.tfjob_training.local_engine import tf_configs
 
     args = trainer_args("/d", "/o", "with-eval")
-    manifest = build_tfjob("with-eval", args, image=IMAGE, workers=3, evaluator=True,
-                           replica_resources={"evaluator": {"cpu_request": "500m"}})
+    manifest = build_tfjob(
+        "with-eval",
+        args,
+        image=IMAGE,
+        workers=3,
+        evaluator=True,
+        replica_resources={"evaluator": {"cpu_request": "500m"}},
+    )
     check_against_sdk(manifest)
     evaluator = manifest["spec"]["tfReplicaSpecs"]["Evaluator"]
     assert evaluator["replicas"] == 1
     assert evaluator["template"]["spec"]["containers"][0]["resources"] == {
-        "requests": {"cpu": "500m"}}
+        "requests": {"cpu": "500m"}
+    }
     configs = tf_configs(manifest, ports=[1, 2, 3, 4])
     assert set(configs[("Evaluator", 0)]["cluster"]) == {"chief", "worker"}
     assert configs[("Evaluator", 0)]["task"] == {"type": "evaluator", "index": 0}

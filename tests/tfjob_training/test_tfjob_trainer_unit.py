@@ -24,16 +24,16 @@ def test_exit_codes_follow_the_operators_exit_code_policy():
 def test_bad_arguments_exit_with_a_permanent_code(iris_data_dir, tmp_path, capsys):
     for argv in (["--epochs", "0"], ["--learning-rate", "-1"], ["--job-name", "../escape"]):
         with pytest.raises(SystemExit) as exc:
-            trainer.main(["--data-dir", str(iris_data_dir), "--output-dir", str(tmp_path),
-                          *argv])
+            trainer.main(["--data-dir", str(iris_data_dir), "--output-dir", str(tmp_path), *argv])
         assert exc.value.code == 2
     ps = {"cluster": {"chief": ["a:1"], "ps": ["b:1"]}, "task": {"type": "ps", "index": 0}}
     args = trainer.parse_args(["--data-dir", str(iris_data_dir), "--output-dir", str(tmp_path)])
     with pytest.raises(TrainerError, match="'ps' is not supported") as err:
         trainer.train(args, environ={"TF_CONFIG": json.dumps(ps)})
     assert err.value.code == ExitCode.BAD_ARGUMENTS
-    code = trainer.main(["--data-dir", str(iris_data_dir), "--output-dir", str(tmp_path),
-                         "--model", "transformer"])
+    code = trainer.main(
+        ["--data-dir", str(iris_data_dir), "--output-dir", str(tmp_path), "--model", "transformer"]
+    )
     assert code == ExitCode.BAD_ARGUMENTS
     assert "unknown model 'transformer'" in capsys.readouterr().err
 
@@ -45,8 +45,10 @@ def test_sigterm_ends_a_replica_with_the_retryable_code(tmp_path):
     import sys
     import time
 
-    code = ("import time; from kfp_edge.tfjob_training.trainer import exit_on_sigterm; "
-            "exit_on_sigterm(); print('ready', flush=True); time.sleep(60)")
+    code = (
+        "import time; from kfp_edge.tfjob_training.trainer import exit_on_sigterm; "
+        "exit_on_sigterm(); print('ready', flush=True); time.sleep(60)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready"
     started = time.monotonic()
@@ -58,12 +60,12 @@ def test_sigterm_ends_a_replica_with_the_retryable_code(tmp_path):
 
 def test_tf_config_parsing_and_the_chief():
     assert trainer.read_tf_config({}) == {}
-    cfg = {"cluster": {"chief": ["a:1"], "worker": ["b:1"]}, "task": {"type": "worker",
-                                                                      "index": 0}}
+    cfg = {"cluster": {"chief": ["a:1"], "worker": ["b:1"]}, "task": {"type": "worker", "index": 0}}
     parsed = trainer.read_tf_config({"TF_CONFIG": json.dumps(cfg)})
     assert not trainer.is_chief(parsed)
-    assert trainer.is_chief({"cluster": {"worker": ["a:1", "b:1"]},
-                             "task": {"type": "worker", "index": 0}})
+    assert trainer.is_chief(
+        {"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 0}}
+    )
     assert trainer.is_chief({})
     with pytest.raises(TrainerError) as err:
         trainer.read_tf_config({"TF_CONFIG": '{"cluster": {}}'})
@@ -102,13 +104,19 @@ def test_bad_records_are_named_by_file_and_record(iris_data_dir, tmp_path):
     records = [r.numpy() for r in tf.data.TFRecordDataset(str(shard))]
 
     def example(features, label):
-        return tf.train.Example(features=tf.train.Features(feature={
-            "features": tf.train.Feature(float_list=tf.train.FloatList(value=features)),
-            "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))},
-        )).SerializeToString()
+        return tf.train.Example(
+            features=tf.train.Features(
+                feature={
+                    "features": tf.train.Feature(float_list=tf.train.FloatList(value=features)),
+                    "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+                },
+            )
+        ).SerializeToString()
 
-    for bad, message in ((example([1.0, 2.0, 3.0], 0), "record 2: not a tf.train.Example"),
-                         (example([1.0, 2.0, 3.0, 4.0], 7), "record 2: label 7 is outside")):
+    for bad, message in (
+        (example([1.0, 2.0, 3.0], 0), "record 2: not a tf.train.Example"),
+        (example([1.0, 2.0, 3.0, 4.0], 7), "record 2: label 7 is outside"),
+    ):
         with tf.io.TFRecordWriter(str(shard)) as w:
             for i, r in enumerate(records):
                 w.write(bad if i == 2 else r)
@@ -143,8 +151,9 @@ def test_registry_models_take_raw_features_and_output_probabilities():
         build_model("mlp", 4, 3, [0.0], [1.0])
 
 
-def test_evaluator_scores_the_chiefs_backup_checkpoints_then_the_final_model(iris_data_dir,
-                                                                             tmp_path):
+def test_evaluator_scores_the_chiefs_backup_checkpoints_then_the_final_model(
+    iris_data_dir, tmp_path
+):
     """A real BackupAndRestore checkpoint (from a fit interrupted after 3 epochs) and then a
     final SavedModel with the chief's report: the evaluator scores both and stops."""
     import threading
@@ -155,8 +164,18 @@ def test_evaluator_scores_the_chiefs_backup_checkpoints_then_the_final_model(iri
 
     tf, keras = import_tf()
     out, job = tmp_path / "training", "eval-job"
-    args = trainer.parse_args(["--data-dir", str(iris_data_dir), "--output-dir", str(out),
-                               "--job-name", job, "--epochs", "3"])
+    args = trainer.parse_args(
+        [
+            "--data-dir",
+            str(iris_data_dir),
+            "--output-dir",
+            str(out),
+            "--job-name",
+            job,
+            "--epochs",
+            "3",
+        ]
+    )
     manifest = trainer.check_data(str(iris_data_dir))
     pre = manifest["_preprocessing"]
     model = build_model("iris_mlp", 4, 3, pre["mean"], pre["std"])
