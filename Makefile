@@ -11,7 +11,7 @@ export PYTHONUNBUFFERED := 1
 RUN_ARGS ?= --dataset sensor --param model=mlp --param epochs=20 \
 	--param 'variants=[float32,float16,dynamic_int8,full_int8,pruned_int8]'
 
-.PHONY: install run test golden bench compile clean
+.PHONY: install run lint test golden bench compile clean
 
 install: $(STAMP)
 
@@ -25,14 +25,18 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/kfp-edge run $(RUN_ARGS)
 
-test: $(STAMP)
+# One style, enforced: the suite does not start on unformatted or unlinted code.
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+test: lint
 	$(PY) -m pytest $(TEST_ARGS)
 
-# Every golden file: compiled pipelines, TFJob manifests, the SparkApplication.
+# Every golden file (pipelines/golden/): compiled pipelines and components, TFJob and
+# SparkApplication manifests. The one way to regenerate them; tests/test_goldens.py checks them.
 golden: $(STAMP)
-	$(PY) -m kfp_edge.pipelines.golden
-	$(PY) tests/tfjob_training/test_tfjob_spec.py --regenerate
-	$(PY) tests/spark_etl/test_etl_sparkapp.py
+	$(PY) -m kfp_edge.app.golden
 
 bench: $(STAMP)
 	$(PY) -m benchmarks $(BENCH_ARGS)

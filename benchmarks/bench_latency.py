@@ -6,7 +6,7 @@ three ways in the same process, on the same test rows, one row per call, after t
 - ``keras model(x)``: the eager tf_keras call a notebook would make;
 - ``keras predict``: ``model.predict(x, verbose=0)`` (what people often time by mistake);
 - ``litert float32`` and ``litert full_int8``: ``ai_edge_litert`` interpreter with one thread
-  (``kfp_edge.evaluation.litert.TFLiteModel.latency_us``).
+  (``kfp_edge.litert.TFLiteModel.latency_us``).
 
 TensorFlow is pinned to one intra-op and one inter-op thread, like the interpreter.
 """
@@ -21,7 +21,7 @@ import numpy as np
 
 
 def _time_calls(fn, rows: list, runs: int, warmup: int) -> dict:
-    from kfp_edge.evaluation.litert import latency_summary
+    from kfp_edge.litert import latency_summary
 
     for i in range(warmup):
         fn(rows[i % len(rows)])
@@ -36,10 +36,10 @@ def _time_calls(fn, rows: list, runs: int, warmup: int) -> dict:
 
 def run(quick: bool = False) -> dict:
     from benchmarks.bench_compression import sensor_setup
-    from kfp_edge.compression.export import export_variants, load_keras_model
+    from kfp_edge.compression.export import export_variants
     from kfp_edge.dataset import load_split
-    from kfp_edge.evaluation.litert import TFLiteModel
-    from kfp_edge.tf_env import import_tf
+    from kfp_edge.litert import TFLiteModel
+    from kfp_edge.tf_env import import_tf, load_keras_model
 
     tf, _ = import_tf()
     try:

@@ -45,14 +45,15 @@ def _best(fn, repeats: int) -> float:
 
 def run(quick: bool = False) -> dict:
     """Runs the benchmark; ``quick`` uses an 8 MB model and one repeat."""
-    from minio import Minio
     import logging
 
+    from minio import Minio
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one log line per request otherwise
 
-    from kfp_edge.model_store import s3
+    from kfp_edge import s3
+    from kfp_edge.model_store import s3_releases
     from kfp_edge.model_store.pull import pull
     from kfp_edge.model_store.store import ModelStore
 
@@ -117,7 +118,9 @@ def run(quick: bool = False) -> dict:
             versions = iter(store.versions("bench"))
 
             def upload():
-                s3.upload_version(client, "bench", "fleet", store.get("bench", next(versions)))
+                s3_releases.upload_version(
+                    client, "bench", "fleet", store.get("bench", next(versions))
+                )
 
             def pull_s3():
                 pull("bench", tmp / f"dev-{next(counter)}", s3_uri="s3://bench/fleet")

@@ -94,7 +94,7 @@ def _plain(data_dir: Path, out: Path, params: dict) -> dict:
     args = [
         sys.executable,
         "-m",
-        "kfp_edge.tfjob_training.trainer",
+        "kfp_edge.tfjob_training.replica_trainer",
         "--data-dir",
         str(data_dir),
         "--output-dir",
@@ -122,7 +122,7 @@ def _plain(data_dir: Path, out: Path, params: dict) -> dict:
 
 
 def _tfjob(data_dir: Path, out: Path, params: dict, workers: int) -> dict:
-    from kfp_edge.tfjob_training.train import train_local
+    from kfp_edge.tfjob_training.training_step import train_local
 
     started = time.perf_counter()
     report = train_local(

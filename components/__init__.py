@@ -20,7 +20,7 @@ _COMPONENTS = {
     "RetrainDataOp": "kfp_edge.drift_monitor.component",
 }
 _FUNCTIONS = {
-    "run_local": "kfp_edge.local_run",
+    "run_local": "kfp_edge.app.run_local",
 }
 
 __all__ = ["__version__", *_COMPONENTS, *_FUNCTIONS]

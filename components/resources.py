@@ -27,7 +27,7 @@ of a YAML file and validates it, naming the offending key in every error.
 
 The kfp steps get their spec through :func:`apply_to_task`. The training replicas get theirs
 through the TFJob (:func:`training_replica_resources`, turned into pod fields by
-``kfp_edge.tfjob_training.tfjob.build_tfjob``): a kfp task's resources size only the launcher
+``kfp_edge.tfjob_training.tfjob_spec.build_tfjob``): a kfp task's resources size only the launcher
 pod, never the training pods.
 """
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 
 class KerasSetupError(RuntimeError):
@@ -40,3 +41,16 @@ def import_tf():
     import tensorflow as tf
 
     return tf, tf_keras
+
+
+def load_keras_model(saved_model_dir: str | os.PathLike):
+    """Loads the trainer's tf_keras SavedModel (no optimizer, not compiled).
+
+    Raises:
+        FileNotFoundError: If the directory holds no SavedModel.
+    """
+    _, keras = import_tf()
+    path = Path(saved_model_dir)
+    if not (path / "saved_model.pb").exists():
+        raise FileNotFoundError(f"{path}: no saved_model.pb; expected the trainer's SavedModel")
+    return keras.models.load_model(str(path), compile=False)

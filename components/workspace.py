@@ -7,7 +7,10 @@ the workspace PVC mounted at ``/workspace`` in every step and every TFJob replic
     <workspace>/runs/<run-id>/training/    SavedModel, training report, BackupAndRestore state
     <workspace>/runs/<run-id>/variants/    compressed .tflite variants
     <workspace>/runs/<run-id>/report.json  the run report: one section per step
-    <workspace>/models/<name>/<version>/   the versioned model store
+    <workspace>/runs/<run-id>/evaluation.json  the evaluation of every variant
+    <workspace>/models/<name>/<version>/   the versioned model store (kfp_edge.model_versions)
+
+The names below are the one place these directories are spelled.
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ from typing import Any
 CLUSTER_MOUNT_PATH = "/workspace"
 DEFAULT_LOCAL_WORKSPACE = ".kfp-edge"
 REPORT_FILE = "report.json"
+DATA_DIR = "data"
+TRAINING_DIR = "training"
+VARIANTS_DIR = "variants"
+EVALUATION_FILE = "evaluation.json"
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 

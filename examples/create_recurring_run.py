@@ -20,8 +20,8 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     """Parses the command line and creates the recurring run; returns the exit status."""
-    from kfp_edge.drift_monitor.schedule import DEFAULT_CRON, create_recurring_retrain
-    from kfp_edge.local_run import parse_params
+    from kfp_edge.app.run_local import parse_params
+    from kfp_edge.app.schedule import DEFAULT_CRON, create_recurring_retrain
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default=None, help="KFP API address (default: kfp.Client's)")

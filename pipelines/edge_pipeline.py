@@ -9,6 +9,7 @@ caching is off for all of them: kfp's cache key ignores PVC contents.
 from kfp import dsl, kubernetes
 
 from kfp_edge import resources
+from kfp_edge.pipelines.stage_defaults import COMPRESSION, ETL, GATE, PUBLISH, TRAINING
 from kfp_edge.workspace import CLUSTER_MOUNT_PATH
 
 PIPELINE_NAME = "kfp-edge"
@@ -16,7 +17,7 @@ WORKSPACE_PVC = "kfp-edge-workspace"
 # The MinIO of manifests/base: its Secret (keys accesskey, secretkey) and in-namespace Service.
 MINIO_SECRET = "kfp-edge-minio"
 MINIO_ENDPOINT = "http://kfp-edge-minio:9000"
-DEFAULT_VARIANTS = ["float32", "float16", "dynamic_int8", "full_int8"]
+DEFAULT_VARIANTS = COMPRESSION.variants
 
 
 def on_workspace(task, step: str, profile: dict):
@@ -52,27 +53,27 @@ def build_edge_pipeline(profile: dict | None = None):
     def edge_pipeline(
         workspace: str = CLUSTER_MOUNT_PATH,
         run_id: str = "",
-        dataset: str = "iris",
-        input_path: str = "",
-        label_column: str = "",
-        seed: int = 42,
-        max_bad_fraction: float = 0.05,
-        model: str = "iris_mlp",
-        epochs: int = 100,
-        batch_size: int = 16,
-        learning_rate: float = 0.04,
+        dataset: str = ETL.dataset,
+        input_path: str = ETL.input_path,
+        label_column: str = ETL.label_column,
+        seed: int = ETL.seed,
+        max_bad_fraction: float = ETL.max_bad_fraction,
+        model: str = TRAINING.model,
+        epochs: int = TRAINING.epochs,
+        batch_size: int = TRAINING.batch_size,
+        learning_rate: float = TRAINING.learning_rate,
         workers: int = int(profile["training"]["workers"]),
         training_engine: str = "kubernetes",
-        variants: list = DEFAULT_VARIANTS,
+        variants: list = COMPRESSION.variants,
         model_name: str = "edge-model",
-        min_accuracy: float = 0.9,
-        max_accuracy_drop: float = 0.05,
-        max_size_bytes: int = 10_000_000,
-        max_latency_p50_us: float = 10_000.0,
-        max_latency_p95_us: float = 50_000.0,
-        keep_last: int = 0,
-        s3_bucket: str = "",
-        s3_prefix: str = "models",
+        min_accuracy: float = GATE.min_accuracy,
+        max_accuracy_drop: float = GATE.max_accuracy_drop,
+        max_size_bytes: int = GATE.max_size_bytes,
+        max_latency_p50_us: float = GATE.max_latency_p50_us,
+        max_latency_p95_us: float = GATE.max_latency_p95_us,
+        keep_last: int = PUBLISH.keep_last,
+        s3_bucket: str = PUBLISH.s3_bucket,
+        s3_prefix: str = PUBLISH.s3_prefix,
     ) -> int:
         """Trains, compresses, evaluates, gates and publishes one edge model.
 

@@ -13,6 +13,15 @@ sees drift trains and, if the gate passes, publishes.
 from kfp import dsl
 
 from kfp_edge import resources
+from kfp_edge.pipelines.stage_defaults import (
+    COMPRESSION,
+    DRIFT,
+    ETL,
+    GATE,
+    PUBLISH,
+    RETRAIN_DATA,
+    TRAINING,
+)
 from kfp_edge.workspace import CLUSTER_MOUNT_PATH
 
 PIPELINE_NAME = "kfp-edge-retrain"
@@ -30,7 +39,6 @@ def build_retrain_pipeline(profile: dict | None = None):
     """
     from kfp_edge.drift_monitor.component import DriftMonitorOp, RetrainDataOp
     from kfp_edge.pipelines.edge_pipeline import (
-        DEFAULT_VARIANTS,
         build_edge_pipeline,
         on_workspace,
     )
@@ -48,31 +56,31 @@ def build_retrain_pipeline(profile: dict | None = None):
         workspace: str = CLUSTER_MOUNT_PATH,
         run_id: str = "",
         model_name: str = "edge-model",
-        version: str = "latest",
-        delta: float = 0.002,
-        window: int = 10,
-        bias_rate: float = 0.0,
-        label_column: str = "",
-        reference_path: str = "",
-        include_original: bool = False,
-        min_rows: int = 30,
-        seed: int = 42,
-        max_bad_fraction: float = 0.05,
-        model: str = "iris_mlp",
-        epochs: int = 100,
-        batch_size: int = 16,
-        learning_rate: float = 0.04,
+        version: str = DRIFT.version,
+        delta: float = DRIFT.delta,
+        window: int = DRIFT.window,
+        bias_rate: float = DRIFT.bias_rate,
+        label_column: str = DRIFT.label_column,
+        reference_path: str = DRIFT.reference_path,
+        include_original: bool = RETRAIN_DATA.include_original,
+        min_rows: int = RETRAIN_DATA.min_rows,
+        seed: int = ETL.seed,
+        max_bad_fraction: float = ETL.max_bad_fraction,
+        model: str = TRAINING.model,
+        epochs: int = TRAINING.epochs,
+        batch_size: int = TRAINING.batch_size,
+        learning_rate: float = TRAINING.learning_rate,
         workers: int = int(profile["training"]["workers"]),
         training_engine: str = "kubernetes",
-        variants: list = DEFAULT_VARIANTS,
-        min_accuracy: float = 0.9,
-        max_accuracy_drop: float = 0.05,
-        max_size_bytes: int = 10_000_000,
-        max_latency_p50_us: float = 10_000.0,
-        max_latency_p95_us: float = 50_000.0,
-        keep_last: int = 0,
-        s3_bucket: str = "",
-        s3_prefix: str = "models",
+        variants: list = COMPRESSION.variants,
+        min_accuracy: float = GATE.min_accuracy,
+        max_accuracy_drop: float = GATE.max_accuracy_drop,
+        max_size_bytes: int = GATE.max_size_bytes,
+        max_latency_p50_us: float = GATE.max_latency_p50_us,
+        max_latency_p95_us: float = GATE.max_latency_p95_us,
+        keep_last: int = PUBLISH.keep_last,
+        s3_bucket: str = PUBLISH.s3_bucket,
+        s3_prefix: str = PUBLISH.s3_prefix,
     ):
         """Checks for drift and, when found, retrains, gates and publishes a new version.
 
@@ -163,45 +171,6 @@ def build_retrain_pipeline(profile: dict | None = None):
             ).set_display_name("retrain")
 
     return retrain_pipeline
-
-
-def run_retrain_local(
-    input_path: str, workspace: str | None = None, run_id: str | None = None, **params
-) -> dict:
-    """Runs the retraining pipeline locally (kfp.local SubprocessRunner, this environment).
-
-    Args:
-        input_path: New observations (file or directory).
-        workspace: Directory standing for the workspace PV (default ``./.kfp-edge``).
-        run_id: Run id of the drift check (default: a fresh ``retrain-<timestamp>`` id).
-        **params: Other pipeline parameters; ``training_engine`` defaults to ``local``.
-
-    Returns:
-        ``{"run_id", "drift" (the decision), "retrained" (bool), "train_run_id", "report"
-        (the retraining run's report, or {}), "published" (bool), "version" (or None),
-        "error" (or None)}``.
-    """
-    from kfp_edge.local_run import new_run_id, run_pipeline_locally
-    from kfp_edge.workspace import read_report, run_dir
-
-    run_id = run_id or new_run_id().replace("edge-", "retrain-", 1)
-    workspace_path, error = run_pipeline_locally(
-        build_retrain_pipeline(), workspace, run_id, input_path=str(input_path), **params
-    )
-    drift_report = read_report(run_dir(workspace_path, run_id))
-    train_run_id = f"{run_id}-retrain"
-    train_report = read_report(run_dir(workspace_path, train_run_id))
-    publish = train_report.get("publish") or {}
-    return {
-        "run_id": run_id,
-        "drift": drift_report.get("drift"),
-        "retrained": "retrain_input" in drift_report,
-        "train_run_id": train_run_id if train_report else None,
-        "report": train_report,
-        "published": bool(publish) and error is None,
-        "version": publish.get("version"),
-        "error": error,
-    }
 
 
 def __getattr__(name: str):

@@ -61,9 +61,9 @@ def CompressionOp(
     from collections import namedtuple
 
     from kfp_edge.compression.export import export_variants
-    from kfp_edge.workspace import run_dir, update_report
+    from kfp_edge.workspace import VARIANTS_DIR, run_dir, update_report
 
-    out_dir = run_dir(workspace, run_id) / "variants"
+    out_dir = run_dir(workspace, run_id) / VARIANTS_DIR
     entries = export_variants(
         saved_model_dir,
         data_dir,

@@ -15,11 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from kfp_edge.dataset import FEATURES_KEY, LABEL_KEY, load_split, read_manifest, shard_paths
-from kfp_edge.evaluation.litert import gzip_bytes
+from kfp_edge.litert import gzip_bytes
+from kfp_edge.tf_env import load_keras_model
+from kfp_edge.variants import ENTRY_SUFFIX, VARIANTS_FILE
 from kfp_edge.workspace import write_json_atomic
-
-VARIANTS_FILE = "variants.json"
-ENTRY_SUFFIX = ".variant.json"
 
 # name -> (keras technique, tflite quantization). Techniques: none, prune, cluster, qat,
 # distill, pcqat. Quantizations: float32, float16, dynamic_int8, full_int8.
@@ -239,21 +238,6 @@ def _write_atomic(path: Path, content: bytes) -> None:
         raise
 
 
-def load_keras_model(saved_model_dir: str | os.PathLike):
-    """Loads the trainer's tf_keras SavedModel (no optimizer, not compiled).
-
-    Raises:
-        FileNotFoundError: If the directory holds no SavedModel.
-    """
-    from kfp_edge.tf_env import import_tf
-
-    _, keras = import_tf()
-    path = Path(saved_model_dir)
-    if not (path / "saved_model.pb").exists():
-        raise FileNotFoundError(f"{path}: no saved_model.pb; expected the trainer's SavedModel")
-    return keras.models.load_model(str(path), compile=False)
-
-
 def export_variants(
     saved_model_dir: str | os.PathLike,
     data_dir: str | os.PathLike,
@@ -431,29 +415,4 @@ def export_variants(
         write_json_atomic(out / f"{name}{ENTRY_SUFFIX}", entry)
         entries.append(entry)
     write_json_atomic(out / VARIANTS_FILE, entries)
-    return entries
-
-
-def read_variants(variants_dir: str | os.PathLike) -> list[dict]:
-    """Returns the variants of a variants directory.
-
-    The entries of ``variants.json`` in its order, then those of ``<name>.variant.json`` files
-    it does not list (written by other compression tasks into the same directory), by name.
-
-    Raises:
-        FileNotFoundError: If the directory holds neither.
-    """
-    import json
-
-    directory = Path(variants_dir)
-    path = directory / VARIANTS_FILE
-    entries = json.loads(path.read_text()) if path.exists() else []
-    listed = {e["name"] for e in entries}
-    for extra in sorted(directory.glob(f"*{ENTRY_SUFFIX}")) if directory.is_dir() else []:
-        entry = json.loads(extra.read_text())
-        if entry["name"] not in listed:
-            entries.append(entry)
-            listed.add(entry["name"])
-    if not entries:
-        raise FileNotFoundError(f"{path}: no variants list; did the compression step finish?")
     return entries

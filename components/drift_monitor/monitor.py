@@ -43,6 +43,7 @@ import numpy as np
 
 from kfp_edge.drift_monitor.observations import STDIN, input_files, iter_chunks
 from kfp_edge.drift_monitor.reservoir import DATA_FILE, BiasedReservoir
+from kfp_edge.model_versions import DATASET_MANIFEST_FILE, MODEL_FILE, PREPROCESSING_FILE
 from kfp_edge.workspace import write_json_atomic
 
 DRIFT_DIR = "drift"
@@ -50,9 +51,7 @@ DETECTORS_FILE = "detectors.pkl"
 DECISION_FILE = "decision.json"
 PROCESSED_FILE = "processed.json"
 DEFAULT_BIAS_RATE = 0.001
-MODEL_FILE = "model.tflite"
-DATASET_MANIFEST_FILE = "dataset_manifest.json"
-PREPROCESSING_FILE = "preprocessing.json"
+
 STATE_FORMAT = 1
 MAX_POSITIONS = 50
 RECENT = 16  # values behind a statistic's recent mean
@@ -71,7 +70,7 @@ def _already_read(processed: dict, path: Path) -> bool:
 
 def drift_dir(workspace: str | os.PathLike, name: str) -> Path:
     """Returns the monitor's directory for a model on the workspace."""
-    from kfp_edge.model_store.store import validate_name
+    from kfp_edge.model_versions import validate_name
 
     return Path(workspace) / DRIFT_DIR / validate_name(name)
 
@@ -82,9 +81,9 @@ def resolve_model(workspace: str | os.PathLike, name: str, version: int | str = 
     Raises:
         FileNotFoundError: If the model, the version or one of its files is missing.
     """
-    from kfp_edge.model_store.store import ModelStore
+    from kfp_edge.model_versions import PublishedModels, models_root
 
-    directory = ModelStore(Path(workspace) / "models").get(name, version)
+    directory = PublishedModels(models_root(workspace)).get(name, version)
     for file in (MODEL_FILE, DATASET_MANIFEST_FILE):
         if not (directory / file).is_file():
             raise FileNotFoundError(f"{directory / file}: the published version has no {file}")
@@ -192,7 +191,7 @@ class DriftMonitor:
 
     def _classifier(self):
         if self._model is None:
-            from kfp_edge.evaluation.litert import TFLiteModel
+            from kfp_edge.litert import TFLiteModel
 
             self._model = TFLiteModel(self.model_path, num_threads=1)
         return self._model

@@ -17,7 +17,7 @@ import numpy as np
 from kfp_edge.dataset import SPLITS, load_split, read_manifest
 from kfp_edge.drift_monitor.monitor import drift_dir, resolve_model
 from kfp_edge.drift_monitor.reservoir import BiasedReservoir
-from kfp_edge.workspace import run_dir
+from kfp_edge.workspace import DATA_DIR, run_dir
 
 RETRAIN_DIR = "retrain_input"
 RETRAIN_FILE = "data.parquet"
@@ -37,7 +37,7 @@ def original_data_dir(workspace: str | os.PathLike, name: str, version: int | st
             f"{model_dir / 'manifest.json'}: no lineage.run_id; cannot find the original data "
             "of this version (retrain on the reservoir alone)"
         )
-    data_dir = run_dir(workspace, run_id) / "data"
+    data_dir = run_dir(workspace, run_id) / DATA_DIR
     read_manifest(data_dir)  # raises FileNotFoundError naming the missing manifest
     return data_dir
 

@@ -46,9 +46,9 @@ def EvaluationOp(
     """
     from collections import namedtuple
 
-    from kfp_edge.evaluation.evaluate import EVALUATION_FILE, evaluate_variants
-    from kfp_edge.evaluation.report import render_html
-    from kfp_edge.workspace import run_dir, update_report, write_json_atomic
+    from kfp_edge.evaluation.evaluate import evaluate_variants
+    from kfp_edge.report_html import render_html
+    from kfp_edge.workspace import EVALUATION_FILE, run_dir, update_report, write_json_atomic
 
     evaluation = evaluate_variants(
         variants_dir,

@@ -15,11 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from kfp_edge import litert
 from kfp_edge.dataset import load_split, read_manifest
-from kfp_edge.evaluation import litert
 from kfp_edge.evaluation.metrics import classification_report
-
-EVALUATION_FILE = "evaluation.json"
 
 
 def evaluate_tflite(
@@ -82,22 +80,21 @@ def _measure_reference_memory(saved_model_dir: str, num_threads: int, batch_size
     """In this process: peak RSS growth (bytes) from loading the SavedModel to running a batch.
 
     TensorFlow is imported (and its runtime started) before the baseline, as
-    :func:`kfp_edge.evaluation.litert._measure_peak_memory` imports LiteRT before its own.
+    :func:`kfp_edge.litert._measure_peak_memory` imports LiteRT before its own.
     """
-    from kfp_edge.compression.export import load_keras_model
-    from kfp_edge.tf_env import import_tf
+    from kfp_edge.tf_env import import_tf, load_keras_model
 
     tf, _ = import_tf()
     tf.config.threading.set_intra_op_parallelism_threads(num_threads)
     tf.config.threading.set_inter_op_parallelism_threads(num_threads)
     tf.constant(0.0) + 1.0  # start the eager runtime before the baseline
     Path("/proc/self/clear_refs").write_text("5")
-    baseline = litert._rss_kib("VmRSS")
+    baseline = litert.rss_kib("VmRSS")
     model = load_keras_model(saved_model_dir)
     x = np.random.default_rng(0).normal(size=(batch_size, int(model.inputs[0].shape[-1])))
     model(x[:1].astype(np.float32), training=False)
     model(x.astype(np.float32), training=False)
-    return max(0, litert._rss_kib("VmHWM") - baseline) * 1024
+    return max(0, litert.rss_kib("VmHWM") - baseline) * 1024
 
 
 def reference_peak_memory_bytes(
@@ -133,8 +130,7 @@ def evaluate_reference(
     not started its runtime yet. Peak memory is measured in a fresh process
     (:func:`reference_peak_memory_bytes`).
     """
-    from kfp_edge.compression.export import load_keras_model
-    from kfp_edge.tf_env import import_tf
+    from kfp_edge.tf_env import import_tf, load_keras_model
 
     tf, _ = import_tf()
     try:
@@ -208,7 +204,7 @@ def evaluate_variants(
         FileNotFoundError: A missing variants list or .tflite file (named).
         ValueError: A model that does not fit the dataset (named), or an empty split.
     """
-    from kfp_edge.compression.export import read_variants
+    from kfp_edge.variants import read_variants
 
     entries = read_variants(variants_dir)
     manifest = read_manifest(data_dir)

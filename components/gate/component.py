@@ -44,8 +44,8 @@ def GateOp(
     import json
     from collections import namedtuple
 
-    from kfp_edge.evaluation.report import render_html
     from kfp_edge.gate.gate import run_gate
+    from kfp_edge.report_html import render_html
 
     decision = run_gate(
         workspace,

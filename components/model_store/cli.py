@@ -5,8 +5,6 @@ Imports neither TensorFlow nor PySpark (nor kfp): this is what runs on the edge 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 
 def register(subparsers) -> None:
     """Adds the ``pull``, ``push``, ``rollback`` and ``models`` subcommands.
@@ -65,7 +63,7 @@ def _cmd_pull(args) -> int:
 
     guard = nullcontext()
     if args.s3_uri:
-        from kfp_edge.model_store.s3 import readable_errors
+        from kfp_edge.s3 import readable_errors
 
         guard = readable_errors(args.s3_uri)
     with guard:
@@ -91,14 +89,16 @@ def _cmd_pull(args) -> int:
 
 
 def _cmd_push(args) -> int:
-    from kfp_edge.model_store import s3
+    from kfp_edge import s3
+    from kfp_edge.model_store import s3_releases
     from kfp_edge.model_store.store import ModelStore
+    from kfp_edge.model_versions import models_root
 
-    directory = ModelStore(Path(args.workspace) / "models").get(args.name, args.version)
+    directory = ModelStore(models_root(args.workspace)).get(args.name, args.version)
     bucket, prefix = s3.parse_s3_uri(args.s3_uri)
     client = s3.client_from_env()
     with s3.readable_errors(args.s3_uri):
-        result = s3.upload_version(client, bucket, prefix, directory)
+        result = s3_releases.upload_version(client, bucket, prefix, directory)
     print(
         f"uploaded {result['name']} version {result['version']} "
         f"to s3://{bucket}/{result['manifest_key']} ({result['objects']} objects)"
@@ -124,20 +124,24 @@ def _cmd_models(args) -> int:
     rows = []
     if args.workspace:
         from kfp_edge.model_store.store import ModelStore
+        from kfp_edge.model_versions import models_root
 
-        store = ModelStore(Path(args.workspace) / "models")
+        store = ModelStore(models_root(args.workspace))
         for name in [args.name] if args.name else store.names():
             for version in store.versions(name):
                 rows.append(_row(name, version, store.read_manifest(name, version)))
     else:
-        from kfp_edge.model_store import s3
+        from kfp_edge import s3
+        from kfp_edge.model_store import s3_releases
 
         bucket, prefix = s3.parse_s3_uri(args.s3_uri)
         client = s3.client_from_env()
         with s3.readable_errors(args.s3_uri):
-            for name in [args.name] if args.name else s3.list_names(client, bucket, prefix):
-                for version in s3.list_versions(client, bucket, prefix, name):
-                    manifest = s3.read_manifest(client, bucket, prefix, name, version)
+            for name in (
+                [args.name] if args.name else s3_releases.list_names(client, bucket, prefix)
+            ):
+                for version in s3_releases.list_versions(client, bucket, prefix, name):
+                    manifest = s3_releases.read_manifest(client, bucket, prefix, name, version)
                     rows.append(_row(name, version, manifest))
     if not rows:
         print("no models")

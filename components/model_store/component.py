@@ -101,7 +101,7 @@ def use_s3_credentials(
     """
     from kfp import kubernetes
 
-    from kfp_edge.model_store.s3 import ENV_BUCKET, ENV_ENDPOINT, SECRET_KEY_TO_ENV
+    from kfp_edge.s3 import ENV_BUCKET, ENV_ENDPOINT, SECRET_KEY_TO_ENV
 
     # optional: without the Secret the pod still starts, and only an upload (a bucket set)
     # fails, with an error naming the missing variables.

@@ -11,17 +11,21 @@ from pathlib import Path
 
 from kfp_edge import __version__
 from kfp_edge.dataset import MANIFEST_FILE as DATASET_MANIFEST
-from kfp_edge.dataset import PREPROCESSING_FILE
-from kfp_edge.model_store.s3 import ENV_BUCKET
 from kfp_edge.model_store.store import ModelStore
+from kfp_edge.model_versions import (
+    DATASET_MANIFEST_FILE,
+    MODEL_FILE,
+    PREPROCESSING_FILE,
+    SAVED_MODEL_DIR,
+    models_root,
+)
+from kfp_edge.s3 import ENV_BUCKET
 from kfp_edge.workspace import read_report, run_dir, update_report
-
-MODELS_DIR = "models"
 
 
 def store_for(workspace: str | os.PathLike) -> ModelStore:
     """Returns the model store of a workspace (``<workspace>/models``)."""
-    return ModelStore(Path(workspace) / MODELS_DIR)
+    return ModelStore(models_root(workspace))
 
 
 def _chosen_figures(evaluation: dict, variant: str) -> dict:
@@ -95,10 +99,10 @@ def publish_run(
     if not dataset_manifest.is_file():
         raise FileNotFoundError(f"{dataset_manifest}: no dataset manifest; did the ETL finish?")
     files = {
-        "saved_model": saved_model_dir,
-        "model.tflite": chosen_path,
-        "preprocessing.json": str(data / PREPROCESSING_FILE),
-        "dataset_manifest.json": str(dataset_manifest),
+        SAVED_MODEL_DIR: saved_model_dir,
+        MODEL_FILE: chosen_path,
+        PREPROCESSING_FILE: str(data / PREPROCESSING_FILE),
+        DATASET_MANIFEST_FILE: str(dataset_manifest),
     }
     if include_all_variants:
         for tflite in sorted(chosen.parent.glob("*.tflite")):
@@ -119,7 +123,8 @@ def publish_run(
     bucket = s3_bucket or os.environ.get(ENV_BUCKET, "")
     client = None
     if bucket:  # check the S3 side before anything is published
-        from kfp_edge.model_store import s3
+        from kfp_edge import s3
+        from kfp_edge.model_store import s3_releases
 
         client = s3.client_from_env()
         with s3.readable_errors(f"s3://{bucket}"):
@@ -142,7 +147,7 @@ def publish_run(
         location = f"s3://{bucket}/{s3_prefix.strip('/')}"
         try:
             with s3.readable_errors(location):
-                uploaded = s3.upload_version(client, bucket, s3_prefix, published["path"])
+                uploaded = s3_releases.upload_version(client, bucket, s3_prefix, published["path"])
         except (ValueError, FileExistsError) as exc:
             raise RuntimeError(
                 f"{model_name!r} version {published['version']} is published at "

@@ -29,16 +29,19 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from kfp_edge.model_store.store import (
-    MANIFEST_FILE,
     ModelStore,
     _copy_file,
     _fsync_dir,
     _fsync_tree,
+    write_manifest,
+)
+from kfp_edge.model_versions import (
+    MANIFEST_FILE,
     check_manifest,
+    models_root,
     validate_name,
     validate_relpath,
     verify_directory,
-    write_manifest,
 )
 
 CURRENT = "current"
@@ -132,7 +135,7 @@ class _WorkspaceSource:
     """Reads versions from the store on the workspace volume."""
 
     def __init__(self, workspace: str):
-        self.store = ModelStore(Path(workspace) / "models")
+        self.store = ModelStore(models_root(workspace))
 
     def manifest(self, name: str, version) -> dict:
         self.directory = self.store.get(name, version)
@@ -151,15 +154,16 @@ class _S3Source:
     """Reads versions from ``s3://bucket/prefix`` (configuration from ``KFP_EDGE_S3_*``)."""
 
     def __init__(self, s3_uri: str):
-        from kfp_edge.model_store import s3
+        from kfp_edge import s3
+        from kfp_edge.model_store import s3_releases
 
-        self.s3 = s3
+        self.releases = s3_releases
         self.bucket, self.prefix = s3.parse_s3_uri(s3_uri)
         self.client = s3.client_from_env()
 
     def manifest(self, name: str, version) -> dict:
-        manifest = self.s3.read_manifest(self.client, self.bucket, self.prefix, name, version)
-        self.base = self.s3.version_prefix(self.prefix, name, manifest["version"])
+        manifest = self.releases.read_manifest(self.client, self.bucket, self.prefix, name, version)
+        self.base = self.releases.version_prefix(self.prefix, name, manifest["version"])
         self.where = f"s3://{self.bucket}/{self.base}"
         return manifest
 
@@ -167,7 +171,7 @@ class _S3Source:
         from minio.error import S3Error
 
         try:
-            return self.s3.download_file(self.client, self.bucket, self.base + relpath, dest)
+            return self.releases.download_file(self.client, self.bucket, self.base + relpath, dest)
         except S3Error as exc:
             raise ValueError(
                 f"{self.where}{relpath}: {exc.code}; download rejected, current model kept"

@@ -66,10 +66,10 @@ def SparkEtlOp(
 
     from kfp_edge.spark_etl.etl import run_etl
     from kfp_edge.spark_etl.sparkapp import run_on_operator
-    from kfp_edge.workspace import run_dir, update_report
+    from kfp_edge.workspace import DATA_DIR, run_dir, update_report
 
     directory = run_dir(workspace, run_id)
-    data_dir = directory / "data"
+    data_dir = directory / DATA_DIR
     options = {
         "dataset": dataset,
         "input_path": input_path,

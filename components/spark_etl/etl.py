@@ -116,7 +116,7 @@ def download_s3(uri: str, target: Path) -> Path:
     Raises:
         FileNotFoundError: If no object matches (naming the URI).
     """
-    from kfp_edge.model_store.s3 import client_from_env, parse_s3_uri
+    from kfp_edge.s3 import client_from_env, parse_s3_uri
 
     bucket, prefix = parse_s3_uri(uri)
     client = client_from_env()

@@ -93,7 +93,7 @@ def build_spark_application(
         "volumeMounts": [dict(m) for m in mounts],
     }
     if s3_secret:
-        from kfp_edge.model_store.s3 import ENV_ENDPOINT, SECRET_KEY_TO_ENV
+        from kfp_edge.s3 import ENV_ENDPOINT, SECRET_KEY_TO_ENV
 
         env = [
             {"name": var, "valueFrom": {"secretKeyRef": {"name": s3_secret, "key": key}}}

@@ -63,7 +63,7 @@ def TfjobTrainingOp(
     """
     from collections import namedtuple
 
-    from kfp_edge.tfjob_training.train import run_training
+    from kfp_edge.tfjob_training.training_step import run_training
 
     report = run_training(
         workspace,

@@ -20,8 +20,8 @@ import threading
 import time
 from typing import TextIO
 
-from kfp_edge.tfjob_training.local_engine import TFJobFailed
-from kfp_edge.tfjob_training.tfjob import GROUP, PLURAL, VERSION
+from kfp_edge.tfjob_training.local_tfjob_engine import TFJobFailed
+from kfp_edge.tfjob_training.tfjob_spec import GROUP, PLURAL, VERSION
 
 TERMINAL = ("Succeeded", "Failed")
 _WATCH_WINDOW_SECONDS = 300
@@ -129,7 +129,7 @@ def launch(
     """Creates (or adopts) a TFJob and follows it until it succeeds or fails.
 
     Args:
-        manifest: The TFJob (see :func:`kfp_edge.tfjob_training.tfjob.build_tfjob`).
+        manifest: The TFJob (see :func:`kfp_edge.tfjob_training.tfjob_spec.build_tfjob`).
         timeout_seconds: The launcher's own timeout for the whole job.
         attempt_limit: Restarts allowed before the launcher fails the job itself.
         keep_job: Keep the TFJob after it finished instead of deleting it.

@@ -8,8 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from kfp_edge.compression.export import VARIANTS, export_variants, read_variants
-from kfp_edge.evaluation.litert import TFLiteModel, op_check
+from kfp_edge.compression.export import VARIANTS, export_variants
+from kfp_edge.litert import TFLiteModel, op_check
+from kfp_edge.variants import read_variants
 
 # Stated bound: on Iris's 30 test rows, no variant may lose more than 3 rows (0.1) against
 # the float32 TFLite model of the same SavedModel.
@@ -61,7 +62,7 @@ def test_every_variant_converts_loads_and_keeps_accuracy(all_variants, iris_test
 
 
 def test_float_variants_match_the_keras_model(all_variants, iris_saved_model, iris_test_split):
-    from kfp_edge.compression.export import load_keras_model
+    from kfp_edge.tf_env import load_keras_model
 
     out, _ = all_variants
     x, _ = iris_test_split

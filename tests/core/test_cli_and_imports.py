@@ -3,8 +3,8 @@ import sys
 
 import pytest
 
-from kfp_edge.cli import build_parser, main
-from kfp_edge.local_run import format_table, parse_params, variant_table
+from kfp_edge.app.cli import build_parser, main
+from kfp_edge.app.run_local import format_table, parse_params, variant_table
 
 
 def _modules_after(code: str) -> set[str]:
@@ -24,7 +24,7 @@ def test_import_kfp_edge_is_light():
 
 def test_cli_parser_and_components_import_neither_tensorflow_nor_pyspark():
     mods = _modules_after(
-        "import kfp_edge.cli as c; c.build_parser()\n"
+        "import kfp_edge.app.cli as c; c.build_parser()\n"
         "from kfp_edge import SparkEtlOp, TfjobTrainingOp, CompressionOp, EvaluationOp\n"
         "from kfp_edge import GateOp, ModelStoreOp, DriftMonitorOp, RetrainDataOp"
     )

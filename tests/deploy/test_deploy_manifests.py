@@ -128,7 +128,7 @@ def test_minio_runs_under_a_restricted_security_context(rendered):
 
 
 def test_minio_credentials_come_from_the_generated_secret(rendered):
-    from kfp_edge.model_store.s3 import SECRET_KEY_TO_ENV
+    from kfp_edge.s3 import SECRET_KEY_TO_ENV
 
     for objects in rendered.values():
         index = _index(objects)

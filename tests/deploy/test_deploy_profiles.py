@@ -154,7 +154,7 @@ def test_profile_reaches_the_tfjob_replicas(name):
     """Each shipped profile through the TFJob builder: SDK models and Kubernetes pod schema."""
     import kubernetes_validate
 
-    from kfp_edge.tfjob_training.tfjob import build_tfjob, check_against_sdk
+    from kfp_edge.tfjob_training.tfjob_spec import build_tfjob, check_against_sdk
 
     profile = resources.load_profile(name)
     job = build_tfjob(
@@ -214,7 +214,7 @@ def test_compile_edge_pipeline_with_each_profile(tmp_path, name):
 
 
 def test_compile_cli_reports_a_bad_profile_by_key(tmp_path, capsys):
-    from kfp_edge import cli
+    from kfp_edge.app import cli
 
     profile = tmp_path / "ops.yaml"
     profile.write_text("training_worker: {gpu_count: 2.5}\n")

@@ -9,7 +9,7 @@ endpoints kfp.Client uses; the client, its auth and the compiled pipeline are al
 import pytest
 from kfp import compiler, dsl
 
-from kfp_edge import cli, submit
+from kfp_edge.app import cli, submit
 
 
 @dsl.component(base_image="python:3.11-slim")

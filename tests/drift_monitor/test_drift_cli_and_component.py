@@ -10,7 +10,7 @@ import sys
 import pandas as pd
 import pytest
 
-from kfp_edge.cli import main
+from kfp_edge.app.cli import main
 from kfp_edge.drift_monitor.monitor import monitor_drift
 from kfp_edge.drift_monitor.retrain import prepare_retraining_data
 
@@ -50,7 +50,7 @@ def test_cli_reads_csv_lines_from_stdin_and_reports_errors_with_status_2(
         [
             sys.executable,
             "-m",
-            "kfp_edge.cli",
+            "kfp_edge.app.cli",
             "drift",
             "--workspace",
             str(workspace),
@@ -72,7 +72,7 @@ def test_cli_reads_csv_lines_from_stdin_and_reports_errors_with_status_2(
         [
             sys.executable,
             "-m",
-            "kfp_edge.cli",
+            "kfp_edge.app.cli",
             "drift",
             "--workspace",
             str(workspace),

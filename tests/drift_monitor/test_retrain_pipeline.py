@@ -90,8 +90,8 @@ def test_retraining_branch_runs_end_to_end_locally(workspace, tmp_path, make_dri
     """Drift in new observations -> retraining input from the reservoir -> the edge pipeline
     (Spark ETL, local TFJob, compression, LiteRT evaluation, gate) -> version 2 in the store;
     then a stable batch for the new version leaves the store alone."""
+    from kfp_edge.app.run_local import run_retrain_local
     from kfp_edge.model_store.store import ModelStore
-    from kfp_edge.pipelines.retrain_pipeline import run_retrain_local
 
     incoming = tmp_path / "incoming"
     incoming.mkdir()

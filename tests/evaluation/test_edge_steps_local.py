@@ -18,8 +18,8 @@ def test_compression_evaluation_and_gate_run_as_kfp_tasks(
 
     from kfp_edge.compression.component import CompressionOp
     from kfp_edge.evaluation.component import EvaluationOp
-    from kfp_edge.evaluation.litert import TFLiteModel
     from kfp_edge.gate.component import GateOp
+    from kfp_edge.litert import TFLiteModel
 
     local.init(
         runner=local.SubprocessRunner(use_venv=False),

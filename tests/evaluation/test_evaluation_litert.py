@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 
 from kfp_edge.evaluation.evaluate import evaluate_variants
-from kfp_edge.evaluation.litert import TFLiteModel, op_check, peak_memory_bytes
 from kfp_edge.evaluation.metrics import classification_report
-from kfp_edge.evaluation.report import render_html
+from kfp_edge.litert import TFLiteModel, op_check, peak_memory_bytes
+from kfp_edge.report_html import render_html
 
 
 def test_float32_model_computes_what_keras_computes(
     iris_saved_model, eval_variants, eval_test_split
 ):
-    from kfp_edge.compression.export import load_keras_model
+    from kfp_edge.tf_env import load_keras_model
 
     out, _ = eval_variants
     x, _ = eval_test_split
@@ -140,7 +140,7 @@ def test_litert_module_runs_without_tensorflow(eval_variants, eval_test_split, t
     np.save(tmp_path / "x.npy", x)
     code = (
         "import sys, numpy as np\n"
-        "from kfp_edge.evaluation.litert import TFLiteModel\n"
+        "from kfp_edge.litert import TFLiteModel\n"
         f"m = TFLiteModel({str(out / 'full_int8.tflite')!r})\n"
         f"p = m.predict(np.load({str(tmp_path / 'x.npy')!r}))\n"
         "assert p.shape == (30, 3), p.shape\n"

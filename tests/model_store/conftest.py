@@ -39,7 +39,7 @@ def s3_env(s3_server, monkeypatch):
 @pytest.fixture
 def bucket(s3_env):
     """A fresh bucket on the loopback server; returns ``(client, bucket_name)``."""
-    from kfp_edge.model_store.s3 import client_from_env
+    from kfp_edge.s3 import client_from_env
 
     client = client_from_env()
     name = f"models-{uuid.uuid4().hex[:12]}"

@@ -106,7 +106,7 @@ def test_component_publishes_uploads_and_the_device_runs_the_pulled_model(
 ):
     from kfp import local
 
-    from kfp_edge.model_store import s3
+    from kfp_edge.model_store import s3_releases
     from kfp_edge.model_store.component import ModelStoreOp
 
     client, bucket_name = bucket
@@ -149,7 +149,7 @@ def test_component_publishes_uploads_and_the_device_runs_the_pulled_model(
     assert manifest["lineage"]["run_id"] == "run-1"
     assert manifest["lineage"]["parameters"] == {"epochs": 60}
     assert manifest["metrics"]["name"] == "float32" and manifest["gate"]["chosen"] == "float32"
-    assert s3.list_versions(client, bucket_name, "fleet", "iris-edge") == [1]
+    assert s3_releases.list_versions(client, bucket_name, "fleet", "iris-edge") == [1]
 
     # The published SavedModel loads and computes what the trained model computed.
     from kfp_edge.tf_env import import_tf
@@ -173,7 +173,7 @@ def test_component_publishes_uploads_and_the_device_runs_the_pulled_model(
         [
             sys.executable,
             "-m",
-            "kfp_edge.cli",
+            "kfp_edge.app.cli",
             "pull",
             "--name",
             "iris-edge",
@@ -246,7 +246,7 @@ def test_publish_refuses_a_variant_the_gate_rejected_or_no_choice(trained_run):
 
 
 def test_publish_uploads_to_the_bucket_named_in_the_environment(trained_run, bucket, monkeypatch):
-    from kfp_edge.model_store import s3
+    from kfp_edge.model_store import s3_releases
 
     client, bucket_name = bucket
     kwargs = dict(
@@ -263,14 +263,14 @@ def test_publish_uploads_to_the_bucket_named_in_the_environment(trained_run, buc
     monkeypatch.setenv("KFP_EDGE_S3_BUCKET", bucket_name)
     result = publish_run(**kwargs, s3_prefix="")
     assert result["s3"]["manifest_key"] == "iris-env/2/manifest.json"
-    assert s3.list_versions(client, bucket_name, "", "iris-env") == [2]
+    assert s3_releases.list_versions(client, bucket_name, "", "iris-env") == [2]
 
 
 def test_failed_upload_keeps_the_local_version_and_push_retries_it(
     trained_run, bucket, monkeypatch, capsys
 ):
-    from kfp_edge.cli import main
-    from kfp_edge.model_store import s3
+    from kfp_edge.app.cli import main
+    from kfp_edge.model_store import s3_releases
 
     client, bucket_name = bucket
     workspace = str(trained_run["workspace"])
@@ -305,6 +305,6 @@ def test_failed_upload_keeps_the_local_version_and_push_retries_it(
     ]
     assert main(argv) == 0
     assert "uploaded iris-push version 1" in capsys.readouterr().out
-    assert s3.list_versions(client, bucket_name, "p", "iris-push") == [1]
+    assert s3_releases.list_versions(client, bucket_name, "p", "iris-push") == [1]
     assert main(argv) == 2  # never overwritten
     assert "already exists" in capsys.readouterr().err

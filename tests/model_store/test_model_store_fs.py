@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from kfp_edge.model_store.store import ModelStore, validate_name, validate_relpath
+from kfp_edge.model_store.store import ModelStore
+from kfp_edge.model_versions import validate_name, validate_relpath
 
 
 def _check_store(root: Path, name: str) -> dict[int, str]:

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from kfp_edge.cli import main
+from kfp_edge.app.cli import main
 from kfp_edge.model_store.pull import current_manifest, pull, rollback
-from kfp_edge.model_store.store import ModelStore, verify_directory
+from kfp_edge.model_store.store import ModelStore
+from kfp_edge.model_versions import verify_directory
 
 
 @pytest.fixture
@@ -140,10 +141,10 @@ def test_pull_client_imports_neither_tensorflow_nor_pyspark(tmp_path, workspace)
     dest = tmp_path / "device"
     code = (
         "import sys\n"
-        "from kfp_edge.cli import main\n"
+        "from kfp_edge.app.cli import main\n"
         f"rc = main(['pull', '--name', 'edge', '--dest', {str(dest)!r}, "
         f"'--workspace', {str(workspace)!r}])\n"
-        "import kfp_edge.model_store.s3\n"
+        "import kfp_edge.s3, kfp_edge.model_store.s3_releases\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
         "('tensorflow', 'tf_keras', 'pyspark', 'keras'))\n"
         "print(rc, heavy)\n"
@@ -194,7 +195,7 @@ def test_pulls_killed_at_random_points_leave_a_complete_current_model(tmp_path, 
 
 
 def test_cli_lists_the_edge_commands():
-    from kfp_edge.cli import build_parser
+    from kfp_edge.app.cli import build_parser
 
     text = build_parser().format_help()
     for command in ("pull", "push", "rollback", "models"):
@@ -259,7 +260,7 @@ def test_pull_module_needs_only_the_standard_library_and_minio(tmp_path, workspa
         "import sys\n"
         "from kfp_edge.model_store.pull import pull\n"
         f"pull('edge', {str(tmp_path / 'device')!r}, workspace={str(workspace)!r})\n"
-        "import kfp_edge.model_store.s3, minio\n"
+        "import kfp_edge.s3, kfp_edge.model_store.s3_releases, minio\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & "
         "{'numpy', 'kfp', 'tensorflow', 'pyspark', 'pandas', 'pyarrow', 'yaml'}))\n"
     )

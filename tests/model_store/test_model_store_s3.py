@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from kfp_edge.cli import main
-from kfp_edge.model_store import s3
+from kfp_edge import s3
+from kfp_edge.app.cli import main
+from kfp_edge.model_store import s3_releases
 from kfp_edge.model_store.pull import current_manifest, pull, rollback
-from kfp_edge.model_store.store import ModelStore, verify_directory
+from kfp_edge.model_store.store import ModelStore
+from kfp_edge.model_versions import verify_directory
 
 
 @pytest.fixture
@@ -50,18 +52,18 @@ def test_client_from_env_names_missing_variables_without_values(monkeypatch):
 
 def test_upload_layout_checksums_and_listing(bucket, store):
     client, name = bucket
-    result = s3.upload_version(client, name, "fleet/models", store.get("edge", 1))
+    result = s3_releases.upload_version(client, name, "fleet/models", store.get("edge", 1))
     assert result["manifest_key"] == "fleet/models/edge/1/manifest.json"
-    s3.upload_version(client, name, "fleet/models", store.get("edge", 2))
-    s3.upload_version(client, name, "fleet/models", store.get("edge-2", 1))
+    s3_releases.upload_version(client, name, "fleet/models", store.get("edge", 2))
+    s3_releases.upload_version(client, name, "fleet/models", store.get("edge-2", 1))
     keys = _keys(client, name)
     manifest = store.read_manifest("edge", 1)
     assert {f"fleet/models/edge/1/{rel}" for rel in manifest["files"]} | {
         "fleet/models/edge/1/manifest.json"
     } <= set(keys)
-    assert s3.list_names(client, name, "fleet/models") == ["edge", "edge-2"]
-    assert s3.list_versions(client, name, "fleet/models", "edge") == [1, 2]
-    assert s3.list_versions(client, name, "fleet/models", "edge-2") == [1]  # no collision
+    assert s3_releases.list_names(client, name, "fleet/models") == ["edge", "edge-2"]
+    assert s3_releases.list_versions(client, name, "fleet/models", "edge") == [1, 2]
+    assert s3_releases.list_versions(client, name, "fleet/models", "edge-2") == [1]  # no collision
     # Each object carries its sha256: as the S3 checksum and as user metadata.
     key = "fleet/models/edge/1/model.tflite"
     stat = client.stat_object(name, key, extra_headers={"x-amz-checksum-mode": "ENABLED"})
@@ -72,19 +74,23 @@ def test_upload_layout_checksums_and_listing(bucket, store):
 
 def test_existing_version_is_never_overwritten(bucket, store):
     client, name = bucket
-    s3.upload_version(client, name, "", store.get("edge", 1))
+    s3_releases.upload_version(client, name, "", store.get("edge", 1))
     before = client.get_object(name, "edge/1/manifest.json").read()
     with pytest.raises(FileExistsError, match="version 1 of 'edge' already exists"):
-        s3.upload_version(client, name, "", store.get("edge", 1))
+        s3_releases.upload_version(client, name, "", store.get("edge", 1))
     # A second store that also has an 'edge' version 1 (other content) cannot replace it,
     # even when it skips the existence check and races straight to the conditional PUT.
     from minio.error import S3Error
 
     with pytest.raises(S3Error) as info:
-        s3._put(client, name, "edge/1/manifest.json", b"{}", "application/json", create_only=True)
+        s3_releases._put(
+            client, name, "edge/1/manifest.json", b"{}", "application/json", create_only=True
+        )
     assert info.value.code == "PreconditionFailed"
     with pytest.raises(S3Error):
-        s3._put(client, name, "edge/1/model.tflite", b"other", "application/octet-stream", True)
+        s3_releases._put(
+            client, name, "edge/1/model.tflite", b"other", "application/octet-stream", True
+        )
     assert client.get_object(name, "edge/1/manifest.json").read() == before
 
 
@@ -92,18 +98,18 @@ def test_object_left_by_another_publisher_blocks_the_version(tmp_path, bucket, s
     client, name = bucket
     client.put_object(name, "edge/2/model.tflite", io.BytesIO(b"someone else"), 12)
     with pytest.raises(FileExistsError, match="exists with other content"):
-        s3.upload_version(client, name, "", store.get("edge", 2))
-    assert s3.list_versions(client, name, "", "edge") == []  # no manifest: not a version
-    s3.upload_version(client, name, "", store.get("edge", 1))
+        s3_releases.upload_version(client, name, "", store.get("edge", 2))
+    assert s3_releases.list_versions(client, name, "", "edge") == []  # no manifest: not a version
+    s3_releases.upload_version(client, name, "", store.get("edge", 1))
     # latest skips the higher number that has objects but no manifest
-    assert s3.latest_version(client, name, "", "edge") == 1
+    assert s3_releases.latest_version(client, name, "", "edge") == 1
     assert pull("edge", tmp_path / "device", s3_uri=f"s3://{name}")["version"] == 1
 
 
 def test_pull_from_s3_verifies_and_swaps_and_rolls_back(tmp_path, bucket, store):
     client, name = bucket
     for version in (1, 2):
-        s3.upload_version(client, name, "m", store.get("edge", version))
+        s3_releases.upload_version(client, name, "m", store.get("edge", version))
     dest = tmp_path / "device"
     assert pull("edge", dest, s3_uri=f"s3://{name}/m")["version"] == 2
     verify_directory(dest / "current", current_manifest(dest))
@@ -133,8 +139,8 @@ def test_pull_from_s3_verifies_and_swaps_and_rolls_back(tmp_path, bucket, store)
 @pytest.mark.parametrize("damage", ["corrupt", "truncate", "missing"])
 def test_damaged_objects_are_rejected_and_current_model_stays(tmp_path, bucket, store, damage):
     client, name = bucket
-    s3.upload_version(client, name, "m", store.get("edge", 1))
-    s3.upload_version(client, name, "m", store.get("edge", 2))
+    s3_releases.upload_version(client, name, "m", store.get("edge", 1))
+    s3_releases.upload_version(client, name, "m", store.get("edge", 2))
     dest = tmp_path / "device"
     pull("edge", dest, 1, s3_uri=f"s3://{name}/m")
     key = "m/edge/2/saved_model/variables/variables.data-00000-of-00001"
@@ -161,7 +167,7 @@ def test_damaged_objects_are_rejected_and_current_model_stays(tmp_path, bucket, 
 
 def test_manifest_naming_another_version_is_rejected(tmp_path, bucket, store):
     client, name = bucket
-    s3.upload_version(client, name, "", store.get("edge", 1))
+    s3_releases.upload_version(client, name, "", store.get("edge", 1))
     data = json.dumps(store.read_manifest("edge", 1)).encode()  # version 1's, copied to 5
     client.put_object(name, "edge/5/manifest.json", io.BytesIO(data), len(data))
     with pytest.raises(ValueError, match="another model or version"):
@@ -183,10 +189,11 @@ def test_manifest_naming_another_version_is_rejected(tmp_path, bucket, store):
 
 _UPLOADER = """
 import sys
-from kfp_edge.model_store import s3
+from kfp_edge import s3
+from kfp_edge.model_store import s3_releases
 client = s3.client_from_env()
 print("ready", flush=True)
-s3.upload_version(client, sys.argv[1], "fleet", sys.argv[2])
+s3_releases.upload_version(client, sys.argv[1], "fleet", sys.argv[2])
 
 """
 
@@ -204,7 +211,7 @@ def test_uploads_killed_at_random_points_never_show_a_partial_version(tmp_path, 
     # Kill within 1.5 upload durations measured now, whatever the machine's load.
     probe = store.publish("edge", files, {})["path"]
     start = time.perf_counter()
-    s3.upload_version(client, name, "probe", probe)
+    s3_releases.upload_version(client, name, "probe", probe)
     window = 1.5 * (time.perf_counter() - start)
     rng = random.Random(7)
     device = tmp_path / "device"
@@ -222,7 +229,7 @@ def test_uploads_killed_at_random_points_never_show_a_partial_version(tmp_path, 
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         proc.stdout.close()
-        if version in s3.list_versions(client, name, "fleet", "edge"):
+        if version in s3_releases.list_versions(client, name, "fleet", "edge"):
             pull("edge", device, version, s3_uri=f"s3://{name}/fleet")  # complete: verifies
             assert current_manifest(device)["version"] == version
         else:
@@ -232,8 +239,8 @@ def test_uploads_killed_at_random_points_never_show_a_partial_version(tmp_path, 
             interrupted.append(version_dir)
     assert partial_seen, "no kill landed inside an upload"
     for version_dir in interrupted:  # resumes over the objects it had already written
-        s3.upload_version(client, name, "fleet", version_dir)
-    assert s3.list_versions(client, name, "fleet", "edge") == list(range(2, 12))
+        s3_releases.upload_version(client, name, "fleet", version_dir)
+    assert s3_releases.list_versions(client, name, "fleet", "edge") == list(range(2, 12))
     assert pull("edge", device, s3_uri=f"s3://{name}/fleet")["version"] == 11
     verify_directory(device / "current", current_manifest(device))
     assert (device / "current" / "shards" / "part-07.bin").read_bytes() == (
@@ -243,8 +250,8 @@ def test_uploads_killed_at_random_points_never_show_a_partial_version(tmp_path, 
 
 def test_cli_models_over_s3_and_readable_errors(tmp_path, bucket, store, capsys, monkeypatch):
     client, name = bucket
-    s3.upload_version(client, name, "fleet", store.get("edge", 1))
-    s3.upload_version(client, name, "fleet", store.get("edge-2", 1))
+    s3_releases.upload_version(client, name, "fleet", store.get("edge", 1))
+    s3_releases.upload_version(client, name, "fleet", store.get("edge-2", 1))
     assert main(["models", "--s3", f"s3://{name}/fleet"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[:2] for line in lines[1:]] == [["edge", "1"], ["edge-2", "1"]]

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
-    from kfp_edge.local_run import run_local
+    from kfp_edge.app.run_local import run_local
 
     workspace = tmp_path_factory.mktemp("ws")
     return run_local(workspace=str(workspace), run_id="e2e-iris", dataset="iris", workers=2)

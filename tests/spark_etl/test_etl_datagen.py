@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from kfp_edge import dataset
-from kfp_edge.cli import main as cli_main
+from kfp_edge.app.cli import main as cli_main
 from kfp_edge.spark_etl.datagen import CLASSES, generate_sensor_data
 from kfp_edge.spark_etl.etl import run_etl
 

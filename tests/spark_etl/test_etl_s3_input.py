@@ -28,7 +28,7 @@ def s3(monkeypatch):
     monkeypatch.setenv("KFP_EDGE_S3_ACCESS_KEY", "etl-test-access")
     monkeypatch.setenv("KFP_EDGE_S3_SECRET_KEY", SECRET)
     monkeypatch.setenv("KFP_EDGE_S3_REGION", "us-east-1")
-    from kfp_edge.model_store.s3 import client_from_env
+    from kfp_edge.s3 import client_from_env
 
     client = client_from_env()
     client.make_bucket("raw")

@@ -12,47 +12,25 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 import yaml
 
 from kfp_edge import dataset
+from kfp_edge.app.golden import GOLDEN_DIR, manifests
 from kfp_edge.spark_etl.sparkapp import (
     SparkApplicationError,
     application_name,
     build_spark_application,
     run_on_operator,
     submit_and_wait,
-    to_yaml,
 )
 
-GOLDEN = Path(__file__).parent / "golden" / "sparkapplication.yaml"
+GOLDEN = GOLDEN_DIR / "manifests" / "sparkapplication.yaml"
 
 
-def _golden_manifest() -> dict:
-    return build_spark_application(
-        name=application_name("Edge_2026.11.23-run"),
-        namespace="kubeflow",
-        image="ghcr.io/kfp-edge/kfp-edge-spark:0.1.0",
-        output_dir="/workspace/runs/edge-run/data",
-        options={"dataset": "sensor", "seed": 42, "max_bad_fraction": 0.05},
-        workspace_pvc="kfp-edge-workspace",
-        driver_cores=1,
-        driver_memory="2g",
-        executor_cores=2,
-        executor_memory="4g",
-        executor_instances=3,
-        s3_secret="mlpipeline-minio-artifact",
-        s3_endpoint="http://minio-service.kubeflow:9000",
-    )
-
-
-def test_manifest_matches_golden_file():
-    """Regenerate with: python tests/spark_etl/test_etl_sparkapp.py"""
-    rendered = to_yaml(_golden_manifest())
-    assert rendered == GOLDEN.read_text()
-    manifest = yaml.safe_load(rendered)
+def test_golden_manifest_keeps_secrets_out():
+    manifest = yaml.safe_load(GOLDEN.read_text())
     assert manifest["metadata"]["name"] == "kfp-edge-etl-edge-2026-11-23-run"
     assert manifest["spec"]["executor"]["instances"] == 3
     env = manifest["spec"]["driver"]["env"]
@@ -159,7 +137,7 @@ def test_run_on_operator_runs_the_manifest_arguments(spark, tmp_path, fake_api):
 
 def test_failed_application_raises_with_operator_message(fake_api):
     _FakeKubernetesApi.script = ["RUNNING", "FAILED"]
-    manifest = _golden_manifest()
+    manifest = manifests.sparkapplication()
     with pytest.raises(SparkApplicationError, match="FAILED: boom"):
         submit_and_wait(manifest, fake_api, poll_seconds=0.01, log=lambda m: None)
 
@@ -168,15 +146,9 @@ def test_wait_times_out(fake_api):
     _FakeKubernetesApi.script = ["RUNNING"]
     with pytest.raises(SparkApplicationError, match="not finished after 0.05 s"):
         submit_and_wait(
-            _golden_manifest(),
+            manifests.sparkapplication(),
             fake_api,
             timeout_seconds=0.05,
             poll_seconds=0.01,
             log=lambda m: None,
         )
-
-
-if __name__ == "__main__":
-    GOLDEN.parent.mkdir(exist_ok=True)
-    GOLDEN.write_text(to_yaml(_golden_manifest()))
-    print(f"wrote {GOLDEN}")

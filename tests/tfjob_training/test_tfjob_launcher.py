@@ -12,8 +12,8 @@ import time
 import pytest
 
 from kfp_edge.tfjob_training.launcher import launch
-from kfp_edge.tfjob_training.local_engine import TFJobFailed
-from kfp_edge.tfjob_training.tfjob import build_tfjob, trainer_args
+from kfp_edge.tfjob_training.local_tfjob_engine import TFJobFailed
+from kfp_edge.tfjob_training.tfjob_spec import build_tfjob, trainer_args
 
 JOBS = "/apis/kubeflow.org/v1/namespaces/team-a/tfjobs"
 
@@ -166,8 +166,8 @@ def test_kubernetes_engine_end_to_end_with_the_local_engine_as_operator(
     Training Operator runs the submitted TFJob with the local engine (real replicas)."""
     import json
 
-    from kfp_edge.tfjob_training.local_engine import run_tfjob
-    from kfp_edge.tfjob_training.train import run_training
+    from kfp_edge.tfjob_training.local_tfjob_engine import run_tfjob
+    from kfp_edge.tfjob_training.training_step import run_training
 
     def operator(cluster, key, job):
         def on_event(event, details):

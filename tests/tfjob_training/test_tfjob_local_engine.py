@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from kfp_edge.tfjob_training.local_engine import TFJobFailed, run_tfjob, tf_configs
-from kfp_edge.tfjob_training.tfjob import build_tfjob
+from kfp_edge.tfjob_training.local_tfjob_engine import TFJobFailed, run_tfjob, tf_configs
+from kfp_edge.tfjob_training.tfjob_spec import build_tfjob
 
 
 def _job(tmp_path, code: str, workers: int = 2, **kwargs) -> dict:

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from kfp_edge.dataset import load_split, read_preprocessing
-from kfp_edge.tfjob_training.local_engine import TFJobFailed
-from kfp_edge.tfjob_training.train import train_local
-from kfp_edge.tfjob_training.trainer import PROGRESS_FILE, job_dir
+from kfp_edge.tfjob_training.local_tfjob_engine import TFJobFailed
+from kfp_edge.tfjob_training.replica_trainer import PROGRESS_FILE, job_dir
+from kfp_edge.tfjob_training.training_step import train_local
 
 
 def _check_saved_model(report: dict, data_dir: Path) -> float:

@@ -8,9 +8,9 @@ import shutil
 import numpy as np
 import pytest
 
-from kfp_edge.tfjob_training import trainer
+from kfp_edge.tfjob_training import replica_trainer as trainer
 from kfp_edge.tfjob_training.models import available_models, build_model, check_model_args
-from kfp_edge.tfjob_training.trainer import ExitCode, TrainerError
+from kfp_edge.tfjob_training.replica_trainer import ExitCode, TrainerError
 
 
 def test_exit_codes_follow_the_operators_exit_code_policy():
@@ -46,7 +46,7 @@ def test_sigterm_ends_a_replica_with_the_retryable_code(tmp_path):
     import time
 
     code = (
-        "import time; from kfp_edge.tfjob_training.trainer import exit_on_sigterm; "
+        "import time; from kfp_edge.tfjob_training.replica_trainer import exit_on_sigterm; "
         "exit_on_sigterm(); print('ready', flush=True); time.sleep(60)"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)

@@ -28,86 +28,11 @@ import base64
 import hashlib
 import json
 import os
-from collections.abc import Mapping
-from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlparse
 
-from kfp_edge.model_store.store import (
-    MANIFEST_FILE,
-    parse_version,
-    validate_name,
-    validate_relpath,
-)
+from kfp_edge.model_versions import MANIFEST_FILE, parse_version, validate_name, validate_relpath
 
-ENV_ENDPOINT = "KFP_EDGE_S3_ENDPOINT"
-ENV_ACCESS_KEY = "KFP_EDGE_S3_ACCESS_KEY"
-ENV_SECRET_KEY = "KFP_EDGE_S3_SECRET_KEY"
-ENV_BUCKET = "KFP_EDGE_S3_BUCKET"
-ENV_REGION = "KFP_EDGE_S3_REGION"
-# Keys of the Kubernetes Secret holding the credentials -> the env vars they become.
-SECRET_KEY_TO_ENV = {"accesskey": ENV_ACCESS_KEY, "secretkey": ENV_SECRET_KEY}
 _MAX_SINGLE_PUT = 5 * 1024**3
-
-
-def client_from_env(environ: Mapping[str, str] | None = None):
-    """Returns a ``minio.Minio`` client configured from the ``KFP_EDGE_S3_*`` variables.
-
-    Args:
-        environ: The environment to read (``os.environ`` by default).
-
-    Raises:
-        ValueError: If the endpoint or a credential variable is missing (the message names it,
-            never its value).
-    """
-    from minio import Minio
-
-    env = os.environ if environ is None else environ
-    missing = [k for k in (ENV_ENDPOINT, ENV_ACCESS_KEY, ENV_SECRET_KEY) if not env.get(k)]
-    if missing:
-        raise ValueError(f"S3 access needs the environment variables {', '.join(missing)}")
-    endpoint = env[ENV_ENDPOINT]
-    parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ValueError(f"{ENV_ENDPOINT}={endpoint!r}: expected http(s)://host:port")
-    return Minio(
-        parsed.netloc,
-        access_key=env[ENV_ACCESS_KEY],
-        secret_key=env[ENV_SECRET_KEY],
-        secure=parsed.scheme == "https",
-        region=env.get(ENV_REGION) or None,
-    )
-
-
-def parse_s3_uri(uri: str) -> tuple[str, str]:
-    """Splits ``s3://bucket/prefix`` into ``(bucket, prefix)`` (prefix without slashes at ends).
-
-    Raises:
-        ValueError: If the URI is not ``s3://`` or has no bucket.
-    """
-    parsed = urlparse(uri)
-    if parsed.scheme != "s3" or not parsed.netloc:
-        raise ValueError(f"invalid S3 location {uri!r}: expected s3://bucket[/prefix]")
-    return parsed.netloc, parsed.path.strip("/")
-
-
-@contextmanager
-def readable_errors(location: str):
-    """Turns S3 and connection errors into ``ValueError`` naming the location (no secrets).
-
-    Args:
-        location: What was being accessed, e.g. ``s3://bucket/prefix``.
-    """
-    from minio.error import MinioException, S3Error
-    from urllib3.exceptions import HTTPError
-
-    try:
-        yield
-    except S3Error as exc:
-        raise ValueError(f"{location}: S3 error {exc.code}: {exc.message}") from exc
-    except (MinioException, HTTPError) as exc:
-        endpoint = os.environ.get(ENV_ENDPOINT, "")
-        raise ValueError(f"{location}: cannot talk to S3 at {endpoint}: {exc}") from exc
 
 
 def _key(prefix: str, *parts: str) -> str:

@@ -206,7 +206,7 @@ def register(subparsers) -> None:
 
 
 def _cmd_submit(args) -> int:
-    from kfp_edge.local_run import parse_params
+    from kfp_edge.app.run_local import parse_params
 
     result = submit(
         host=args.host,

@@ -1,7 +1,7 @@
 """The TFJob spec (kubeflow.org/v1): built as a plain dict, checked against the SDK's models.
 
-One spec, two engines: the local engine (:mod:`kfp_edge.tfjob_training.local_engine`) runs this
-very dict as local processes; the launcher (:mod:`kfp_edge.tfjob_training.launcher`) creates it
+One spec, two engines: the local engine (:mod:`kfp_edge.tfjob_training.local_tfjob_engine`) runs
+this very dict as local processes; the launcher (:mod:`kfp_edge.tfjob_training.launcher`) creates it
 through the Kubernetes API. Policy fields live under ``spec.runPolicy`` (the removed kfp
 launcher wrote them at ``spec`` level, misspelt, and the operator dropped them silently):
 :func:`check_against_sdk` walks every field of a generated TFJob through the ``kubeflow-training``
@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from kfp_edge.tfjob_training.config import TrainingConfig
 from kfp_edge.workspace import CLUSTER_MOUNT_PATH
 
 API_VERSION = "kubeflow.org/v1"
@@ -22,7 +23,7 @@ GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "tfjobs"
 CONTAINER_NAME = "tensorflow"  # the operator finds the TF container by this name
 DEFAULT_PORT = 2222  # the operator's default tfjob-port
 DEFAULT_PVC = "kfp-edge-workspace"
-TRAINER_MODULE = "kfp_edge.tfjob_training.trainer"
+TRAINER_MODULE = "kfp_edge.tfjob_training.replica_trainer"
 RESTART_POLICIES = ("Always", "OnFailure", "Never", "ExitCode")
 CLEAN_POD_POLICIES = ("All", "Running", "None")
 
@@ -51,13 +52,13 @@ def trainer_args(
     data_dir: str,
     output_dir: str,
     job: str,
-    model: str = "iris_mlp",
-    epochs: int = 100,
-    batch_size: int = 16,
-    learning_rate: float = 0.04,
-    width: int = 0,
-    depth: int = 0,
-    seed: int = 42,
+    model: str = TrainingConfig.model,
+    epochs: int = TrainingConfig.epochs,
+    batch_size: int = TrainingConfig.batch_size,
+    learning_rate: float = TrainingConfig.learning_rate,
+    width: int = TrainingConfig.width,
+    depth: int = TrainingConfig.depth,
+    seed: int = TrainingConfig.seed,
 ) -> list[str]:
     """Returns the trainer's arguments (the container ``args`` of every replica)."""
     return [
@@ -176,7 +177,7 @@ def build_tfjob(
     *,
     namespace: str = "kubeflow",
     image: str,
-    workers: int = 2,
+    workers: int = TrainingConfig.workers,
     replica_resources: dict | None = None,
     pvc_name: str = DEFAULT_PVC,
     mount_path: str = CLUSTER_MOUNT_PATH,

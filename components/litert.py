@@ -235,7 +235,8 @@ def latency_summary(timings_us: np.ndarray, warmup: int, num_threads: int) -> di
     }
 
 
-def _rss_kib(field: str) -> int:
+def rss_kib(field: str) -> int:
+    """Returns a memory figure of this process from /proc/self/status in KiB (VmRSS, VmHWM)."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
@@ -249,12 +250,12 @@ def _measure_peak_memory(path: str, num_threads: int, batch_size: int) -> int:
 
     # Reset the peak-RSS watermark (Linux: write 5 to clear_refs), then take the baseline.
     Path("/proc/self/clear_refs").write_text("5")
-    baseline = _rss_kib("VmRSS")
+    baseline = rss_kib("VmRSS")
     model = TFLiteModel(path, num_threads=num_threads)
     x = rng.normal(size=(batch_size, model.num_features)).astype(np.float32)
     model.predict(x[:1], batch_size=1)
     model.predict(x, batch_size=batch_size)
-    return max(0, _rss_kib("VmHWM") - baseline) * 1024
+    return max(0, rss_kib("VmHWM") - baseline) * 1024
 
 
 def measure_in_fresh_process(
@@ -292,5 +293,5 @@ def peak_memory_bytes(
     Returns None where /proc is not available.
     """
     return measure_in_fresh_process(
-        "kfp_edge.evaluation.litert:_measure_peak_memory", path, num_threads, batch_size, 300
+        "kfp_edge.litert:_measure_peak_memory", path, num_threads, batch_size, 300
     )

@@ -166,3 +166,41 @@ def print_summary(result: dict) -> None:
         )
     else:
         print(f"nothing published: {result['error'] or 'the pipeline did not finish'}")
+
+
+def run_retrain_local(
+    input_path: str, workspace: str | None = None, run_id: str | None = None, **params
+) -> dict:
+    """Runs the retraining pipeline locally (kfp.local SubprocessRunner, this environment).
+
+    Args:
+        input_path: New observations (file or directory).
+        workspace: Directory standing for the workspace PV (default ``./.kfp-edge``).
+        run_id: Run id of the drift check (default: a fresh ``retrain-<timestamp>`` id).
+        **params: Other pipeline parameters; ``training_engine`` defaults to ``local``.
+
+    Returns:
+        ``{"run_id", "drift" (the decision), "retrained" (bool), "train_run_id", "report"
+        (the retraining run's report, or {}), "published" (bool), "version" (or None),
+        "error" (or None)}``.
+    """
+    from kfp_edge.pipelines.retrain_pipeline import build_retrain_pipeline
+
+    run_id = run_id or new_run_id().replace("edge-", "retrain-", 1)
+    workspace_path, error = run_pipeline_locally(
+        build_retrain_pipeline(), workspace, run_id, input_path=str(input_path), **params
+    )
+    drift_report = read_report(run_dir(workspace_path, run_id))
+    train_run_id = f"{run_id}-retrain"
+    train_report = read_report(run_dir(workspace_path, train_run_id))
+    publish = train_report.get("publish") or {}
+    return {
+        "run_id": run_id,
+        "drift": drift_report.get("drift"),
+        "retrained": "retrain_input" in drift_report,
+        "train_run_id": train_run_id if train_report else None,
+        "report": train_report,
+        "published": bool(publish) and error is None,
+        "version": publish.get("version"),
+        "error": error,
+    }

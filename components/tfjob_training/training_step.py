@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 from typing import Callable, TextIO
 
-from kfp_edge.tfjob_training import tfjob as tfjob_spec
-from kfp_edge.tfjob_training.trainer import PROGRESS_FILE, REPORT_FILE, job_dir
+from kfp_edge.tfjob_training import tfjob_spec
+from kfp_edge.tfjob_training.config import TrainingConfig
+from kfp_edge.tfjob_training.replica_trainer import PROGRESS_FILE, REPORT_FILE, job_dir
 from kfp_edge.workspace import write_json_atomic
 
 ENGINES = ("local", "kubernetes")
@@ -25,14 +26,14 @@ def build_job(
     output_dir: str,
     *,
     job: str,
-    model: str = "iris_mlp",
-    epochs: int = 100,
-    batch_size: int = 16,
-    learning_rate: float = 0.04,
-    workers: int = 2,
-    width: int = 0,
-    depth: int = 0,
-    seed: int = 42,
+    model: str = TrainingConfig.model,
+    epochs: int = TrainingConfig.epochs,
+    batch_size: int = TrainingConfig.batch_size,
+    learning_rate: float = TrainingConfig.learning_rate,
+    workers: int = TrainingConfig.workers,
+    width: int = TrainingConfig.width,
+    depth: int = TrainingConfig.depth,
+    seed: int = TrainingConfig.seed,
     image: str = "",
     **spec_options,
 ) -> dict:
@@ -106,11 +107,11 @@ def train_local(
     data_dir: str | os.PathLike,
     output_dir: str | os.PathLike,
     *,
-    model: str = "iris_mlp",
-    epochs: int = 100,
-    batch_size: int = 16,
-    learning_rate: float = 0.04,
-    workers: int = 2,
+    model: str = TrainingConfig.model,
+    epochs: int = TrainingConfig.epochs,
+    batch_size: int = TrainingConfig.batch_size,
+    learning_rate: float = TrainingConfig.learning_rate,
+    workers: int = TrainingConfig.workers,
     job: str | None = None,
     stream: TextIO | None = None,
     on_event: Callable[[str, dict], None] | None = None,
@@ -139,9 +140,9 @@ def train_local(
         The training report (also in ``<output_dir>/training_report.json``).
 
     Raises:
-        kfp_edge.tfjob_training.local_engine.TFJobFailed: If the job fails.
+        kfp_edge.tfjob_training.local_tfjob_engine.TFJobFailed: If the job fails.
     """
-    from kfp_edge.tfjob_training.local_engine import run_tfjob
+    from kfp_edge.tfjob_training.local_tfjob_engine import run_tfjob
 
     output_dir = Path(output_dir).absolute()
     data_dir = Path(data_dir).absolute()
@@ -177,22 +178,22 @@ def run_training(
     data_dir: str,
     *,
     engine: str = "local",
-    model: str = "iris_mlp",
-    epochs: int = 100,
-    batch_size: int = 16,
-    learning_rate: float = 0.04,
-    workers: int = 2,
+    model: str = TrainingConfig.model,
+    epochs: int = TrainingConfig.epochs,
+    batch_size: int = TrainingConfig.batch_size,
+    learning_rate: float = TrainingConfig.learning_rate,
+    workers: int = TrainingConfig.workers,
     replica_resources: dict | None = None,
     image: str = "",
     namespace: str = "",
     pvc_name: str = tfjob_spec.DEFAULT_PVC,
     mount_path: str = "",
-    timeout_seconds: int = 3600,
-    attempt_limit: int = 3,
+    timeout_seconds: int = TrainingConfig.timeout_seconds,
+    attempt_limit: int = TrainingConfig.attempt_limit,
     keep_job: bool = False,
-    width: int = 0,
-    depth: int = 0,
-    seed: int = 42,
+    width: int = TrainingConfig.width,
+    depth: int = TrainingConfig.depth,
+    seed: int = TrainingConfig.seed,
     stream: TextIO | None = None,
     api_client=None,
 ) -> dict:
@@ -227,12 +228,12 @@ def run_training(
     Returns:
         The training report.
     """
-    from kfp_edge.workspace import run_dir, update_report
+    from kfp_edge.workspace import TRAINING_DIR, run_dir, update_report
 
     if engine not in ENGINES:
         raise ValueError(f"unknown training engine {engine!r}; expected one of {ENGINES}")
     rdir = run_dir(workspace, run_id)
-    output_dir = rdir / "training"
+    output_dir = rdir / TRAINING_DIR
     job = tfjob_spec.job_name(run_id)
     common = dict(
         model=model,

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TextIO
 
-from kfp_edge.tfjob_training.trainer import is_retryable
+from kfp_edge.tfjob_training.replica_trainer import is_retryable
 
 # Replica types in the order the operator lists them in TF_CONFIG's cluster.
 REPLICA_ORDER = ("Chief", "Master", "Worker", "PS", "Evaluator")
@@ -235,7 +235,7 @@ def run_tfjob(
     """Runs a TFJob manifest locally until it succeeds or fails.
 
     Args:
-        manifest: The TFJob (see :func:`kfp_edge.tfjob_training.tfjob.build_tfjob`).
+        manifest: The TFJob (see :func:`kfp_edge.tfjob_training.tfjob_spec.build_tfjob`).
         log_dir: Directory of the replicas' log files.
         stream: Where the chief's log is streamed; ``sys.stdout`` when None.
         on_event: Called with ``(condition or event, details)`` at every transition and with

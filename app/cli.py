@@ -17,7 +17,7 @@ _SUBCOMMAND_MODULES = (
     "kfp_edge.spark_etl.cli",  # datagen
     "kfp_edge.model_store.cli",  # pull, rollback, models
     "kfp_edge.drift_monitor.cli",  # drift
-    "kfp_edge.submit",  # submit
+    "kfp_edge.app.submit",  # submit
 )
 
 
@@ -43,7 +43,7 @@ def _add_run(subparsers) -> None:
 
 
 def _cmd_run(args) -> int:
-    from kfp_edge.local_run import parse_params, print_summary, run_local
+    from kfp_edge.app.run_local import parse_params, print_summary, run_local
 
     params = parse_params(args.param)
     for key in ("dataset", "input_path", "label_column", "model_name", "workers", "epochs"):

@@ -1,6 +1,6 @@
 """A Kubeflow recurring run of the retraining pipeline: drift check on a schedule.
 
-Authentication and parameter checks are those of ``kfp-edge submit`` (:mod:`kfp_edge.submit`).
+Authentication and parameter checks are those of ``kfp-edge submit`` (:mod:`kfp_edge.app.submit`).
 """
 
 from __future__ import annotations
@@ -65,13 +65,13 @@ def create_recurring_retrain(
     Raises:
         ValueError: On a missing ``input_path``, an unknown parameter or a bad cron.
     """
-    from kfp_edge.pipelines.compile import compile_pipeline
-    from kfp_edge.submit import (
+    from kfp_edge.app.submit import (
         DEFAULT_EXPERIMENT,
         coerce_arguments,
         make_client,
         pipeline_parameters,
     )
+    from kfp_edge.pipelines.compile import compile_pipeline
 
     if not arguments.get("input_path"):
         raise ValueError("the retraining pipeline needs input_path: where new observations land")

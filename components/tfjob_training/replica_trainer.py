@@ -1,4 +1,4 @@
-"""The trainer: what runs in every TFJob replica (``python -m kfp_edge.tfjob_training.trainer``).
+"""What runs in every TFJob replica: ``python -m kfp_edge.tfjob_training.replica_trainer``.
 
 It reads ``TF_CONFIG`` (set by the Training Operator, or by the local engine the same way) and
 trains with ``MultiWorkerMirroredStrategy``; without ``TF_CONFIG`` it trains in one process with
@@ -25,12 +25,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from kfp_edge.model_versions import SAVED_MODEL_DIR
 from kfp_edge.workspace import write_json_atomic
 
 # numpy and TensorFlow are imported inside functions: the replica's entry point blocks SIGTERM
 # (see exit_on_sigterm) before any library starts a thread.
 
-SAVED_MODEL_DIR = "saved_model"
 REPORT_FILE = "training_report.json"
 PROGRESS_FILE = "progress.json"
 EVALUATOR_FILE = "evaluator.json"
@@ -78,7 +78,7 @@ class TrainerError(Exception):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parses the trainer's command line (argparse exits with code 2 on bad arguments)."""
-    p = argparse.ArgumentParser(prog="python -m kfp_edge.tfjob_training.trainer")
+    p = argparse.ArgumentParser(prog="python -m kfp_edge.tfjob_training.replica_trainer")
     p.add_argument("--data-dir", required=True, help="ETL output directory (manifest.json)")
     p.add_argument("--output-dir", required=True, help="training directory of the run")
     p.add_argument("--job-name", default="local", help="TFJob name; names the backup directory")
