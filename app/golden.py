@@ -171,6 +171,8 @@ COMPONENTS = {
     "ModelStoreOp": "kfp_edge.model_store.component",
     "DriftMonitorOp": "kfp_edge.drift_monitor.component",
     "RetrainDataOp": "kfp_edge.drift_monitor.component",
+    "ForestTrainingOp": "kfp_edge.forest_training.component",
+    "ForestExportOp": "kfp_edge.forest_training.component",
 }
 
 

@@ -9,7 +9,7 @@ caching is off for all of them: kfp's cache key ignores PVC contents.
 from kfp import dsl, kubernetes
 
 from kfp_edge import resources
-from kfp_edge.pipelines.stage_defaults import COMPRESSION, ETL, GATE, PUBLISH, TRAINING
+from kfp_edge.pipelines.stage_defaults import COMPRESSION, ETL, FOREST, GATE, PUBLISH, TRAINING
 from kfp_edge.workspace import CLUSTER_MOUNT_PATH
 
 PIPELINE_NAME = "kfp-edge"
@@ -36,6 +36,7 @@ def build_edge_pipeline(profile: dict | None = None):
     """
     from kfp_edge.compression.component import CompressionOp
     from kfp_edge.evaluation.component import EvaluationOp
+    from kfp_edge.forest_training.component import ForestExportOp, ForestTrainingOp
     from kfp_edge.gate.component import GateOp
     from kfp_edge.model_store.component import ModelStoreOp, use_s3_credentials
     from kfp_edge.run_context.component import RunContextOp
@@ -65,6 +66,7 @@ def build_edge_pipeline(profile: dict | None = None):
         workers: int = int(profile["training"]["workers"]),
         training_engine: str = "kubernetes",
         variants: list = COMPRESSION.variants,
+        forest_configs: list = FOREST.forest_configs,
         model_name: str = "edge-model",
         min_accuracy: float = GATE.min_accuracy,
         max_accuracy_drop: float = GATE.max_accuracy_drop,
@@ -93,6 +95,8 @@ def build_edge_pipeline(profile: dict | None = None):
             training_engine: kubernetes (a TFJob on the cluster) or local (replicas as
                 processes in the step's pod).
             variants: Compressed variants to produce and evaluate.
+            forest_configs: Random forests (Spark MLlib, compiled to TFLite) to add as
+                candidates, as '<trees>x<depth>' strings; empty: neural networks only.
             model_name: Name of the model in the model store.
             min_accuracy: Gate: minimum test accuracy.
             max_accuracy_drop: Gate: maximum accuracy lost against the float reference.
@@ -168,6 +172,22 @@ def build_edge_pipeline(profile: dict | None = None):
         )
         on_workspace(compression, "compression", profile)
 
+        forests = ForestTrainingOp(
+            workspace=workspace,
+            run_id=resolved_run_id,
+            data_dir=etl.outputs["data_dir"],
+            forest_configs=forest_configs,
+            seed=seed,
+        )
+        on_workspace(forests, "forest_training", profile)
+        forest_candidates = ForestExportOp(
+            workspace=workspace,
+            run_id=resolved_run_id,
+            forests_dir=forests.outputs["forests_dir"],
+            data_dir=etl.outputs["data_dir"],
+        )
+        on_workspace(forest_candidates, "forest_export", profile)
+
         evaluation = EvaluationOp(
             workspace=workspace,
             run_id=resolved_run_id,
@@ -175,6 +195,7 @@ def build_edge_pipeline(profile: dict | None = None):
             data_dir=etl.outputs["data_dir"],
             saved_model_dir=training.outputs["saved_model_dir"],
         )
+        evaluation.after(forest_candidates)  # the forests join the variants directory
         on_workspace(evaluation, "evaluation", profile)
 
         gate = GateOp(

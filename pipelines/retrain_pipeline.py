@@ -17,6 +17,7 @@ from kfp_edge.pipelines.stage_defaults import (
     COMPRESSION,
     DRIFT,
     ETL,
+    FOREST,
     GATE,
     PUBLISH,
     RETRAIN_DATA,
@@ -73,6 +74,7 @@ def build_retrain_pipeline(profile: dict | None = None):
         workers: int = int(profile["training"]["workers"]),
         training_engine: str = "kubernetes",
         variants: list = COMPRESSION.variants,
+        forest_configs: list = FOREST.forest_configs,
         min_accuracy: float = GATE.min_accuracy,
         max_accuracy_drop: float = GATE.max_accuracy_drop,
         max_size_bytes: int = GATE.max_size_bytes,
@@ -108,6 +110,7 @@ def build_retrain_pipeline(profile: dict | None = None):
             workers: Training replicas of the TFJob (chief included).
             training_engine: kubernetes (a TFJob on the cluster) or local.
             variants: Compressed variants to produce and evaluate.
+            forest_configs: Random forests to add as candidates ('<trees>x<depth>').
             min_accuracy: Gate: minimum test accuracy.
             max_accuracy_drop: Gate: maximum accuracy lost against the float reference.
             max_size_bytes: Gate: maximum .tflite size in bytes.
@@ -159,6 +162,7 @@ def build_retrain_pipeline(profile: dict | None = None):
                 workers=workers,
                 training_engine=training_engine,
                 variants=variants,
+                forest_configs=forest_configs,
                 model_name=model_name,
                 min_accuracy=min_accuracy,
                 max_accuracy_drop=max_accuracy_drop,

@@ -13,7 +13,13 @@ def result(tmp_path_factory):
     from kfp_edge.app.run_local import run_local
 
     workspace = tmp_path_factory.mktemp("ws")
-    return run_local(workspace=str(workspace), run_id="e2e-iris", dataset="iris", workers=2)
+    return run_local(
+        workspace=str(workspace),
+        run_id="e2e-iris",
+        dataset="iris",
+        workers=2,
+        forest_configs=["10x4"],  # the second model family joins the candidates
+    )
 
 
 def test_run_publishes_a_model(result):
@@ -24,7 +30,15 @@ def test_run_publishes_a_model(result):
     assert report["etl"]["rows_good"] == 150 and report["etl"]["rows_bad"] == 0
     assert report["gate"]["chosen"] == report["publish"]["variant"]
     names = {v["name"] for v in report["evaluation"]["variants"]}
-    assert {"float32", "dynamic_int8", "full_int8"} <= names
+    assert {"float32", "dynamic_int8", "full_int8", "random_forest_10x4"} <= names
+
+
+def test_the_gate_chooses_across_model_families(result):
+    report = result["report"]
+    forest = next(v for v in report["evaluation"]["variants"] if v["name"] == "random_forest_10x4")
+    assert forest["technique"] == "random_forest" and forest["accuracy"] >= 0.9
+    assert "random_forest_10x4" in report["gate"]["results"]
+    assert report["forest_export"]["candidates"][0]["params"]["max_abs_diff_vs_spark"] <= 1e-5
 
 
 def test_published_model_loads_in_litert_and_is_accurate(result):
