@@ -1,0 +1,123 @@
+"""Hyperparameter search: the space, the algorithms, the median stopping rule, the Experiment."""
+
+import math
+
+import pytest
+import yaml
+
+from kfp_edge.app.golden import GOLDEN_DIR, manifests
+from kfp_edge.tfjob_training import katib
+from kfp_edge.tfjob_training.local_search import running_means, should_stop
+from kfp_edge.tfjob_training.replica_trainer import parse_args
+from kfp_edge.tfjob_training.search_space import grid_values, suggest, validate_space
+
+SPACE = {
+    "learning_rate": {"type": "double", "min": 0.005, "max": 0.08, "scale": "log"},
+    "width": {"type": "int", "min": 32, "max": 128, "step": 32},
+    "model": {"type": "categorical", "values": ["mlp", "cnn1d"]},
+}
+
+
+def test_a_bad_space_names_every_problem_at_once():
+    bad = {
+        "learning_rate": {"type": "double", "min": 0.1, "max": 0.01},
+        "dropout": {"type": "double", "min": 0, "max": 1},
+        "width": {"type": "int", "min": 8, "max": 64, "step": 0},
+        "model": {"type": "categorical", "values": []},
+    }
+    with pytest.raises(ValueError) as info:
+        validate_space(bad)
+    message = str(info.value)
+    assert "learning_rate: min 0.1 > max 0.01" in message
+    assert "dropout: not searchable" in message
+    assert "width.step" in message and "model.values" in message
+
+
+def test_random_suggestions_are_seeded_and_inside_the_space():
+    first = suggest(SPACE, "random", 50, seed=3)
+    assert first == suggest(SPACE, "random", 50, seed=3)
+    assert first != suggest(SPACE, "random", 50, seed=4)
+    for trial in first:
+        assert 0.005 <= trial["learning_rate"] <= 0.08
+        assert trial["width"] in (32, 64, 96, 128)
+        assert trial["model"] in ("mlp", "cnn1d")
+    logs = [math.log(t["learning_rate"]) for t in suggest(SPACE, "random", 2000, seed=1)]
+    middle = (math.log(0.005) + math.log(0.08)) / 2
+    share_below = sum(v < middle for v in logs) / len(logs)
+    assert 0.45 < share_below < 0.55  # log-uniform: half the draws below the geometric middle
+
+
+def test_grid_varies_the_last_parameter_fastest_and_is_cut_to_max_trials():
+    space = {
+        "width": {"type": "int", "min": 32, "max": 64, "step": 32},
+        **{"model": SPACE["model"]},
+    }
+    grid = suggest(space, "grid", 10)
+    assert grid == [
+        {"width": 32, "model": "mlp"},
+        {"width": 32, "model": "cnn1d"},
+        {"width": 64, "model": "mlp"},
+        {"width": 64, "model": "cnn1d"},
+    ]
+    assert len(suggest(SPACE, "grid", 5)) == 5
+    assert grid_values(validate_space(SPACE)["learning_rate"], 3) == pytest.approx(
+        [0.005, 0.02, 0.08]
+    )
+    with pytest.raises(ValueError, match="the local engine runs random, grid"):
+        suggest(SPACE, "tpe", 3)
+
+
+def test_median_stopping_rule_stops_only_a_trial_below_the_median():
+    completed = [
+        {1: 0.5, 2: 0.7, 3: 0.8, 4: 0.9},
+        {1: 0.6, 2: 0.8, 3: 0.85, 4: 0.9},
+        {1: 0.4, 2: 0.6, 3: 0.7, 4: 0.8},
+    ]
+    assert running_means(completed[0])[4] == pytest.approx(0.725)
+    poor = {1: 0.3, 2: 0.4, 3: 0.5, 4: 0.55}
+    good = {1: 0.5, 2: 0.6, 3: 0.75, 4: 0.8}
+    assert should_stop(poor, completed, min_trials_required=3, start_step=4)
+    assert not should_stop(good, completed, min_trials_required=3, start_step=4)
+    assert not should_stop({1: 0.1, 2: 0.1, 3: 0.1}, completed, start_step=4)  # too early
+    assert not should_stop(poor, completed[:2], min_trials_required=3)  # too few completed
+
+
+def test_katib_experiment_golden_validates_against_the_katib_and_training_models():
+    experiment = yaml.safe_load((GOLDEN_DIR / "manifests" / "katib_experiment.yaml").read_text())
+    katib.check_against_katib(experiment)
+    spec = experiment["spec"]
+    assert [p["name"] for p in spec["parameters"]] == list(SPACE)
+    template = spec["trialTemplate"]
+    args = template["trialSpec"]["spec"]["tfReplicaSpecs"]["Chief"]["template"]["spec"][
+        "containers"
+    ][0]["args"]
+    for parameter in template["trialParameters"]:
+        assert "${trialParameters." + parameter["name"] + "}" in args
+    assert template["primaryContainerName"] == "tensorflow"
+    assert spec["earlyStopping"]["algorithmName"] == "medianstop"
+
+
+def test_the_trial_arguments_are_the_trainers_own():
+    experiment = manifests.katib_experiment()
+    containers = experiment["spec"]["trialTemplate"]["trialSpec"]["spec"]["tfReplicaSpecs"][
+        "Chief"
+    ]["template"]["spec"]["containers"]
+    values = {
+        "${trialParameters.learningRate}": "0.01",
+        "${trialParameters.width}": "64",
+        "${trialParameters.model}": "mlp",
+        "${trialParameters.trialName}": "trial-1",
+    }
+    args = [
+        values.get(a, a).replace("${trialParameters.trialName}", "trial-1")
+        for a in containers[0]["args"]
+    ]
+    parsed = parse_args(args)
+    assert parsed.learning_rate == 0.01 and parsed.width == 64 and parsed.report_metrics
+
+
+def test_an_unknown_experiment_field_is_refused():
+    experiment = manifests.katib_experiment()
+    experiment["spec"]["parallelTrials"] = 3  # the real field is parallelTrialCount
+    with pytest.raises(ValueError, match=r"\.spec\.parallelTrials is not in the Katib v1beta1 API"):
+        katib.check_against_katib(experiment)
