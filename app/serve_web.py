@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import subprocess
 import tempfile
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -193,7 +195,11 @@ class WebServer:
         handler = functools.partial(
             _Handler, index=json.dumps(self.models).encode(), files=files, directory=str(web_dir)
         )
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        try:
+            self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        except OSError as exc:
+            self._copies.cleanup()
+            raise ValueError(f"127.0.0.1:{port}: cannot listen: {exc.strerror or exc}") from exc
         self.httpd.quiet = quiet
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -211,6 +217,40 @@ class WebServer:
             self.httpd.shutdown()
         self.httpd.server_close()
         self._copies.cleanup()
+
+
+def run_in_browser(url: str, job: dict, web_dir: Path = WEB_DIR, timeout: float = 300) -> dict:
+    """Runs a job of ``web/run_browser.mjs`` in headless Chromium against a served page.
+
+    Args:
+        url: The page (:attr:`WebServer.url`).
+        job: ``{"rows": [[features]], "runs", "warmup", "models": [names] (default: every
+            browser-ready one)}``.
+        web_dir: The web client (holds ``run_browser.mjs`` and playwright-core).
+        timeout: Seconds before the browser run is abandoned.
+
+    Returns:
+        ``{"results": [{"name", "outputs", "latency_us": {"p50", "p95", "p99", "mean",
+        "runs", "warmup"}}], "isolated": bool, "status", "console": [lines]}``.
+
+    Raises:
+        RuntimeError: If Chromium or the page fails (with the browser's console).
+    """
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(job, f)
+    try:
+        done = subprocess.run(
+            ["node", str(Path(web_dir) / "run_browser.mjs"), url, f.name],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=web_dir,
+        )
+    finally:
+        os.unlink(f.name)
+    if done.returncode != 0:
+        raise RuntimeError(f"the browser run of {url} failed: {done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def default_model_dir(workspace: str, name: str | None) -> Path:

@@ -98,14 +98,14 @@ export async function measure(entry, rows, runs = 1000, warmup = 100) {
   }
 }
 
-/** Parses pasted CSV rows of numbers; a header line (not numeric) is skipped. */
+/** Parses pasted CSV rows of numbers; a first line with no number in it is a header. */
 export function parseCsv(text, numFeatures) {
   const rows = [];
   text.split(/\r?\n/).forEach((line, i) => {
     if (!line.trim()) return;
     const fields = line.split(',').map((f) => f.trim());
     const values = fields.map(Number);
-    if (i === 0 && values.some(Number.isNaN)) return;
+    if (rows.length === 0 && i === 0 && values.every(Number.isNaN)) return;
     if (fields.length !== numFeatures) {
       throw new Error(`CSV line ${i + 1}: ${fields.length} fields, the model takes ${numFeatures}`);
     }
@@ -113,5 +113,6 @@ export function parseCsv(text, numFeatures) {
     if (bad >= 0) throw new Error(`CSV line ${i + 1}, field ${bad + 1}: ${JSON.stringify(fields[bad])} is not a number`);
     rows.push(values);
   });
+  if (!rows.length) throw new Error('no CSV rows to predict');
   return rows;
 }
