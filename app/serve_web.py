@@ -24,9 +24,18 @@ import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
+
 from kfp_edge import browser_model
+from kfp_edge.dataset import load_split
 from kfp_edge.model_versions import MANIFEST_FILE, PREPROCESSING_FILE, models_root
-from kfp_edge.workspace import DEFAULT_LOCAL_WORKSPACE
+from kfp_edge.workspace import (
+    DATA_DIR,
+    DEFAULT_LOCAL_WORKSPACE,
+    EVALUATION_FILE,
+    VARIANTS_DIR,
+    write_json_atomic,
+)
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 LITERT_JS = Path("node_modules") / "@litertjs" / "core" / "dist" / "index.js"
@@ -253,6 +262,43 @@ def run_in_browser(url: str, job: dict, web_dir: Path = WEB_DIR, timeout: float 
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _rows_for(model_dir: Path, num_features: int, count: int = 256) -> list[list[float]]:
+    """Rows to time: the evaluated split of a run's variants directory, else fixed random rows."""
+    data = model_dir.parent / DATA_DIR
+    evaluation = model_dir.parent / EVALUATION_FILE
+    if model_dir.name == VARIANTS_DIR and evaluation.is_file() and data.is_dir():
+        x, _ = load_split(data, json.loads(evaluation.read_text()).get("split", "test"))
+        return x[:count].tolist()
+    return np.random.default_rng(0).normal(size=(count, num_features)).round(4).tolist()
+
+
+def measure_in_browser(model_dir: Path, runs: int = 1000, warmup: int = 100) -> dict:
+    """Times every browser-ready model of ``model_dir`` in headless Chromium.
+
+    When ``model_dir`` is a run's ``variants/`` directory, the run's ``evaluation.json`` gets
+    each variant's browser figures as ``browser.latency_us`` (nothing else in it changes), so
+    the report shows them next to Python's.
+
+    Returns:
+        ``{name: latency_us}`` of the browser-ready models.
+    """
+    with WebServer(model_dir, quiet=True) as server:
+        ready = [m for m in server.models if m["browser_ready"]]
+        if not ready:
+            raise ValueError(f"{model_dir}: no model LiteRT.js can run")
+        job = {"rows": _rows_for(model_dir, ready[0]["num_features"]), "runs": runs}
+        out = run_in_browser(server.url, {**job, "warmup": warmup})
+    figures = {r["name"]: r["latency_us"] for r in out["results"]}
+    evaluation = model_dir.parent / EVALUATION_FILE
+    if model_dir.name == VARIANTS_DIR and evaluation.is_file():
+        data = json.loads(evaluation.read_text())
+        for entry in data.get("variants") or []:
+            if entry["name"] in figures and "browser" in entry:
+                entry["browser"]["latency_us"] = figures[entry["name"]]
+        write_json_atomic(evaluation, data)
+    return figures
+
+
 def default_model_dir(workspace: str, name: str | None) -> Path:
     """Returns the latest published version of ``name`` (or of the only model) in a workspace.
 
@@ -283,13 +329,41 @@ def register(subparsers) -> None:
     p.add_argument("--workspace", default=DEFAULT_LOCAL_WORKSPACE, help="without MODEL_DIR")
     p.add_argument("--name", default=None, help="model name in the store, without MODEL_DIR")
     p.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0: any free one)")
+    p.add_argument(
+        "--measure",
+        type=int,
+        default=0,
+        metavar="RUNS",
+        help="time RUNS calls per model in headless Chromium, print them and exit (a run's "
+        "variants/ directory also gets them in its evaluation.json)",
+    )
     p.set_defaults(func=_cmd_serve_web)
+
+
+def _print_measured(model_dir: Path, runs: int) -> int:
+    """Prints browser latency per model, next to Python's where an evaluation has it."""
+    if runs < 1:
+        raise ValueError(f"--measure: {runs} runs; give at least 1")
+    figures = measure_in_browser(model_dir, runs=runs)
+    evaluation = model_dir.parent / EVALUATION_FILE
+    python = {}
+    if model_dir.name == VARIANTS_DIR and evaluation.is_file():
+        variants = json.loads(evaluation.read_text()).get("variants") or []
+        python = {v["name"]: v["latency_us"] for v in variants}
+    for name, latency in figures.items():
+        line = f"  {name}: browser p50 {latency['p50']:.1f} / p95 {latency['p95']:.1f} µs"
+        if name in python:
+            line += f"; python p50 {python[name]['p50']:.1f} / p95 {python[name]['p95']:.1f} µs"
+        print(line)
+    return 0
 
 
 def _cmd_serve_web(args) -> int:
     model_dir = Path(args.model_dir) if args.model_dir else None
     if model_dir is None:
         model_dir = default_model_dir(args.workspace, args.name)
+    if args.measure:
+        return _print_measured(model_dir, args.measure)
     server = WebServer(model_dir, port=args.port)
     for entry in server.models:
         state = "browser-ready" if entry["browser_ready"] else "not runnable in the browser: "

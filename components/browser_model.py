@@ -160,3 +160,26 @@ def make_browser_ready(src: str | os.PathLike, dst: str | os.PathLike) -> dict:
     tmp.write_bytes(bytes(buf))
     os.replace(tmp, dst)
     return {"path": str(dst), "pinned_tensors": pinned, **browser_check(dst)}
+
+
+def release_copy(src: str | os.PathLike, out_dir: str | os.PathLike) -> dict:
+    """Makes the browser-ready copy of a model for a release, when LiteRT.js can run it.
+
+    Args:
+        src: The release's model (``model.tflite``).
+        out_dir: Where ``model.browser.tflite`` is written.
+
+    Returns:
+        The manifest section ``{"file": "model.browser.tflite" or None, "browser_ready",
+        "reasons", "input_dtypes", "output_dtypes"}``, plus ``"path"`` (the copy) when made.
+    """
+    try:
+        check = browser_check(src)
+    except ValueError as exc:  # not a flatbuffer LiteRT.js could parse either
+        check = {"browser_ready": False, "reasons": [str(exc)], "input_dtypes": []}
+        check["output_dtypes"] = []
+    section = {"file": None, **{k: v for k, v in check.items() if k != "static_shapes"}}
+    if check["browser_ready"]:
+        made = make_browser_ready(src, Path(out_dir) / BROWSER_MODEL_FILE)
+        section.update(file=BROWSER_MODEL_FILE, path=made["path"])
+    return section
