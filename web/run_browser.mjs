@@ -52,7 +52,7 @@ try {
     for (const name of wanted) {
       const entry = models.find((m) => m.name === name);
       if (!entry) throw new Error(`no model ${name} on the page`);
-      results.push(await api.measure(entry, job.rows, job.runs ?? 1000, job.warmup ?? 100));
+      results.push(await api.measure(entry, job.rows, job.runs ?? 1000, job.warmup ?? 100, job));
     }
     return {results, isolated: self.crossOriginIsolated, status: document.getElementById('status').textContent};
   }, job);
