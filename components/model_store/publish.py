@@ -20,7 +20,7 @@ from kfp_edge.model_versions import (
     models_root,
 )
 from kfp_edge.s3 import ENV_BUCKET
-from kfp_edge.workspace import read_report, run_dir, update_report
+from kfp_edge.workspace import BROWSER_DIR, read_report, run_dir, update_report
 
 
 def store_for(workspace: str | os.PathLike) -> ModelStore:
@@ -105,7 +105,7 @@ def publish_run(
         PREPROCESSING_FILE: str(data / PREPROCESSING_FILE),
         DATASET_MANIFEST_FILE: str(dataset_manifest),
     }
-    browser = browser_model.release_copy(chosen, directory / "browser")
+    browser = browser_model.release_copy(chosen, directory / BROWSER_DIR)
     if browser["file"]:
         files[browser["file"]] = browser.pop("path")
     if include_all_variants:
