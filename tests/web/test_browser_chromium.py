@@ -19,7 +19,9 @@ from kfp_edge.litert import TFLiteModel
 pytestmark = pytest.mark.usefixtures("browser_available")
 
 
-def test_every_browser_ready_variant_matches_litert(browser_variants, iris_data_dir, capsys):
+def test_every_browser_ready_variant_matches_litert(
+    browser_variants, iris_data_dir, capsys, record_property
+):
     variants_dir, entries = browser_variants
     x, _ = load_split(iris_data_dir, "test")
     rows = x[:12]
@@ -46,8 +48,9 @@ def test_every_browser_ready_variant_matches_litert(browser_variants, iris_data_
             "browser_p95_us": latency["p95"],
             "python_p50_us": python_latency["p50"],
             "python_p95_us": python_latency["p95"],
-            "static_shapes": served[name]["static_shapes"],
         }
+        assert served[name]["browser_ready"] and served[name]["url"], name
+    record_property("browser_latency_us", figures)
     with capsys.disabled():
         print("\nbrowser vs ai_edge_litert per call (µs):", json.dumps(figures, indent=1))
 
