@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -39,6 +40,8 @@ from kfp_edge.workspace import (
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 LITERT_JS = Path("node_modules") / "@litertjs" / "core" / "dist" / "index.js"
+PLAYWRIGHT = Path("node_modules") / "playwright-core"
+CHROMIUM = "/usr/bin/chromium"
 BROWSER_SUFFIX = ".browser.tflite"
 CROSS_ORIGIN_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
@@ -201,8 +204,10 @@ class WebServer:
         except BaseException:
             self._copies.cleanup()
             raise
+        # The page gets no local paths: the browser file is known to the server only.
+        index = [{k: v for k, v in m.items() if k != "browser_file"} for m in self.models]
         handler = functools.partial(
-            _Handler, index=json.dumps(self.models).encode(), files=files, directory=str(web_dir)
+            _Handler, index=json.dumps(index).encode(), files=files, directory=str(web_dir)
         )
         try:
             self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
@@ -228,6 +233,18 @@ class WebServer:
         self._copies.cleanup()
 
 
+def browser_missing(web_dir: Path = WEB_DIR) -> str | None:
+    """Returns why headless Chromium cannot be driven here (Chromium, node, npm), or None."""
+    chromium = os.environ.get("CHROMIUM", CHROMIUM)
+    if not Path(chromium).is_file():
+        return f"{chromium} is not installed (apt-get install chromium)"
+    if shutil.which("node") is None:
+        return "node is not installed (apt-get install nodejs npm)"
+    if not (web_dir / LITERT_JS).is_file() or not (web_dir / PLAYWRIGHT).is_dir():
+        return f"the web client's npm packages are missing; run `npm ci` in {web_dir}"
+    return None
+
+
 def run_in_browser(url: str, job: dict, web_dir: Path = WEB_DIR, timeout: float = 300) -> dict:
     """Runs a job of ``web/run_browser.mjs`` in headless Chromium against a served page.
 
@@ -243,8 +260,12 @@ def run_in_browser(url: str, job: dict, web_dir: Path = WEB_DIR, timeout: float 
         "runs", "warmup"}}], "isolated": bool, "status", "console": [lines]}``.
 
     Raises:
+        FileNotFoundError: If Chromium, node or the npm packages are missing (says which).
         RuntimeError: If Chromium or the page fails (with the browser's console).
     """
+    missing = browser_missing(Path(web_dir))
+    if missing:
+        raise FileNotFoundError(missing)
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(job, f)
     try:

@@ -7,31 +7,14 @@ installs both). Without them they are skipped locally and fail in CI (``CI=true`
 from __future__ import annotations
 
 import os
-import shutil
-from pathlib import Path
 
 import pytest
 
-from kfp_edge.app.serve_web import LITERT_JS, WEB_DIR
+from kfp_edge.app.serve_web import browser_missing
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # The variants of a real run whose conversions differ (float, half, dynamic-range and
 # full-integer weights); full_int8 keeps float input and output (the default).
 BROWSER_VARIANTS = ["float32", "float16", "dynamic_int8", "full_int8"]
-
-
-def browser_missing() -> str | None:
-    """Returns why the browser tests cannot run here, or None."""
-    if not Path(CHROMIUM).is_file():
-        return f"{CHROMIUM} is not installed (apt-get install chromium)"
-    if shutil.which("node") is None:
-        return "node is not installed"
-    if (
-        not (WEB_DIR / LITERT_JS).is_file()
-        or not (WEB_DIR / "node_modules/playwright-core").is_dir()
-    ):
-        return f"the web client's packages are missing (npm ci in {WEB_DIR})"
-    return None
 
 
 @pytest.fixture(scope="session")

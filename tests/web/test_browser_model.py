@@ -90,6 +90,7 @@ def test_server_sends_wasm_type_isolation_headers_and_the_models(
         _, body = _get(server.url + "models/index.json")
         index = {m["name"]: m for m in json.loads(body)}
         assert index["int8_io"]["browser_ready"] is False and "url" not in index["int8_io"]
+        assert "browser_file" not in index["model"]  # no local paths for the page
         _, model = _get(server.url + index["model"]["url"].lstrip("/"))
         assert _signatures_of_bytes(model, tmp_path) == [[1, 4], [1, 3]]
         with pytest.raises(urllib.error.HTTPError) as err:
