@@ -63,7 +63,8 @@ def _row(kind: str, name: str, latency: dict, max_diff: float | None) -> dict:
 
 def run(quick: bool = False) -> dict:
     from benchmarks.bench_compression import sensor_setup
-    from kfp_edge.app.serve_web import WebServer, run_in_browser
+    from kfp_edge.app.browser_run import run_in_browser
+    from kfp_edge.app.serve_web import WebServer
     from kfp_edge.compression.export import export_variants
     from kfp_edge.dataset import load_split
     from kfp_edge.litert import TFLiteModel

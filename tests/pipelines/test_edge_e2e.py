@@ -73,7 +73,8 @@ def test_every_browser_ready_variant_of_the_run_runs_in_chromium(result):
     import os
     from pathlib import Path
 
-    from kfp_edge.app.serve_web import WebServer, browser_missing, run_in_browser
+    from kfp_edge.app.browser_run import browser_missing, run_in_browser
+    from kfp_edge.app.serve_web import WebServer
     from kfp_edge.dataset import load_split
     from kfp_edge.litert import TFLiteModel
 

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from kfp_edge.app.serve_web import browser_missing
+from kfp_edge.app.browser_run import browser_missing
 
 # The variants of a real run whose conversions differ (float, half, dynamic-range and
 # full-integer weights); full_int8 keeps float input and output (the default).

@@ -12,7 +12,8 @@ import json
 import numpy as np
 import pytest
 
-from kfp_edge.app.serve_web import WebServer, run_in_browser
+from kfp_edge.app.browser_run import run_in_browser
+from kfp_edge.app.serve_web import WebServer
 from kfp_edge.dataset import load_split
 from kfp_edge.litert import TFLiteModel
 
