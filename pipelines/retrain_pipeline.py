@@ -61,8 +61,11 @@ def build_retrain_pipeline(profile: dict | None = None):
         window: int = DRIFT.window,
         bias_rate: float = DRIFT.bias_rate,
         label_column: str = DRIFT.label_column,
+        id_column: str = DRIFT.id_column,
         reference_path: str = DRIFT.reference_path,
         include_original: bool = RETRAIN_DATA.include_original,
+        original_share: float = RETRAIN_DATA.original_share,
+        test_fraction: float = RETRAIN_DATA.test_fraction,
         min_rows: int = RETRAIN_DATA.min_rows,
         seed: int = ETL.seed,
         max_bad_fraction: float = ETL.max_bad_fraction,
@@ -96,8 +99,11 @@ def build_retrain_pipeline(profile: dict | None = None):
             bias_rate: Bias rate of the reservoir (it holds at most 1/bias_rate rows); 0 keeps
                 the saved reservoir's rate, or takes 0.001 for a new reservoir.
             label_column: Label column of the observations; empty for the model's.
+            id_column: Row id column for late labels; empty for the model's, if any.
             reference_path: Optional data like the training data, to prime fresh detectors.
             include_original: Retrain on the original data as well as the reservoir.
+            original_share: At most this share of the training rows is original data.
+            test_fraction: Share of the newest labelled rows held out as the recent test split.
             min_rows: The retraining input needs at least this many labelled rows.
             seed: Seed of the deterministic split and of training.
             max_bad_fraction: The ETL fails when more rows than this fraction are quarantined.
@@ -129,6 +135,7 @@ def build_retrain_pipeline(profile: dict | None = None):
             window=window,
             bias_rate=bias_rate,
             label_column=label_column,
+            id_column=id_column,
             reference_path=reference_path,
         )
         on_workspace(drift, "evaluation", profile)
@@ -141,6 +148,8 @@ def build_retrain_pipeline(profile: dict | None = None):
                 model_name=model_name,
                 version=version,
                 include_original=include_original,
+                original_share=original_share,
+                test_fraction=test_fraction,
                 min_rows=min_rows,
             )
             on_workspace(data, "evaluation", profile)
