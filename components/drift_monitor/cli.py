@@ -134,11 +134,11 @@ def format_decision(decision: dict) -> str:
         lines.append(f"  distribution tests: {share:.0%} of features drifted")
     error = decision["error"]
     if error["monitored"] and error["labelled_rows"]:
-        state = (
-            f"error rate rose at observation {error['position']} ({error['statistic']:+.3f})"
-            if error["detected"]
-            else "error rate stable"
-        )
+        state = "alarm open" if error["detected"] else "error rate stable"
+        if error["position"] is not None:
+            state = (
+                f"error rate rose at observation {error['position']} ({error['statistic']:+.3f})"
+            )
         lines.append(
             f"  model error: {state}; {error['errors']}/{error['labelled_rows']} labelled rows "
             "misclassified"

@@ -126,4 +126,4 @@ def compare_samples(
 
 def _shares(top: np.ndarray, k: int, classes: list) -> dict:
     counts = np.bincount(top, minlength=k) / len(top)
-    return {str(c): float(v) for c, v in zip(classes, counts)}
+    return {str(c): float(v) for c, v in zip(classes, counts, strict=True)}

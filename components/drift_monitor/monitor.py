@@ -30,8 +30,12 @@ from kfp_edge.drift_monitor import alarms as alarm_book
 from kfp_edge.drift_monitor.distribution import compare_samples
 from kfp_edge.drift_monitor.observations import STDIN, input_files, iter_chunks
 from kfp_edge.drift_monitor.reservoir import BiasedReservoir
-from kfp_edge.drift_monitor.state import commit_state, load_state, monitor_from_data
-from kfp_edge.drift_monitor.state import monitor_to_data
+from kfp_edge.drift_monitor.state import (
+    commit_state,
+    load_state,
+    monitor_from_data,
+    monitor_to_data,
+)
 from kfp_edge.drift_monitor.stream import DriftMonitor
 from kfp_edge.model_versions import DATASET_MANIFEST_FILE, MODEL_FILE, PREPROCESSING_FILE
 from kfp_edge.workspace import write_json_atomic

@@ -1,7 +1,6 @@
-"""The input of a retraining run: the biased reservoir, a recent held-out test table, and the
-original data (ageing out) when asked.
+"""The input of a retraining run: reservoir rows, a recent held-out test table, original data.
 
-The original data is the ETL output of the run that produced the published version (its
+The original data, added when asked and capped so that old rows age out, is the ETL output of the run that produced the published version (its
 lineage names the run): the train, validation and test splits are read back from their Parquet
 copies and their class ids turned back into the original label values, so the retraining run's
 ETL sees one table of raw features and labels, as it would from a user's CSV.

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ STATE_FILE = "state.json"
 ARRAYS_FILE = "arrays.npz"
 LEGACY_FILES = ("detectors.pkl", "reservoir.parquet")
 ARRAYS = ("partial", "reference", "recent", "pending_ids", "pending_x")
+STATE_KEYS = ("model_version", "parameters", "monitor", "alarms", "history", "processed")
 MONITOR_FIELDS = ("feature_columns", "label_column", "classes", "delta", "window", "clock")
 
 
@@ -127,6 +129,9 @@ def load_state(state_dir: str | os.PathLike) -> dict | None:
         state = json.loads((path / STATE_FILE).read_text())
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise StateError(f"{path / STATE_FILE}: not a drift monitor state of format 2")
+        missing = sorted(set(STATE_KEYS) - set(state))
+        if missing:
+            raise StateError(f"{path / STATE_FILE}: not a drift monitor state (no {missing})")
         with np.load(path / ARRAYS_FILE, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in ARRAYS if name in npz.files}
         reservoir = None
@@ -134,7 +139,7 @@ def load_state(state_dir: str | os.PathLike) -> dict | None:
             reservoir = BiasedReservoir.load(path)
     except StateError:
         raise
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise StateError(f"{path}: unreadable drift monitor state: {exc}") from exc
     return {
         "generation": generation,

@@ -182,7 +182,7 @@ class DriftMonitor:
             names = self.names()[: len(signals[0])]
             for w, row in enumerate(signals):
                 last = (w + 1) * self.window - 1 - carried
-                for name, value in zip(names, row):
+                for name, value in zip(names, row, strict=True):
                     self._detect(name, value, offset + last, self.stream_position + last)
         self.partial = z[full * self.window :].copy()
 
@@ -200,7 +200,7 @@ class DriftMonitor:
         if predicted is not None:
             wrong = ~known | (predicted != ids)  # an unknown class is always an error
             self.counts["errors"] += int(wrong.sum())
-            for flag, (position, stream_position) in zip(wrong.tolist(), positions):
+            for flag, (position, stream_position) in zip(wrong.tolist(), positions, strict=True):
                 self._detect("error", float(flag), position, stream_position)
         if self.reservoir is not None:
             self.reservoir.add_many(x, raw)

@@ -119,7 +119,13 @@ def test_reference_data_makes_an_already_shifted_first_batch_detectable(
     )
     assert not without["features"]["petal_length"]["detected"]
     primed = monitor_drift(
-        workspace, "iris", source, model_in_loop=False, reference=reference, save_state=False
+        workspace,
+        "iris",
+        source,
+        window=W,
+        model_in_loop=False,
+        reference=reference,
+        save_state=False,
     )
     assert primed["features"]["petal_length"]["detected"]
     assert primed["observations"] == 1000 and primed["reservoir"]["seen"] == 1000
