@@ -1,9 +1,10 @@
 """The input of a retraining run: reservoir rows, a recent held-out test table, original data.
 
-The original data, added when asked and capped so that old rows age out, is the ETL output of the run that produced the published version (its
-lineage names the run): the train, validation and test splits are read back from their Parquet
-copies and their class ids turned back into the original label values, so the retraining run's
-ETL sees one table of raw features and labels, as it would from a user's CSV.
+The original data, added when asked and capped so that old rows age out, is the ETL output of
+the run that produced the published version (its lineage names the run): the train, validation
+and test splits are read back from their Parquet copies and their class ids turned back into the
+original label values, so the retraining run's ETL sees one table of raw features and labels,
+as it would from a user's CSV.
 """
 
 from __future__ import annotations
