@@ -39,16 +39,18 @@ class Detector:
             self.adwin.update(float(value))
             self.values.append(float(value))
         self.updates = int(updates)
+        self._detected = self.adwin.drift_detected
 
     def update(self, value: float) -> dict | None:
         """Feeds one value; returns the detection (statistic, means, dropped values) or None."""
         adwin = self.adwin
-        if adwin.drift_detected:
+        if self._detected:
             self.values.clear()  # river resets its window on this update
         adwin.update(value)
         self.values.append(value)
         self.updates += 1
-        if not adwin.drift_detected:
+        self._detected = adwin.drift_detected
+        if not self._detected:
             return None
         # Until a detection ADWIN's window is every value since the reset; it keeps the newest
         # ``width`` of them, so the dropped (old) part is the rest.
@@ -72,7 +74,7 @@ class Detector:
 
     def to_dict(self) -> dict:
         """Returns the detector as JSON-able data (see the module docstring)."""
-        values = [] if self.adwin.drift_detected else list(self.values)
+        values = [] if self._detected else list(self.values)
         return {"delta": self.delta, "clock": self.clock, "values": values, "updates": self.updates}
 
     @classmethod

@@ -125,6 +125,11 @@ class DriftMonitor:
                 f"{origin}: missing feature column(s) {missing}; the model expects "
                 f"{self.feature_columns}"
             )
+        columns = frame[self.feature_columns]
+        if all(dtype.kind in "fiub" for dtype in columns.dtypes):
+            x = columns.to_numpy(dtype=np.float64)  # the common case: one conversion
+            if np.isfinite(x).all():
+                return x
         import pandas as pd
 
         x = np.empty((len(frame), len(self.feature_columns)), dtype=np.float64)
@@ -140,12 +145,24 @@ class DriftMonitor:
             x[:, k] = values
         return x
 
-    def _labels(self, frame) -> tuple[np.ndarray, list]:
-        """Returns (class id or -1 for unknown / -2 for missing, raw label values)."""
+    def _labels(self, frame) -> tuple[np.ndarray, np.ndarray]:
+        """Returns (class id or -1 for unknown / -2 for missing, raw label values or None)."""
+        none = np.full(len(frame), None, dtype=object)
         if self.label_column not in frame.columns:
-            return np.full(len(frame), -2, dtype=np.int64), [None] * len(frame)
+            return np.full(len(frame), -2, dtype=np.int64), none
+        import pandas as pd
+
         column = frame[self.label_column]
         missing = column.isna().to_numpy()
+        if missing.all():
+            return np.full(len(frame), -2, dtype=np.int64), none
+        raw = column.to_numpy(dtype=object)
+        raw[missing] = None
+        if pd.api.types.infer_dtype(column, skipna=True) == "string":
+            # Class names as strings: hash the distinct values once, look up the few of them.
+            codes, uniques = pd.factorize(column)  # code -1: missing
+            lookup = [self._class_ids.get(u, -1) for u in uniques] + [-2]
+            return np.asarray(lookup, dtype=np.int64)[codes], raw
         ids = column.astype(str).map(self._class_ids)
         if column.dtype.kind == "f":
             # A CSV column of class names like 0, 1 is read as floats when it has gaps.
@@ -155,11 +172,12 @@ class DriftMonitor:
             ids[whole] = ids[whole].fillna(as_int)
         ids = ids.fillna(-1).to_numpy(dtype=np.int64, copy=True)
         ids[missing] = -2
-        raw = column.astype(object).where(~missing, None).tolist()
         return ids, raw
 
     def _detect(self, name: str, value: float, position: int, stream_position: int) -> None:
-        event = self.detectors[name].update(value)
+        self._record(name, self.detectors[name].update(value), position, stream_position)
+
+    def _record(self, name: str, event: dict | None, position: int, stream_position: int):
         if event is not None:
             event.update(detector=name, position=position, stream_position=stream_position)
             self.detections.append(event)
@@ -180,10 +198,13 @@ class DriftMonitor:
             signals = np.stack(columns[:2], axis=2).reshape(full, -1)  # f.mean, f.std, ...
             signals = np.concatenate([signals, *columns[2:]], axis=1).tolist()
             names = self.names()[: len(signals[0])]
+            detectors = [(name, self.detectors[name].update) for name in names]
             for w, row in enumerate(signals):
                 last = (w + 1) * self.window - 1 - carried
-                for name, value in zip(names, row, strict=True):
-                    self._detect(name, value, offset + last, self.stream_position + last)
+                for (name, update), value in zip(detectors, row, strict=True):
+                    event = update(value)
+                    if event is not None:
+                        self._record(name, event, offset + last, self.stream_position + last)
         self.partial = z[full * self.window :].copy()
 
     def _samples(self, values: np.ndarray) -> None:
@@ -192,15 +213,22 @@ class DriftMonitor:
             self.reference = np.concatenate([self.reference, values])[:REFERENCE_ROWS]
         self.recent = np.concatenate([self.recent, values])[-REFERENCE_ROWS:]
 
-    def _errors(self, x, predicted, ids, raw, positions) -> None:
-        """Feeds the error detector and the reservoir with labelled rows."""
+    def _errors(self, x, predicted, ids, raw, positions, stream_positions) -> None:
+        """Feeds the error detector and the reservoir with labelled rows.
+
+        ``positions`` and ``stream_positions`` are arrays (or a scalar for the latter) of
+        where each row sits in this call's input and in the stream.
+        """
         known = ids >= 0
         self.counts["labelled"] += len(ids)
         self.counts["unknown_labels"] += int((~known).sum())
         if predicted is not None:
             wrong = ~known | (predicted != ids)  # an unknown class is always an error
             self.counts["errors"] += int(wrong.sum())
-            for flag, (position, stream_position) in zip(wrong.tolist(), positions, strict=True):
+            stream_positions = np.broadcast_to(stream_positions, len(wrong)).tolist()
+            for flag, position, stream_position in zip(
+                wrong.tolist(), positions.tolist(), stream_positions, strict=True
+            ):
                 self._detect("error", float(flag), position, stream_position)
         if self.reservoir is not None:
             self.reservoir.add_many(x, raw)
@@ -235,9 +263,13 @@ class DriftMonitor:
         labelled = np.flatnonzero(ids != -2)
         if len(labelled):
             predicted = None if proba is None else proba[labelled].argmax(axis=1)
-            positions = [(offset + int(i), self.stream_position + int(i)) for i in labelled]
             self._errors(
-                x[labelled], predicted, ids[labelled], [raw[i] for i in labelled], positions
+                x[labelled],
+                predicted,
+                ids[labelled],
+                raw[labelled],
+                offset + labelled,
+                self.stream_position + labelled,
             )
         if self.id_column is not None and self.id_column in frame.columns:
             waiting = np.flatnonzero(ids == -2)
@@ -269,8 +301,7 @@ class DriftMonitor:
             predicted = None
             if self.model_path is not None:
                 predicted = self._proba(x).argmax(axis=1)
-            positions = [(offset + int(i), self.stream_position) for i in matched]
-            self._errors(x, predicted, ids, raw, positions)
+            self._errors(x, predicted, ids, raw, offset + matched, self.stream_position)
             keep = np.ones(len(self.pending_ids), dtype=bool)
             keep[rows[matched]] = False
             self.pending_ids, self.pending_x = self.pending_ids[keep], self.pending_x[keep]
