@@ -236,44 +236,49 @@ def throughput(quick: bool = False) -> tuple[list[dict], dict]:
     t_wide, first_wide, d_wide, _ = _monitor(wide, None, wide_stats, wide_columns, "f0")
     t_wide_pandas, first_wide_pandas = _pandas_rolling(wide, wide_columns)
 
-    def false_alarms(detections) -> int:
+    def row(detector: str, seconds: float, first, false_alarms: int, **extra) -> dict:
+        delay = None if first is None else first - drift_at
+        return {
+            "detector": detector,
+            "obs_per_s": rows / seconds,
+            "shifted_feature_delay": delay,
+            "false_alarms": false_alarms,
+            **extra,
+        }
+
+    def early(detections) -> int:
         return sum(e["position"] < drift_at for e in detections)
 
-    def delay(first):
-        return None if first is None else first - drift_at
+    def early_pandas(first: dict) -> int:
+        return sum(p < drift_at for p in first.values())
 
     result_rows = [
-        {
-            "detector": "monitor, 4 features (ADWIN mean+std, reservoir)",
-            "obs_per_s": rows / t_features,
-            "shifted_feature_delay": delay(first_features),
-            "false_alarms": false_alarms(d_features),
-        },
-        {
-            "detector": "monitor, 4 features, model in the loop (LiteRT on every row)",
-            "obs_per_s": rows / t_model,
-            "shifted_feature_delay": delay(first_model),
-            "false_alarms": false_alarms(d_model),
-            "error_delay": delay(error_at),
-        },
-        {
-            "detector": "pandas rolling mean, 4 features (window 100, 4 sigma band)",
-            "obs_per_s": rows / t_pandas,
-            "shifted_feature_delay": delay(first_pandas.get("petal_length")),
-            "false_alarms": sum(p < drift_at for p in first_pandas.values()),
-        },
-        {
-            "detector": "monitor, 50 features (ADWIN mean+std, reservoir)",
-            "obs_per_s": rows / t_wide,
-            "shifted_feature_delay": delay(first_wide),
-            "false_alarms": false_alarms(d_wide),
-        },
-        {
-            "detector": "pandas rolling mean, 50 features (window 100, 4 sigma band)",
-            "obs_per_s": rows / t_wide_pandas,
-            "shifted_feature_delay": delay(first_wide_pandas.get("f0")),
-            "false_alarms": sum(p < drift_at for p in first_wide_pandas.values()),
-        },
+        row(
+            "monitor, 4 features (ADWIN mean+std, reservoir)",
+            t_features,
+            first_features,
+            early(d_features),
+        ),
+        row(
+            "monitor, 4 features, model in the loop (LiteRT on every row)",
+            t_model,
+            first_model,
+            early(d_model),
+            error_delay=None if error_at is None else error_at - drift_at,
+        ),
+        row(
+            "pandas rolling mean, 4 features (window 100, 4 sigma band)",
+            t_pandas,
+            first_pandas.get("petal_length"),
+            early_pandas(first_pandas),
+        ),
+        row("monitor, 50 features (ADWIN mean+std, reservoir)", t_wide, first_wide, early(d_wide)),
+        row(
+            "pandas rolling mean, 50 features (window 100, 4 sigma band)",
+            t_wide_pandas,
+            first_wide_pandas.get("f0"),
+            early_pandas(first_wide_pandas),
+        ),
     ]
     ratios = {
         "monitor_vs_pandas_obs_per_s_4_features": t_pandas / t_features,

@@ -156,13 +156,18 @@ class DriftMonitor:
         missing = column.isna().to_numpy()
         if missing.all():
             return np.full(len(frame), -2, dtype=np.int64), none
-        raw = column.to_numpy(dtype=object)
-        raw[missing] = None
         if pd.api.types.infer_dtype(column, skipna=True) == "string":
-            # Class names as strings: hash the distinct values once, look up the few of them.
+            # Class names as strings: hash the distinct values once, look up the few of them;
+            # a known label is its class name, so only unknown ones are copied out.
             codes, uniques = pd.factorize(column)  # code -1: missing
             lookup = [self._class_ids.get(u, -1) for u in uniques] + [-2]
-            return np.asarray(lookup, dtype=np.int64)[codes], raw
+            ids = np.asarray(lookup, dtype=np.int64)[codes]
+            raw = np.asarray(self.classes + [None], dtype=object)[np.where(ids >= 0, ids, -1)]
+            unknown = np.flatnonzero(ids == -1)
+            raw[unknown] = column.iloc[unknown].to_numpy(dtype=object)
+            return ids, raw
+        raw = column.to_numpy(dtype=object)
+        raw[missing] = None
         ids = column.astype(str).map(self._class_ids)
         if column.dtype.kind == "f":
             # A CSV column of class names like 0, 1 is read as floats when it has gaps.
