@@ -94,8 +94,8 @@ def build_retrain_pipeline(profile: dict | None = None):
                 run gets ``<run id>-retrain``.
             model_name: The watched model in the model store; the new version goes there too.
             version: Watched model version, or latest.
-            delta: ADWIN's confidence parameter.
-            window: Observations per window mean of the feature detectors.
+            delta: Family-wise ADWIN confidence, split evenly over all detectors.
+            window: Observations per window of the windowed detectors.
             bias_rate: Bias rate of the reservoir (it holds at most 1/bias_rate rows); 0 keeps
                 the saved reservoir's rate, or takes 0.001 for a new reservoir.
             label_column: Label column of the observations; empty for the model's.

@@ -29,6 +29,7 @@ from kfp_edge.drift_monitor.reservoir import BiasedReservoir
 MODEL_BATCH = 256  # rows per LiteRT invocation
 REFERENCE_ROWS = 1000  # rows of the reference and the recent sample (distribution tests)
 PENDING_ROWS = 10_000  # unlabelled rows with an id kept for late labels
+FEW_COLUMNS = 16  # up to this many feature columns are read one by one
 
 
 class DriftMonitor:
@@ -118,6 +119,25 @@ class DriftMonitor:
         padded[:rows] = x
         return self._model.predict(padded, batch_size=MODEL_BATCH)[:rows].astype(np.float64)
 
+    def _numeric(self, frame) -> np.ndarray | None:
+        """Returns the features of an all-numeric chunk as floats, or None (slow path).
+
+        A few columns are copied one by one (selecting a sub-frame costs more than the copy);
+        many are selected once, which pandas does in one block copy.
+        """
+        if len(self.feature_columns) > FEW_COLUMNS:
+            columns = frame[self.feature_columns]
+            if all(dtype.kind in "fiub" for dtype in columns.dtypes):
+                return columns.to_numpy(dtype=np.float64)
+            return None
+        x = np.empty((len(frame), len(self.feature_columns)), dtype=np.float64)
+        for k, name in enumerate(self.feature_columns):
+            column = frame[name]
+            if column.dtype.kind not in "fiub":
+                return None
+            x[:, k] = column.to_numpy()
+        return x
+
     def _features(self, frame, origin: str, first_row: int) -> np.ndarray:
         missing = [c for c in self.feature_columns if c not in frame.columns]
         if missing:
@@ -125,11 +145,9 @@ class DriftMonitor:
                 f"{origin}: missing feature column(s) {missing}; the model expects "
                 f"{self.feature_columns}"
             )
-        columns = frame[self.feature_columns]
-        if all(dtype.kind in "fiub" for dtype in columns.dtypes):
-            x = columns.to_numpy(dtype=np.float64)  # the common case: one conversion
-            if np.isfinite(x).all():
-                return x
+        x = self._numeric(frame)
+        if x is not None and np.isfinite(x).all():
+            return x
         import pandas as pd
 
         x = np.empty((len(frame), len(self.feature_columns)), dtype=np.float64)
@@ -156,7 +174,9 @@ class DriftMonitor:
         missing = column.isna().to_numpy()
         if missing.all():
             return np.full(len(frame), -2, dtype=np.int64), none
-        if pd.api.types.infer_dtype(column, skipna=True) == "string":
+        if isinstance(column.dtype, pd.StringDtype) or (
+            column.dtype.kind == "O" and pd.api.types.infer_dtype(column, skipna=True) == "string"
+        ):
             # Class names as strings: hash the distinct values once, look up the few of them;
             # a known label is its class name, so only unknown ones are copied out.
             codes, uniques = pd.factorize(column)  # code -1: missing
