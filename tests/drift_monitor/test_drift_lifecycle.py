@@ -249,3 +249,48 @@ def test_retraining_tables_share_no_row_and_hold_out_the_newest(workspace, tmp_p
     newest = reservoir.to_frame().drop_duplicates(keep="last").tail(len(test))
     assert newest.reset_index(drop=True).astype({"label": str}).equals(test)
     assert result["original_rows"] <= result["rows"] / 2
+
+
+def test_an_update_killed_before_its_switch_leaves_the_previous_state_whole(
+    workspace, tmp_path, make_drift_stream, monkeypatch
+):
+    """All files of one update are committed together: a crash before ``CURRENT`` is
+    replaced leaves detectors, reservoir and files-read of the previous update in force."""
+    import kfp_edge.drift_monitor.state as state_module
+
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    make_drift_stream(600, None, seed=20).to_csv(first, index=False)
+    make_drift_stream(600, None, seed=21).to_csv(second, index=False)
+    monitor_drift(workspace, "iris", first, window=W)
+    state_dir = workspace / "drift" / "iris"
+    before = load_state(state_dir)
+    real = state_module.write_json_atomic
+
+    def crash_on_switch(path, data):
+        if path.name == state_module.CURRENT_FILE:
+            raise KeyboardInterrupt("killed")
+        real(path, data)
+
+    monkeypatch.setattr(state_module, "write_json_atomic", crash_on_switch)
+    with pytest.raises(KeyboardInterrupt):
+        monitor_drift(workspace, "iris", second, window=W)
+    monkeypatch.undo()
+    after = load_state(state_dir)
+    assert after["generation"] == before["generation"] == 1
+    assert after["state"] == before["state"]
+    assert after["reservoir"].seen == before["reservoir"].seen == 600
+    again = monitor_drift(workspace, "iris", second, window=W)  # b.csv is still new
+    assert again["observations"] == 600 and again["reservoir"]["seen"] == 1200
+
+
+def test_without_labelled_rows_there_is_no_retraining_on_old_data_alone(
+    workspace, tmp_path, make_drift_stream
+):
+    from kfp_edge.drift_monitor.retrain import prepare_retraining_data
+
+    source = tmp_path / "unlabelled.csv"
+    make_drift_stream(2000, 500, seed=22).drop(columns=["label"]).to_csv(source, index=False)
+    decision = monitor_drift(workspace, "iris", source, window=W)
+    assert decision["drifted"] and decision["reservoir"]["size"] == 0
+    with pytest.raises(ValueError, match="only 0 labelled rows"):
+        prepare_retraining_data(workspace, "iris", "retrain-x", include_original=True)
