@@ -7,7 +7,10 @@ the model store.
 Run it on a schedule (a Kubeflow recurring run, see ``examples/create_recurring_run.py``) over
 the directory where new observations land: each run feeds them through the model's ADWIN
 detectors, whose state and biased reservoir persist on the workspace volume, and only a run that
-sees drift trains and, if the gate passes, publishes.
+sees an open alarm trains and, if the gate passes, publishes. An alarm stays open until a
+version published after it resolves it, so a failed or refused retraining is retried on the
+next run. The retraining input holds no duplicate rows; its newest labelled rows are held out
+as a recent test table (the ``test_path`` output of the retraining data step).
 """
 
 from kfp import dsl
