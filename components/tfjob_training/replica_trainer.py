@@ -93,8 +93,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if not re.match(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", args.job_name):
-        p.error(f"--job-name must be a DNS-1123 label, got {args.job_name!r}")
+    if not re.match(r"^[a-z]([-a-z0-9]*[a-z0-9])?$", args.job_name):
+        p.error(f"--job-name must be a DNS-1035 label (a letter first), got {args.job_name!r}")
     if not args.learning_rate > 0:
         p.error(f"--learning-rate must be > 0, got {args.learning_rate}")
     return args
