@@ -143,7 +143,7 @@ def create_or_adopt(
         else:
             say(f"already exists ({_describe(cond)}); adopting it")
             if owner is not None:
-                api.set_owner(owner)
+                _move_owner(api, owner, say)
             return existing, True
     if before_create is not None:
         before_create()
@@ -156,6 +156,18 @@ def create_or_adopt(
         return api.get() or manifest, True
     say("created")
     return job, False
+
+
+def _move_owner(api: JobApi, owner: dict, say) -> None:
+    """Makes this pod the adopted job's owner (best effort: the right to patch may lack)."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        api.set_owner(owner)
+    except ApiException as exc:
+        if exc.status != 403:
+            raise
+        say("cannot patch the job's owner (no 'patch' right on tfjobs); it keeps its old one")
 
 
 def _describe(cond: dict | None) -> str:

@@ -240,7 +240,7 @@ def _make_dataset(tf, data_dir, manifest, split, batch_size, shard_policy, repea
     ds = ds.map(parse)
     if repeat:
         ds = ds.cache().shuffle(1024, seed=seed).repeat()
-    ds = ds.batch(batch_size)
+    ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = shard_policy
     return ds.with_options(options)

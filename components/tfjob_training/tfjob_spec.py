@@ -60,8 +60,15 @@ def trainer_args(
     width: int = TrainingConfig.width,
     depth: int = TrainingConfig.depth,
     seed: int = TrainingConfig.seed,
+    steps_per_execution: int | None = None,
 ) -> list[str]:
-    """Returns the trainer's arguments (the container ``args`` of every replica)."""
+    """Returns the trainer's arguments (the container ``args`` of every replica).
+
+    ``steps_per_execution`` is passed only when set (the trainer's default otherwise).
+    """
+    extra = (
+        [] if steps_per_execution is None else ["--steps-per-execution", str(steps_per_execution)]
+    )
     return [
         "--data-dir",
         str(data_dir),
@@ -83,6 +90,7 @@ def trainer_args(
         str(int(depth)),
         "--seed",
         str(int(seed)),
+        *extra,
     ]
 
 

@@ -36,6 +36,7 @@ def build_job(
     depth: int = TrainingConfig.depth,
     seed: int = TrainingConfig.seed,
     image: str = "",
+    steps_per_execution: int | None = None,
     **spec_options,
 ) -> dict:
     """Builds the TFJob that trains ``model`` on ``data_dir`` into ``output_dir``.
@@ -53,6 +54,8 @@ def build_job(
         depth: Hidden layers (0: the model's default).
         seed: Random seed.
         image: Replica image; the kfp-edge TensorFlow image when empty.
+        steps_per_execution: Training steps per ``tf.function`` call (the trainer's default
+            when None).
         **spec_options: Further keyword arguments of :func:`tfjob.build_tfjob` (namespace,
             replica_resources, pvc_name, mount_path, backoff_limit, active_deadline_seconds,
             clean_pod_policy, ttl_seconds_after_finished, restart_policy, labels).
@@ -65,7 +68,17 @@ def build_job(
 
     check_model_args(model, int(width), int(depth))
     args = tfjob_spec.trainer_args(
-        data_dir, output_dir, job, model, epochs, batch_size, learning_rate, width, depth, seed
+        data_dir,
+        output_dir,
+        job,
+        model,
+        epochs,
+        batch_size,
+        learning_rate,
+        width,
+        depth,
+        seed,
+        steps_per_execution,
     )
     return tfjob_spec.build_tfjob(
         job, args, image=image or TENSORFLOW_IMAGE, workers=workers, **spec_options
