@@ -509,3 +509,49 @@ def test_job_outcome_is_a_pure_function_of_the_job():
     recreated = {"metadata": {"name": "p", "uid": "u2"}, "status": {"phase": "Pending"}}
     assert pending_too_long([recreated], seen, 140.0, 30) is None  # a new pod: a new clock
     assert seen == {"u2": 140.0}
+
+
+def test_a_recreated_chief_pod_has_its_log_streamed_too(fake_k8s):
+    def recreate(cluster, key):
+        cluster.add_pod(key, "Chief", 0)  # the operator recreated the pod: a new uid
+        cluster.logs[f"{key[1]}-chief-0"]["current"] = "second pod says hi\n"
+
+    script = [
+        (0.1, "Running", "TFJobRunning", "r"),
+        (1.5, recreate),
+        (1.5, "Succeeded", "TFJobSucceeded", ""),
+    ]
+    cluster = fake_k8s.FakeCluster(script, chief_log="first pod says hi\n")
+    out = io.StringIO()
+    with fake_k8s.FakeApiServer(cluster) as server:
+        launch(_manifest(), stream=out, api_client=server.api_client())
+    assert "first pod says hi" in out.getvalue() and "second pod says hi" in out.getvalue()
+
+
+def test_a_failed_cluster_job_is_in_the_run_report(fake_k8s, tmp_path):
+    import json
+
+    from kfp_edge.tfjob_training.training_step import run_training
+
+    def fail(cluster, key):
+        cluster.terminate(key, "Chief", 0, 3, "Error", "trainer: error (BAD_DATA, exit 3)\n")
+        cluster.set_condition(key, "Failed", "TFJobFailed", "1 Chief replica(s) failed.")
+
+    cluster = fake_k8s.FakeCluster([(0.2, fail)])
+    with fake_k8s.FakeApiServer(cluster) as server:
+        with pytest.raises(TFJobFailed, match="chief-0 .* exited with code 3"):
+            run_training(
+                str(tmp_path),
+                "failed-run",
+                "/data",
+                engine="kubernetes",
+                workers=1,
+                namespace="team-a",
+                api_client=server.api_client(),
+                stream=io.StringIO(),
+            )
+    report = json.loads((tmp_path / "runs" / "failed-run" / "report.json").read_text())
+    failed = report["training"]["failed"]
+    assert failed["reason"] == "TFJobFailed"
+    assert failed["failed_replicas"][0]["exit_code"] == 3
+    assert "BAD_DATA" in failed["failed_replicas"][0]["log_tail"]
