@@ -149,7 +149,8 @@ def test_bad_data_path_fails_fast_without_retries(tmp_path):
             stream=io.StringIO(),
         )
     assert err.value.reason == "PermanentError"
-    assert err.value.status["restarts"] == 0 and len(err.value.status["attempts"]) == 1
+    assert err.value.status["restarts"] == 0
+    assert {a["attempt"] for a in err.value.status["attempts"]} == {0}  # no replica restarted
     assert str(missing / "manifest.json") in str(err.value)
     assert "exited with code 3" in str(err.value)
     assert time.monotonic() - started < 60  # no TensorFlow start, no retries, no backoff
