@@ -6,6 +6,7 @@ component calls with ``engine="local"`` or ``engine="kubernetes"``.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -269,7 +270,7 @@ def run_training(
         active_deadline_seconds=timeout_seconds,
     )
     if engine == "local":
-        run = lambda: train_local(data_dir, output_dir, job=job, stream=stream, **common)  # noqa: E731
+        run = functools.partial(train_local, data_dir, output_dir, job=job, stream=stream, **common)
     else:
         launch_options = dict(
             timeout_seconds=timeout_seconds,
@@ -288,7 +289,9 @@ def run_training(
             gang_scheduling=gang_scheduling,
             **common,
         )
-        run = lambda: _train_on_kubernetes(output_dir, data_dir, job, spec, launch_options)  # noqa: E731
+        run = functools.partial(
+            _train_on_kubernetes, output_dir, data_dir, job, spec, launch_options
+        )
     try:
         report = run()
     except TFJobFailed as exc:  # the failure goes into the run report too
