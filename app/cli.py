@@ -18,6 +18,7 @@ _SUBCOMMAND_MODULES = (
     "kfp_edge.model_store.cli",  # pull, rollback, models
     "kfp_edge.drift_monitor.cli",  # drift
     "kfp_edge.app.submit",  # submit
+    "kfp_edge.app.serve_web",  # serve-web
 )
 
 

@@ -93,6 +93,16 @@ def _rows(evaluation: dict) -> list[dict]:
     return rows
 
 
+def _browser_cells(browser: dict | None) -> list[str]:
+    """The browser columns: whether LiteRT.js runs the variant, and its latency if measured."""
+    if not browser:
+        return ["n/a", "n/a"]
+    ready = "yes" if browser["browser_ready"] else "NO: " + "; ".join(browser["reasons"])
+    latency = browser.get("latency_us")
+    measured = f"{latency['p50']:.1f} / {latency['p95']:.1f}" if latency else "not measured"
+    return [ready, measured if browser["browser_ready"] else "n/a"]
+
+
 def render_html(evaluation: dict, decision: dict | None = None) -> str:
     """Returns a self-contained HTML page with two charts and the table of every variant.
 
@@ -119,6 +129,8 @@ def render_html(evaluation: dict, decision: dict | None = None) -> str:
         "rows/s",
         "peak memory B",
         "builtin ops",
+        "in browser",
+        "browser p50 / p95 µs",
         "gate",
     ]
     body = []
@@ -146,6 +158,7 @@ def render_html(evaluation: dict, decision: dict | None = None) -> str:
             {True: "yes", False: "NO: " + ", ".join(r.get("select_tf_ops") or [])}.get(
                 r.get("ops_ok"), "n/a"
             ),
+            *_browser_cells(r.get("browser")),
             gate,
         ]
         style = ' style="font-weight:bold"' if r["name"] == chosen else ""

@@ -6,6 +6,7 @@ the workspace PVC mounted at ``/workspace`` in every step and every TFJob replic
     <workspace>/runs/<run-id>/data/        ETL output: TFRecord shards, Parquet splits, manifest
     <workspace>/runs/<run-id>/training/    SavedModel, training report, BackupAndRestore state
     <workspace>/runs/<run-id>/variants/    compressed .tflite variants
+    <workspace>/runs/<run-id>/browser/     the browser-ready copy of the published model
     <workspace>/runs/<run-id>/report.json  the run report: one section per step
     <workspace>/runs/<run-id>/evaluation.json  the evaluation of every variant
     <workspace>/models/<name>/<version>/   the versioned model store (kfp_edge.model_versions)
@@ -28,6 +29,7 @@ REPORT_FILE = "report.json"
 DATA_DIR = "data"
 TRAINING_DIR = "training"
 VARIANTS_DIR = "variants"
+BROWSER_DIR = "browser"
 EVALUATION_FILE = "evaluation.json"
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

@@ -7,7 +7,10 @@ the model store.
 Run it on a schedule (a Kubeflow recurring run, see ``examples/create_recurring_run.py``) over
 the directory where new observations land: each run feeds them through the model's ADWIN
 detectors, whose state and biased reservoir persist on the workspace volume, and only a run that
-sees drift trains and, if the gate passes, publishes.
+sees an open alarm trains and, if the gate passes, publishes. An alarm stays open until a
+version published after it resolves it, so a failed or refused retraining is retried on the
+next run. The retraining input holds no duplicate rows; its newest labelled rows are held out
+as a recent test table (the ``test_path`` output of the retraining data step).
 """
 
 from kfp import dsl
@@ -62,8 +65,11 @@ def build_retrain_pipeline(profile: dict | None = None):
         window: int = DRIFT.window,
         bias_rate: float = DRIFT.bias_rate,
         label_column: str = DRIFT.label_column,
+        id_column: str = DRIFT.id_column,
         reference_path: str = DRIFT.reference_path,
         include_original: bool = RETRAIN_DATA.include_original,
+        original_share: float = RETRAIN_DATA.original_share,
+        test_fraction: float = RETRAIN_DATA.test_fraction,
         min_rows: int = RETRAIN_DATA.min_rows,
         seed: int = ETL.seed,
         max_bad_fraction: float = ETL.max_bad_fraction,
@@ -93,13 +99,16 @@ def build_retrain_pipeline(profile: dict | None = None):
                 run gets ``<run id>-retrain``.
             model_name: The watched model in the model store; the new version goes there too.
             version: Watched model version, or latest.
-            delta: ADWIN's confidence parameter.
-            window: Observations per window mean of the feature detectors.
+            delta: Family-wise ADWIN confidence, split evenly over all detectors.
+            window: Observations per window of the windowed detectors.
             bias_rate: Bias rate of the reservoir (it holds at most 1/bias_rate rows); 0 keeps
                 the saved reservoir's rate, or takes 0.001 for a new reservoir.
             label_column: Label column of the observations; empty for the model's.
+            id_column: Row id column for late labels; empty for the model's, if any.
             reference_path: Optional data like the training data, to prime fresh detectors.
             include_original: Retrain on the original data as well as the reservoir.
+            original_share: At most this share of the training rows is original data.
+            test_fraction: Share of the newest labelled rows held out as the recent test split.
             min_rows: The retraining input needs at least this many labelled rows.
             seed: Seed of the deterministic split and of training.
             max_bad_fraction: The ETL fails when more rows than this fraction are quarantined.
@@ -132,6 +141,7 @@ def build_retrain_pipeline(profile: dict | None = None):
             window=window,
             bias_rate=bias_rate,
             label_column=label_column,
+            id_column=id_column,
             reference_path=reference_path,
         )
         on_workspace(drift, "evaluation", profile)
@@ -144,6 +154,8 @@ def build_retrain_pipeline(profile: dict | None = None):
                 model_name=model_name,
                 version=version,
                 include_original=include_original,
+                original_share=original_share,
+                test_fraction=test_fraction,
                 min_rows=min_rows,
             )
             on_workspace(data, "evaluation", profile)

@@ -1,32 +1,21 @@
-"""The drift monitor: ADWIN on feature window means and model errors, and a biased reservoir.
+"""The drift check of a published model version: state in, observations through, decision out.
 
 For a published model version (``<workspace>/models/<name>/<version>/`` with ``model.tflite``,
-``preprocessing.json`` and ``dataset_manifest.json``), new observations are read in arrival
-order and:
+``preprocessing.json`` and ``dataset_manifest.json``) :func:`monitor_drift` runs these steps,
+each a function of its own:
 
-- each feature is standardized with the model's preprocessing statistics, averaged over windows
-  of ``window`` observations, and every window mean is fed to that feature's ADWIN detector;
-- where a row carries a label, the .tflite model is run on it with LiteRT and the error
-  indicator (1 if the prediction is wrong) is fed to an ADWIN detector of its own;
-- labelled rows are offered to an exponentially biased reservoir (:mod:`.reservoir`).
+1. :func:`load_model` reads the version's columns, classes and training statistics;
+2. :func:`restore` loads the committed state (:mod:`.state`) and rebuilds the monitor, or
+   starts a fresh one for a new version or new parameters (primed on reference data if given);
+3. :func:`read_observations` feeds the input files not read before through the monitor
+   (:mod:`.stream`: window detectors, model signals, errors, late labels, reservoir);
+4. :func:`decide` resolves alarms answered by a newer published version, opens alarms for new
+   detections (:mod:`.alarms`) and runs the distribution tests (:mod:`.distribution`);
+5. :func:`commit` saves the state of the whole update at once.
 
-The monitor's state lives on the workspace, so successive calls (a recurring run reading each
-day's new files) see one continuous stream::
-
-    <workspace>/drift/<name>/reservoir.parquet   recent labelled rows (input of a retraining run)
-    <workspace>/drift/<name>/reservoir.json      the reservoir's state
-    <workspace>/drift/<name>/detectors.pkl       ADWIN detectors and partial windows, per model
-                                                 version (reset when a new version is watched)
-    <workspace>/drift/<name>/processed.json      input files already read (path, size, mtime):
-                                                 a file is read once, so a recurring run can
-                                                 point at a directory where new files land
-    <workspace>/drift/<name>/decision.json       the last decision
-
-A drift position is the 0-based index of the observation (in this call's input) that completed
-the window, or gave the error, on which ADWIN signalled; ``stream_position`` counts from the
-first observation the detectors of this model version saw. A statistic is the mean of the last
-16 values a detector saw minus the mean of the old part ADWIN dropped from its window: for a
-feature a shift in units of the training standard deviation, for the error an error-rate change.
+``drifted`` is true while any alarm is open. A drift position is the 0-based index of the
+observation (in this call's input) that completed the window, or gave the error, on which ADWIN
+signalled; ``stream_position`` counts from the first observation this version's detectors saw.
 """
 
 from __future__ import annotations
@@ -34,38 +23,29 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import pickle
-from collections import deque
 from pathlib import Path
 from typing import IO
 
-import numpy as np
-
+from kfp_edge.drift_monitor import alarms as alarm_book
+from kfp_edge.drift_monitor.distribution import compare_samples
 from kfp_edge.drift_monitor.observations import STDIN, input_files, iter_chunks
-from kfp_edge.drift_monitor.reservoir import DATA_FILE, BiasedReservoir
+from kfp_edge.drift_monitor.reservoir import BiasedReservoir
+from kfp_edge.drift_monitor.state import (
+    commit_state,
+    load_state,
+    monitor_from_data,
+    monitor_to_data,
+)
+from kfp_edge.drift_monitor.stream import DriftMonitor
 from kfp_edge.model_versions import DATASET_MANIFEST_FILE, MODEL_FILE, PREPROCESSING_FILE
 from kfp_edge.workspace import write_json_atomic
 
 DRIFT_DIR = "drift"
-DETECTORS_FILE = "detectors.pkl"
 DECISION_FILE = "decision.json"
-PROCESSED_FILE = "processed.json"
 DEFAULT_BIAS_RATE = 0.001
-
-STATE_FORMAT = 1
-MAX_POSITIONS = 50
-RECENT = 16  # values behind a statistic's recent mean
-MODEL_BATCH = 256  # rows per LiteRT invocation
-
-
-def _file_key(path: Path) -> dict:
-    stat = path.stat()
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-
-def _already_read(processed: dict, path: Path) -> bool:
-    entry = processed.get(str(path.resolve())) or {}
-    return {k: entry.get(k) for k in ("size", "mtime_ns")} == _file_key(path)
+DEFAULT_DELTA = 0.002
+DEFAULT_WINDOW = 200
+PARAMETERS = ("delta", "window", "clock", "model_in_loop")  # a change starts fresh detectors
 
 
 def drift_dir(workspace: str | os.PathLike, name: str) -> Path:
@@ -90,263 +70,227 @@ def resolve_model(workspace: str | os.PathLike, name: str, version: int | str = 
     return directory
 
 
-class _Detector:
-    """One ADWIN detector, the last few values it saw, and where it signalled.
+def load_model(workspace, name: str, version, label_column=None, id_column=None) -> dict:
+    """Returns what the monitor needs of a published version: columns, classes, statistics."""
+    directory = resolve_model(workspace, name, version)
+    dataset = json.loads((directory / DATASET_MANIFEST_FILE).read_text())
+    preprocessing = {}
+    if (directory / PREPROCESSING_FILE).is_file():
+        preprocessing = json.loads((directory / PREPROCESSING_FILE).read_text())
+    return {
+        "name": name,
+        "version": int(directory.name),
+        "path": directory,
+        "feature_columns": list(dataset["feature_columns"]),
+        "label_column": label_column or dataset.get("label_column") or "label",
+        "id_column": id_column or dataset.get("id_column") or None,
+        "classes": [str(c) for c in dataset.get("classes", [])],
+        "mean": preprocessing.get("mean"),
+        "std": preprocessing.get("std"),
+    }
 
-    river's ADWIN drops whole buckets of its oldest values on a change, so the part it keeps
-    still holds old values; the statistic therefore compares the mean of the dropped (old) part
-    with the mean of the last :data:`RECENT` values.
+
+def published_versions(workspace, name: str) -> dict[int, str]:
+    """Returns ``{version: created_at}`` of a model's published versions."""
+    from kfp_edge.model_versions import PublishedModels, models_root
+
+    store = PublishedModels(models_root(workspace))
+    return {
+        v: str(store.read_manifest(name, v).get("created_at", "")) for v in store.versions(name)
+    }
+
+
+def _fresh_monitor(model: dict, options: dict) -> DriftMonitor:
+    return DriftMonitor(
+        model["feature_columns"],
+        model["label_column"],
+        model["classes"],
+        model["mean"],
+        model["std"],
+        model_path=model["path"] / MODEL_FILE if options["model_in_loop"] else None,
+        delta=options["delta"],
+        window=options["window"],
+        clock=options["clock"],
+        id_column=model["id_column"],
+    )
+
+
+def _reservoir(loaded: dict | None, model: dict, options: dict) -> BiasedReservoir:
+    reservoir = None if loaded is None else loaded["reservoir"]
+    columns = (model["feature_columns"], model["label_column"])
+    if reservoir is None:
+        rate = options["bias_rate"] or DEFAULT_BIAS_RATE
+        return BiasedReservoir(*columns, rate, options["capacity"], options["seed"])
+    where = loaded["path"]
+    if (reservoir.feature_columns, reservoir.label_column) != columns:
+        raise ValueError(
+            f"{where}: the saved reservoir holds columns {reservoir.feature_columns} + "
+            f"{reservoir.label_column!r}, but model {model['name']!r} version {model['version']} "
+            f"uses {columns[0]} + {columns[1]!r}; move {where.parent} away to start afresh"
+        )
+    if options["bias_rate"] and reservoir.bias_rate != float(options["bias_rate"]):
+        raise ValueError(
+            f"{where}: the saved reservoir has bias rate {reservoir.bias_rate}, not "
+            f"{options['bias_rate']}; a reservoir keeps its bias rate"
+        )
+    return reservoir
+
+
+def _prime(monitor: DriftMonitor, reference, chunk_rows: int) -> None:
+    """Feeds reference data through the windowed detectors; counts and positions restart."""
+    for origin, first_row, frame in iter_chunks(reference, chunk_rows):
+        frame = frame.drop(columns=[monitor.label_column, monitor.id_column], errors="ignore")
+        monitor.process(frame, origin, first_row)
+    monitor.partial = monitor.partial[:0]
+    monitor.stream_position = 0
+    monitor.detections.clear()
+    monitor.recent = monitor.recent[:0]
+
+
+def restore(workspace, model: dict, options: dict) -> tuple[dict | None, DriftMonitor, dict]:
+    """Loads the committed state and returns ``(loaded, monitor, book)``.
+
+    The monitor is rebuilt when the state watches the same version with the same parameters,
+    else started afresh (and primed on ``options["reference"]``). ``book`` holds the open
+    alarms, the resolved history and the input files already read, which outlive a version.
+
+    Raises:
+        StateError: If the state is corrupt or foreign.
     """
-
-    def __init__(self, delta: float, clock: int):
-        from river.drift import ADWIN
-
-        self.adwin = ADWIN(delta=delta, clock=clock)
-        self.recent: deque = deque(maxlen=RECENT)
-        self.updates = 0
-        self.detections: list[dict] = []
-
-    def update(self, value: float, position: int, stream_position: int) -> dict | None:
-        total, width = self.adwin.total, self.adwin.width
-        self.adwin.update(value)
-        self.recent.append(value)
-        self.updates += 1
-        if not self.adwin.drift_detected:
-            return None
-        dropped_n = width + 1 - self.adwin.width
-        dropped_mean = (total + value - self.adwin.total) / dropped_n
-        recent_mean = sum(self.recent) / len(self.recent)
-        event = {
-            "position": int(position),
-            "stream_position": int(stream_position),
-            "statistic": float(recent_mean - dropped_mean),
-            "mean_before": float(dropped_mean),
-            "mean_recent": float(recent_mean),
-            "window_dropped": int(dropped_n),
-        }
-        self.detections.append(event)
-        return event
+    loaded = load_state(drift_dir(workspace, model["name"]))
+    saved = {} if loaded is None else loaded["state"]
+    book = {k: saved.get(k, [] if k != "processed" else {}) for k in ("alarms", "history")}
+    book["processed"] = saved.get("processed", {})
+    parameters = {k: options[k] for k in PARAMETERS}
+    monitor = None
+    if saved.get("model_version") == model["version"] and saved.get("parameters") == parameters:
+        monitor = monitor_from_data(saved["monitor"], loaded["arrays"], model["path"] / MODEL_FILE)
+        if monitor.feature_columns != model["feature_columns"]:
+            monitor = None
+    if monitor is None:
+        monitor = _fresh_monitor(model, options)
+        if options["reference"] is not None:
+            _prime(monitor, options["reference"], options["chunk_rows"])
+    monitor.reservoir = _reservoir(loaded, model, options)
+    return loaded, monitor, book
 
 
-class DriftMonitor:
-    """Streaming drift detection for one model version (see the module docstring).
+def _file_key(path: Path) -> dict:
+    stat = path.stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
-    Args:
-        feature_columns: Feature names, in the model's input order.
-        label_column: Name of the label column in the observations.
-        classes: Original label values; index = class id of the model's output.
-        mean: Per-feature training mean (standardization), or None for 0.
-        std: Per-feature training standard deviation, or None for 1.
-        model_path: The .tflite file for the error indicator, or None to leave the model out.
-        delta: ADWIN's confidence parameter (smaller: fewer false alarms, later detection).
-        window: Observations per window mean fed to the feature detectors.
-        clock: ADWIN checks for a change every ``clock`` updates.
-        reservoir: The biased reservoir that receives labelled rows, or None.
-    """
 
-    def __init__(
-        self,
-        feature_columns: list[str],
-        label_column: str,
-        classes: list,
-        mean: list[float] | None = None,
-        std: list[float] | None = None,
-        model_path: str | os.PathLike | None = None,
-        delta: float = 0.002,
-        window: int = 10,
-        clock: int = 1,
-        reservoir: BiasedReservoir | None = None,
-    ):
-        if not 0.0 < delta < 1.0:
-            raise ValueError(f"delta must be in (0, 1), got {delta!r}")
-        if window < 1 or clock < 1:
-            raise ValueError(f"window and clock must be at least 1, got {window} and {clock}")
-        self.feature_columns = list(feature_columns)
-        self.label_column = label_column
-        self.classes = list(classes)
-        self._class_ids = {str(c): i for i, c in enumerate(self.classes)}
-        n = len(self.feature_columns)
-        self.mean = np.zeros(n) if mean is None else np.asarray(mean, dtype=np.float64)
-        std = np.ones(n) if std is None else np.asarray(std, dtype=np.float64)
-        self.std = np.where(std > 0, std, 1.0)
-        self.model_path = None if model_path is None else str(model_path)
-        self.delta = float(delta)
-        self.window = int(window)
-        self.clock = int(clock)
-        self.features = {c: _Detector(delta, clock) for c in self.feature_columns}
-        self.error = _Detector(delta, clock)
-        self.reservoir = reservoir
-        self.stream_position = 0
-        self._partial = np.zeros((0, n))
-        self._model = None
-        self.labelled = 0
-        self.errors = 0
-        self.unknown_labels = 0
+def new_sources(source, processed: dict) -> tuple[list, list[str]]:
+    """Returns the inputs not read before, and the skipped ones (a file is read once)."""
+    if str(source) == STDIN:
+        return [STDIN], []
+    files = input_files(source)
+    fresh = [
+        f
+        for f in files
+        if {k: (processed.get(str(f.resolve())) or {}).get(k) for k in ("size", "mtime_ns")}
+        != _file_key(f)
+    ]
+    return fresh, [str(f) for f in files if f not in fresh]
 
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_model"] = None  # the LiteRT interpreter is reopened on demand
-        state["reservoir"] = None  # saved on its own, as Parquet
-        return state
 
-    def _classifier(self):
-        if self._model is None:
-            from kfp_edge.litert import TFLiteModel
-
-            self._model = TFLiteModel(self.model_path, num_threads=1)
-        return self._model
-
-    def _predict(self, x: np.ndarray) -> np.ndarray:
-        """Returns the model's class ids for raw features, run with LiteRT (no TensorFlow).
-
-        Rows are padded to whole batches of :data:`MODEL_BATCH`, so the interpreter keeps one
-        input shape however many labelled rows a chunk has.
-        """
-        rows = len(x)
-        padded = np.zeros((-(-rows // MODEL_BATCH) * MODEL_BATCH, x.shape[1]), dtype=np.float32)
-        padded[:rows] = x
-        return self._classifier().predict(padded, batch_size=MODEL_BATCH)[:rows].argmax(axis=1)
-
-    def _features(self, frame, origin: str, first_row: int) -> np.ndarray:
-        missing = [c for c in self.feature_columns if c not in frame.columns]
-        if missing:
-            raise ValueError(
-                f"{origin}: missing feature column(s) {missing}; the model expects "
-                f"{self.feature_columns}"
-            )
-        import pandas as pd
-
-        x = np.empty((len(frame), len(self.feature_columns)), dtype=np.float64)
-        for k, column in enumerate(self.feature_columns):
-            values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
-            bad = np.flatnonzero(~np.isfinite(values))
-            if len(bad):
-                row = first_row + int(bad[0])
-                raise ValueError(
-                    f"{origin}: row {row}, column {column!r}: not a finite number "
-                    f"({frame[column].iloc[int(bad[0])]!r}); {len(bad)} such row(s) in this chunk"
-                )
-            x[:, k] = values
-        return x
-
-    def _labels(self, frame) -> tuple[np.ndarray, list]:
-        """Returns (class id or -1 for unknown / -2 for missing, raw label values)."""
-        if self.label_column not in frame.columns:
-            return np.full(len(frame), -2, dtype=np.int64), [None] * len(frame)
-        column = frame[self.label_column]
-        missing = column.isna().to_numpy()
-        ids = column.astype(str).map(self._class_ids)
-        if column.dtype.kind == "f":
-            # A CSV column of class names like 0, 1 is read as floats when it has gaps.
-            values = column.to_numpy()
-            whole = ~missing & np.isfinite(values) & (values == np.round(values))
-            as_int = column[whole].astype(np.int64).astype(str).map(self._class_ids)
-            ids[whole] = ids[whole].fillna(as_int)
-        ids = ids.fillna(-1).to_numpy(dtype=np.int64, copy=True)
-        ids[missing] = -2
-        raw = column.astype(object).where(~missing, None).tolist()
-        return ids, raw
-
-    def process(self, frame, origin: str = "<input>", first_row: int = 1, offset: int = 0) -> None:
-        """Feeds one chunk of observations through the detectors and the reservoir.
-
-        Args:
-            frame: A pandas DataFrame with the feature columns (and perhaps the label column).
-            origin: Where the chunk came from (named in errors).
-            first_row: Row number of the chunk's first row in ``origin`` (named in errors).
-            offset: Index of the chunk's first row in this call's input (for positions).
-
-        Raises:
-            ValueError: Naming the file, row and column of a missing or non-numeric value.
-        """
-        x = self._features(frame, origin, first_row)
-        n = len(x)
-        stream_start = self.stream_position
-        # Feature detectors: standardized window means, windows spanning chunks.
-        z = np.concatenate([self._partial, (x - self.mean) / self.std], axis=0)
-        full = len(z) // self.window
-        carried = len(self._partial)
-        if full:
-            means = z[: full * self.window].reshape(full, self.window, -1).mean(axis=1)
-            for w in range(full):
-                last = (w + 1) * self.window - 1 - carried  # index in this chunk
-                for k, column in enumerate(self.feature_columns):
-                    self.features[column].update(
-                        float(means[w, k]), offset + last, stream_start + last
-                    )
-        self._partial = z[full * self.window :].copy()
-        # Error indicator and reservoir: labelled rows only.
-        ids, raw = self._labels(frame)
-        labelled = np.flatnonzero(ids != -2)
-        if len(labelled):
-            self.labelled += len(labelled)
-            known = ids[labelled] >= 0
-            self.unknown_labels += int((~known).sum())
-            wrong = np.ones(len(labelled), dtype=bool)  # an unknown class is always an error
-            if self.model_path is not None:
-                if known.any():
-                    predicted = self._predict(x[labelled[known]])
-                    wrong[known] = predicted != ids[labelled[known]]
-                self.errors += int(wrong.sum())
-                for j, i in enumerate(labelled):
-                    self.error.update(float(wrong[j]), offset + int(i), stream_start + int(i))
-            if self.reservoir is not None:
-                self.reservoir.add_many(x[labelled], [raw[i] for i in labelled])
-        self.stream_position += n
-
-    def decision(self, first_detection: dict, first_error_detection: int) -> dict:
-        """Returns the JSON-able decision over the detections made since the given counts.
-
-        Args:
-            first_detection: Per feature, detections recorded before this call are skipped;
-                a dict ``{feature: count}`` (see :meth:`detection_counts`).
-            first_error_detection: Error-detector detections recorded before this call.
-        """
-        features = {}
-        for column, detector in self.features.items():
-            events = detector.detections[first_detection.get(column, 0) :]
-            first = events[0] if events else {}
-            features[column] = {
-                "detected": bool(events),
-                "position": first.get("position"),
-                "stream_position": first.get("stream_position"),
-                "statistic": first.get("statistic"),
-                "detections": len(events),
-                "positions": [e["position"] for e in events[:MAX_POSITIONS]],
-                "window_means": detector.updates,
+def read_observations(monitor, sources, processed: dict, model_version: int, options) -> int:
+    """Feeds the sources through the monitor, noting every file read; returns the row count."""
+    observations = 0
+    for item in sources:
+        before = observations
+        for origin, first_row, frame in iter_chunks(
+            item, options["chunk_rows"], stdin=options["stdin"]
+        ):
+            monitor.process(frame, origin, first_row, offset=observations)
+            observations += len(frame)
+        if item != STDIN:
+            processed[str(item.resolve())] = {
+                **_file_key(item),
+                "rows": observations - before,
+                "model_version": model_version,
             }
-        events = self.error.detections[first_error_detection:]
-        increases = [e for e in events if e["statistic"] > 0]
-        first = increases[0] if increases else {}
-        error = {
-            "monitored": self.model_path is not None,
-            "detected": bool(increases),
-            "position": first.get("position"),
+    return observations
+
+
+def _feature_summary(monitor: DriftMonitor, open_by_detector: dict) -> dict:
+    features = {}
+    for column in monitor.feature_columns:
+        names = (f"{column}.mean", f"{column}.std")
+        events = [e for e in monitor.detections if e["detector"] in names]
+        alarm = next((open_by_detector[n] for n in names if n in open_by_detector), None)
+        first = events[0] if events else (alarm or {})
+        features[column] = {
+            "detected": alarm is not None,
+            "position": first.get("position") if events else None,
             "stream_position": first.get("stream_position"),
             "statistic": first.get("statistic"),
+            "signal": first.get("detector", "").rsplit(".", 1)[-1] or None,
             "detections": len(events),
-            "increases": len(increases),
-            "positions": [e["position"] for e in events[:MAX_POSITIONS]],
-            "labelled_rows": self.labelled,
-            "errors": self.errors,
-            "error_rate": (self.errors / self.labelled) if self.labelled else None,
-            "recent_error_rate": float(self.error.adwin.estimation) if self.error.updates else None,
-            "unknown_labels": self.unknown_labels,
+            "positions": [e["position"] for e in events[:50]],
+            "window_means": monitor.detectors[names[0]].updates,
         }
-        drifted_features = sorted(c for c, f in features.items() if f["detected"])
-        return {
-            "drifted": bool(drifted_features) or error["detected"],
-            "drifted_features": drifted_features,
-            "features": features,
-            "error": error,
-        }
+    return features
 
-    def detection_counts(self) -> tuple[dict, int]:
-        """Returns the detections recorded so far (per feature, and of the error detector)."""
-        return (
-            {c: len(d.detections) for c, d in self.features.items()},
-            len(self.error.detections),
-        )
+
+def _error_summary(monitor: DriftMonitor, open_by_detector: dict) -> dict:
+    counts = monitor.counts
+    events = [e for e in monitor.detections if e["detector"] == "error"]
+    rises = [e for e in events if e["statistic"] > 0]
+    first = rises[0] if rises else {}
+    error = monitor.detectors.get("error")
+    confidence = monitor.detectors.get("confidence")
+    return {
+        "monitored": monitor.model_path is not None,
+        "detected": "error" in open_by_detector,
+        "position": first.get("position"),
+        "stream_position": first.get("stream_position"),
+        "statistic": first.get("statistic"),
+        "detections": len(events),
+        "increases": len(rises),
+        "labelled_rows": counts["labelled"],
+        "errors": counts["errors"],
+        "error_rate": counts["errors"] / counts["labelled"] if counts["labelled"] else None,
+        "recent_error_rate": error.estimation if error else None,
+        "estimated_accuracy": confidence.estimation if confidence else None,
+        "unknown_labels": counts["unknown_labels"],
+        "late_labels": counts["late_labels"],
+        "unmatched_labels": counts["unmatched_labels"],
+    }
+
+
+def decide(monitor, book: dict, model: dict, published: dict[int, str], now: str) -> dict:
+    """Resolves and opens alarms and returns the decision (see :func:`monitor_drift`)."""
+    resolved = alarm_book.resolve_alarms(book["alarms"], published, now)
+    book["history"] = (book["history"] + resolved)[-alarm_book.MAX_HISTORY :]
+    opened = alarm_book.open_alarms(book["alarms"], monitor.detections, model["version"], now)
+    open_by_detector = {a["detector"]: a for a in book["alarms"]}
+    features = _feature_summary(monitor, open_by_detector)
+    classes = monitor.classes if monitor.model_path is not None else []
+    return {
+        "drifted": bool(book["alarms"]),
+        "alarms": list(book["alarms"]),
+        "opened_alarms": opened,
+        "resolved_alarms": resolved,
+        "drifted_features": sorted(c for c, f in features.items() if f["detected"]),
+        "features": features,
+        "error": _error_summary(monitor, open_by_detector),
+        "detections": list(monitor.detections[:200]),
+        "distribution": compare_samples(
+            monitor.reference, monitor.recent, monitor.feature_columns, classes
+        ),
+    }
+
+
+def commit(workspace, model: dict, loaded, monitor: DriftMonitor, book: dict, decision) -> None:
+    """Saves the monitor, alarms, files read and reservoir as one generation, then the decision."""
+    state_dir = drift_dir(workspace, model["name"])
+    data, arrays = monitor_to_data(monitor)
+    parameters = {k: decision["parameters"][k] for k in PARAMETERS}
+    state = {"model_version": model["version"], "parameters": parameters, "monitor": data, **book}
+    previous = None if loaded is None else loaded["generation"]
+    commit_state(state_dir, state, arrays, monitor.reservoir, previous)
+    write_json_atomic(state_dir / DECISION_FILE, decision)
 
 
 def monitor_drift(
@@ -355,12 +299,13 @@ def monitor_drift(
     source: str | os.PathLike,
     version: int | str = "latest",
     *,
-    delta: float = 0.002,
-    window: int = 10,
+    delta: float = DEFAULT_DELTA,
+    window: int = DEFAULT_WINDOW,
     clock: int = 1,
     bias_rate: float | None = None,
     capacity: int | None = None,
     label_column: str | None = None,
+    id_column: str | None = None,
     model_in_loop: bool = True,
     reference: str | os.PathLike | None = None,
     seed: int = 0,
@@ -370,176 +315,72 @@ def monitor_drift(
 ) -> dict:
     """Watches new observations for drift against a published model version.
 
+    Steps: :func:`load_model`, :func:`restore`, :func:`new_sources` and
+    :func:`read_observations`, :func:`decide`, :func:`commit` (see the module docstring).
+
     Args:
         workspace: Root of the workspace volume (holds ``models/`` and ``drift/``).
         name: Model name in the model store.
         source: A CSV or Parquet file, a directory of them (taken in name order), or ``-``
             for CSV lines with a header on standard input.
         version: Model version to watch, or ``latest``.
-        delta: ADWIN's confidence parameter.
-        window: Observations per window mean of the feature detectors.
+        delta: Family-wise ADWIN confidence, split over all detectors (Bonferroni).
+        window: Observations per window of the windowed detectors.
         clock: ADWIN checks for a change every ``clock`` updates.
         bias_rate: Bias rate (lambda) of the reservoir, whose capacity is at most 1/lambda;
-            None (or 0) keeps a saved reservoir's rate, or takes :data:`DEFAULT_BIAS_RATE` for
-            a new one.
+            None (or 0) keeps a saved reservoir's rate, or takes :data:`DEFAULT_BIAS_RATE`.
         capacity: Rows the reservoir holds (default 1/lambda); fixed once the reservoir exists.
         label_column: Label column of the observations (default: the model's).
-        model_in_loop: Run the model on labelled rows for the error indicator.
-        reference: Optional CSV or Parquet of data like the model's training data, fed through
-            the feature detectors first (not counted, not sampled) when they start fresh, so
-            that a first batch that is already shifted is detected too.
+        id_column: Row id column for late labels (default: the model's, if any).
+        model_in_loop: Run the model on every row (prediction, confidence and error signals).
+        reference: Optional CSV or Parquet of data like the training data, fed through the
+            windowed detectors first when they start fresh, and the reference sample of the
+            distribution tests.
         seed: Seed of a new reservoir's random generator.
-        save_state: Save detectors, reservoir and decision on the workspace.
+        save_state: Save the state and the decision on the workspace.
         chunk_rows: Rows read at a time.
         stdin: Stream read when ``source`` is ``-`` (default ``sys.stdin``).
 
     Returns:
-        The decision: ``drifted``, ``drifted_features``, ``features`` (per feature
-        ``detected``, ``position``, ``stream_position``, ``statistic``, ``detections``,
-        ``positions``), ``error`` (the same for the error indicator, plus error rates),
-        ``observations``, ``reservoir`` (summary and path), ``model`` and ``parameters``.
+        The decision: ``drifted`` (an alarm is open), ``alarms`` (open, with their start),
+        ``opened_alarms``, ``resolved_alarms``, ``features`` and ``error`` summaries,
+        ``distribution`` (the tests), ``observations``, ``reservoir``, ``model``,
+        ``parameters``.
 
     Raises:
         FileNotFoundError: If the model version or the input is missing.
-        ValueError: On bad input, naming the file, row and column; nothing saved is changed.
+        ValueError: On bad input or a corrupt state, naming the file, row and column;
+            nothing saved is changed.
     """
-    model_dir = resolve_model(workspace, name, version)
-    model_version = int(model_dir.name)
-    dataset = json.loads((model_dir / DATASET_MANIFEST_FILE).read_text())
-    feature_columns = list(dataset["feature_columns"])
-    label_column = label_column or dataset.get("label_column") or "label"
-    preprocessing = {}
-    if (model_dir / PREPROCESSING_FILE).is_file():
-        preprocessing = json.loads((model_dir / PREPROCESSING_FILE).read_text())
-    state_dir = drift_dir(workspace, name)
-    detectors_path = state_dir / DETECTORS_FILE
-
-    monitor = None
-    if detectors_path.is_file():
-        with open(detectors_path, "rb") as f:
-            saved = pickle.load(f)
-        same = (
-            saved.get("format") == STATE_FORMAT
-            and saved.get("model_version") == model_version
-            and saved.get("parameters") == {"delta": delta, "window": window, "clock": clock}
-            and saved["monitor"].feature_columns == feature_columns
-            and saved["monitor"].label_column == label_column
-        )
-        if same:
-            monitor = saved["monitor"]
-            monitor.model_path = str(model_dir / MODEL_FILE) if model_in_loop else None
-    fresh = monitor is None
-    if fresh:
-        monitor = DriftMonitor(
-            feature_columns,
-            label_column,
-            dataset.get("classes", []),
-            preprocessing.get("mean"),
-            preprocessing.get("std"),
-            model_path=model_dir / MODEL_FILE if model_in_loop else None,
-            delta=delta,
-            window=window,
-            clock=clock,
-        )
-    if (state_dir / DATA_FILE).is_file():
-        reservoir = BiasedReservoir.load(state_dir)
-        if reservoir.feature_columns != feature_columns or reservoir.label_column != label_column:
-            raise ValueError(
-                f"{state_dir / DATA_FILE}: the saved reservoir holds columns "
-                f"{reservoir.feature_columns} + {reservoir.label_column!r}, but model {name!r} "
-                f"version {model_version} uses {feature_columns} + {label_column!r}; move the "
-                "old reservoir away to start a new one"
-            )
-        if bias_rate and reservoir.bias_rate != float(bias_rate):
-            raise ValueError(
-                f"{state_dir / DATA_FILE}: the saved reservoir has bias rate "
-                f"{reservoir.bias_rate}, not {bias_rate}; a reservoir keeps its bias rate"
-            )
-    else:
-        reservoir = BiasedReservoir(
-            feature_columns, label_column, bias_rate or DEFAULT_BIAS_RATE, capacity, seed
-        )
-    monitor.reservoir = reservoir
-
-    if fresh and reference is not None:
-        # Prime the feature detectors on reference data; positions and counts start after it.
-        reservoir_saved, monitor.reservoir = monitor.reservoir, None
-        model_saved, monitor.model_path = monitor.model_path, None
-        for origin, first_row, frame in iter_chunks(reference, chunk_rows):
-            frame = frame.drop(columns=[label_column], errors="ignore")
-            monitor.process(frame, origin, first_row)
-        monitor.reservoir, monitor.model_path = reservoir_saved, model_saved
-        monitor._partial = monitor._partial[:0]
-        monitor.stream_position = 0
-        for detector in monitor.features.values():
-            detector.detections.clear()
-
-    processed_path = state_dir / PROCESSED_FILE
-    processed = json.loads(processed_path.read_text()) if processed_path.is_file() else {}
-    if str(source) == STDIN:
-        sources, skipped = [STDIN], []
-    else:
-        files = input_files(source)
-        sources = [f for f in files if not _already_read(processed, f)]
-        skipped = [str(f) for f in files if f not in sources]
-
-    counts, error_count = monitor.detection_counts()
-    observations = 0
-    for item in sources:
-        rows_before = observations
-        for origin, first_row, frame in iter_chunks(item, chunk_rows, stdin=stdin):
-            monitor.process(frame, origin, first_row, offset=observations)
-            observations += len(frame)
-        if item != STDIN:
-            processed[str(item.resolve())] = {
-                **_file_key(item),
-                "rows": observations - rows_before,
-                "model_version": model_version,
-            }
-
-    decision = monitor.decision(counts, error_count)
+    options = dict(locals())
+    model = load_model(workspace, name, version, label_column, id_column)
+    loaded, monitor, book = restore(workspace, model, options)
+    sources, skipped = new_sources(source, book["processed"])
+    monitor.detections.clear()
+    observations = read_observations(monitor, sources, book["processed"], model["version"], options)
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+    decision = decide(monitor, book, model, published_versions(workspace, name), now)
     decision.update(
-        {
-            "observations": observations,
-            "stream_observations": monitor.stream_position,
-            "inputs": {
-                "read": [str(x) for x in sources],
-                "skipped_already_processed": skipped,
-            },
-            "model": {"name": name, "version": model_version, "path": str(model_dir)},
-            "parameters": {
-                "delta": delta,
-                "window": window,
-                "clock": clock,
-                "bias_rate": reservoir.bias_rate,
-                "model_in_loop": bool(model_in_loop),
-                "reference": None if reference is None else str(reference),
-            },
-            "reservoir": {
-                **reservoir.summary(),
-                "path": str(state_dir / DATA_FILE) if save_state else None,
-                "label_column": label_column,
-            },
-            "checked_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        }
+        observations=observations,
+        stream_observations=monitor.stream_position,
+        inputs={"read": [str(x) for x in sources], "skipped_already_processed": skipped},
+        model={"name": name, "version": model["version"], "path": str(model["path"])},
+        parameters={
+            "delta": delta,
+            "detector_delta": monitor.detector_delta,
+            "detectors": len(monitor.detectors),
+            "window": window,
+            "clock": clock,
+            "bias_rate": monitor.reservoir.bias_rate,
+            "model_in_loop": bool(model_in_loop),
+            "id_column": model["id_column"],
+            "reference": None if reference is None else str(reference),
+        },
+        reservoir={**monitor.reservoir.summary(), "label_column": model["label_column"]},
+        checked_at=now,
     )
     if save_state:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        reservoir.save(state_dir)
-        tmp = state_dir / f".{DETECTORS_FILE}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as f:
-            pickle.dump(
-                {
-                    "format": STATE_FORMAT,
-                    "model_version": model_version,
-                    "parameters": {"delta": delta, "window": window, "clock": clock},
-                    "monitor": monitor,
-                },
-                f,
-            )
-        os.replace(tmp, detectors_path)
-        write_json_atomic(processed_path, processed)
-        write_json_atomic(state_dir / DECISION_FILE, decision)
+        commit(workspace, model, loaded, monitor, book, decision)
     return decision
 
 
@@ -548,8 +389,8 @@ def run_drift_check(
 ) -> dict:
     """Runs :func:`monitor_drift` as a pipeline step of run ``run_id`` and records it.
 
-    Writes the ``drift`` section of the run's report and ``drift_decision.json`` in the run
-    directory.
+    Writes the ``drift`` section of the run's report, ``drift_decision.json`` and the drift
+    report (``drift_report.json``, ``drift_report.html``) in the run directory.
 
     Args:
         workspace: Root of the workspace volume.
@@ -564,6 +405,7 @@ def run_drift_check(
     Raises:
         FileExistsError: If the run already holds a drift check (it is never overwritten).
     """
+    from kfp_edge.drift_monitor.report import write_report
     from kfp_edge.workspace import read_report, run_dir, update_report
 
     directory = run_dir(workspace, run_id)
@@ -575,6 +417,7 @@ def run_drift_check(
     decision = monitor_drift(workspace, name, source, **options)
     directory.mkdir(parents=True, exist_ok=True)
     write_json_atomic(directory / "drift_decision.json", decision)
+    write_report(decision, directory)
     update_report(directory, "drift", decision)
     return decision
 
@@ -582,25 +425,29 @@ def run_drift_check(
 def decision_metrics(decision: dict) -> dict[str, float]:
     """Returns the flat figures of a decision logged as kfp Metrics.
 
-    ``drifted``, ``observations``, per feature ``<name>.detected`` (0/1) and, when detected,
-    ``<name>.position`` and ``<name>.statistic``; ``error.*`` when the model is in the loop;
-    ``reservoir.size``.
+    ``drifted``, ``open_alarms``, ``observations``, ``drifted_share`` (distribution tests),
+    per feature ``<name>.detected`` (0/1) and, when detected this run, ``<name>.position`` and
+    ``<name>.statistic``; ``error.*`` when the model is in the loop; ``reservoir.size``.
     """
     metrics: dict[str, float] = {
         "drifted": int(decision["drifted"]),
+        "open_alarms": len(decision["alarms"]),
         "observations": decision["observations"],
     }
+    if decision["distribution"]["drifted_share"] is not None:
+        metrics["drifted_share"] = round(decision["distribution"]["drifted_share"], 6)
     for feature, figures in decision["features"].items():
         metrics[f"{feature}.detected"] = int(figures["detected"])
-        if figures["detected"]:
+        if figures["position"] is not None:
             metrics[f"{feature}.position"] = figures["position"]
             metrics[f"{feature}.statistic"] = round(figures["statistic"], 6)
     error = decision["error"]
     if error["monitored"]:
         metrics["error.detected"] = int(error["detected"])
-        if error["error_rate"] is not None:
-            metrics["error.rate"] = round(error["error_rate"], 6)
-        if error["detected"]:
+        for key in ("error_rate", "estimated_accuracy"):
+            if error[key] is not None:
+                metrics[f"error.{key}"] = round(error[key], 6)
+        if error["position"] is not None:
             metrics["error.position"] = error["position"]
             metrics["error.statistic"] = round(error["statistic"], 6)
     metrics["reservoir.size"] = decision["reservoir"]["size"]

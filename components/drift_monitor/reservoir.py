@@ -124,7 +124,7 @@ class BiasedReservoir:
             return 0
         label_array = np.empty(m, dtype=object)
         if labels is not None:
-            label_array[:] = list(labels)
+            label_array[:] = labels if isinstance(labels, np.ndarray) else list(labels)
         u = self.rng.random((m, 3))
         start = self.seen
         self.seen += m

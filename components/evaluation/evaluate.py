@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kfp_edge import litert
+from kfp_edge import browser_model, litert
 from kfp_edge.dataset import load_split, read_manifest
 from kfp_edge.evaluation.metrics import classification_report
 
@@ -36,7 +36,8 @@ def evaluate_tflite(
     Returns:
         ``{"path", "size_bytes", "gzip_bytes", "accuracy", "per_class", "confusion_matrix",
         "latency_us", "throughput_rows_per_s", "peak_memory_bytes", "ops_ok",
-        "select_tf_ops", "ops", "input_dtype", "output_dtype"}``.
+        "select_tf_ops", "ops", "input_dtype", "output_dtype", "browser"}``; ``browser`` is
+        :func:`kfp_edge.browser_model.browser_check` (whether LiteRT.js runs its batch-1 copy).
     """
     ops = litert.op_check(path)
     model = litert.TFLiteModel(path, num_threads=num_threads)
@@ -56,6 +57,7 @@ def evaluate_tflite(
         "ops": ops["ops"],
         "input_dtype": model.input_dtype.name,
         "output_dtype": model.output_dtype.name,
+        "browser": browser_model.browser_check(path),
     }
 
 

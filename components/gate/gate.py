@@ -100,7 +100,8 @@ def decide(evaluation: dict, slo: dict) -> dict:
 
     Returns:
         ``{"chosen": name or None, "chosen_path": path or None, "slo": {...},
-        "reference_accuracy", "results": {name: {"passed", "reasons"}}, "nearest_misses":
+        "reference_accuracy", "results": {name: {"passed", "reasons", "browser_ready"}},
+        "nearest_misses":
         [{"name", "reasons", "shortfall"}, ...] (failing variants, nearest first)}``.
 
     Raises:
@@ -117,6 +118,8 @@ def decide(evaluation: dict, slo: dict) -> dict:
     for variant in variants:
         reasons, shortfall = _check_variant(variant, reference_accuracy, slo)
         results[variant["name"]] = {"passed": not reasons, "reasons": reasons}
+        if "browser" in variant:  # informational: whether LiteRT.js runs its batch-1 copy
+            results[variant["name"]]["browser_ready"] = variant["browser"]["browser_ready"]
         if reasons:
             misses.append(
                 {"name": variant["name"], "reasons": reasons, "shortfall": round(shortfall, 6)}

@@ -9,7 +9,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from kfp_edge import __version__
+from kfp_edge import __version__, browser_model
 from kfp_edge.dataset import MANIFEST_FILE as DATASET_MANIFEST
 from kfp_edge.model_store.store import ModelStore
 from kfp_edge.model_versions import (
@@ -20,7 +20,7 @@ from kfp_edge.model_versions import (
     models_root,
 )
 from kfp_edge.s3 import ENV_BUCKET
-from kfp_edge.workspace import read_report, run_dir, update_report
+from kfp_edge.workspace import BROWSER_DIR, read_report, run_dir, update_report
 
 
 def store_for(workspace: str | os.PathLike) -> ModelStore:
@@ -52,6 +52,7 @@ def publish_run(
     """Publishes the gated model of a run as the next version of ``model_name``.
 
     The version holds ``saved_model/``, ``model.tflite`` (the chosen variant),
+    ``model.browser.tflite`` (its copy with batch 1 for LiteRT.js, when the browser can run it),
     ``preprocessing.json`` and ``dataset_manifest.json`` (and ``variants/`` when asked); its
     manifest carries the run's evaluation and gate sections, the chosen variant's figures and
     the lineage (run id, dataset manifest sha256, kfp-edge version, run parameters).
@@ -104,6 +105,9 @@ def publish_run(
         PREPROCESSING_FILE: str(data / PREPROCESSING_FILE),
         DATASET_MANIFEST_FILE: str(dataset_manifest),
     }
+    browser = browser_model.release_copy(chosen, directory / BROWSER_DIR)
+    if browser["file"]:
+        files[browser["file"]] = browser.pop("path")
     if include_all_variants:
         for tflite in sorted(chosen.parent.glob("*.tflite")):
             files[f"variants/{tflite.name}"] = str(tflite)
@@ -113,6 +117,7 @@ def publish_run(
         "metrics": _chosen_figures(evaluation, chosen_variant),
         "evaluation": evaluation,
         "gate": gate,
+        "browser": browser,
         "lineage": {
             "run_id": run_id,
             "dataset_manifest_sha256": hashlib.sha256(dataset_manifest.read_bytes()).hexdigest(),

@@ -27,6 +27,9 @@ def TfjobTrainingOp(
     timeout_seconds: int = 3600,
     attempt_limit: int = 3,
     keep_job: bool = False,
+    keep_failed_job: bool = False,
+    pending_timeout_seconds: int = 600,
+    gang_scheduling: bool = False,
     width: int = 0,
     depth: int = 0,
     seed: int = 42,
@@ -54,6 +57,12 @@ def TfjobTrainingOp(
         timeout_seconds: Timeout of the job (activeDeadlineSeconds and the launcher's own).
         attempt_limit: Restarts allowed before the job fails (backoffLimit and the launcher's).
         keep_job: Keep the finished TFJob on the cluster instead of deleting it.
+        keep_failed_job: Keep a failed TFJob (its pods and logs) on the cluster for debugging.
+        pending_timeout_seconds: Fail when a replica pod stays Pending (unschedulable) longer
+            than this; 0: never.
+        gang_scheduling: Set spec.runPolicy.schedulingPolicy so that all replicas start
+            together or none (needs the operator's gang scheduler, e.g. Volcano or
+            scheduler-plugins).
         width: Hidden width of the model; 0 for the model's default.
         depth: Hidden layers of the model; 0 for the model's default.
         seed: Random seed of training.
@@ -83,6 +92,9 @@ def TfjobTrainingOp(
         timeout_seconds=timeout_seconds,
         attempt_limit=attempt_limit,
         keep_job=keep_job,
+        keep_failed_job=keep_failed_job,
+        pending_timeout_seconds=pending_timeout_seconds,
+        gang_scheduling=gang_scheduling,
         width=width,
         depth=depth,
         seed=seed,

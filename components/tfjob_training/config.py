@@ -39,6 +39,17 @@ class TrainingConfig:
         3, "Restarts allowed before the job fails (backoffLimit and the launcher's)."
     )
     keep_job: bool = param(False, "Keep the finished TFJob on the cluster instead of deleting it.")
+    keep_failed_job: bool = param(
+        False, "Keep a failed TFJob (its pods and logs) on the cluster for debugging."
+    )
+    pending_timeout_seconds: int = param(
+        600, "Fail when a replica pod stays Pending (unschedulable) longer than this; 0: never."
+    )
+    gang_scheduling: bool = param(
+        False,
+        "Set spec.runPolicy.schedulingPolicy so that all replicas start together or none "
+        "(needs the operator's gang scheduler, e.g. Volcano or scheduler-plugins).",
+    )
     width: int = param(0, "Hidden width of the model; 0 for the model's default.")
     depth: int = param(0, "Hidden layers of the model; 0 for the model's default.")
     seed: int = param(42, "Random seed of training.")

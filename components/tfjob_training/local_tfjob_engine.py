@@ -1,17 +1,22 @@
 """The local TFJob engine: runs a TFJob manifest as local processes, the way the operator would.
 
-One process per replica (``Chief``, ``Worker``, ...), each with the ``TF_CONFIG`` the Training
-Operator generates (here with loopback addresses and free ports instead of the job's headless
-services), the container's command, args and env. The engine follows the replica
-``restartPolicy`` and ``spec.runPolicy``:
+One process per replica (``Chief``, ``Worker``, ``Evaluator``...), each with the ``TF_CONFIG``
+the Training Operator generates (every replica type in ``cluster``, here with loopback
+addresses and free ports instead of the job's headless services; no TF_CONFIG at all for a job
+of one replica), the container's command, args and env. The engine follows the replica
+``restartPolicy`` and ``spec.runPolicy`` as the operator does:
 
 - ``ExitCode``: exit codes 1-127 are permanent (the job fails at once, no retry); 128-255, and
-  processes killed by a signal (reported as 128 + signal, like a container), are retryable;
-- ``OnFailure`` / ``Always`` retry every failure, ``Never`` none;
-- MultiWorkerMirroredStrategy cannot continue without a peer, so a retryable failure of any
-  replica restarts ALL replicas (the survivors get SIGTERM, then SIGKILL after a grace period);
-  BackupAndRestore lets the restarted replicas resume the interrupted epoch;
-- ``backoffLimit`` bounds the restarts, ``activeDeadlineSeconds`` the job's run time;
+  processes killed by a signal (reported as 128 + signal, like a container), are retryable and
+  not bounded by ``backoffLimit`` (the operator recreates the pod without counting it);
+- ``OnFailure`` / ``Always`` retry every failure up to ``backoffLimit`` restarts, ``Never``
+  none;
+- only the failed replica is restarted, with the same TF_CONFIG (the same address), as the
+  operator recreates only the failed pod; its peers notice the lost peer in their next
+  collective and exit with a retryable code themselves; BackupAndRestore lets the restarted
+  replicas resume the interrupted epoch;
+- the engine's own attempt limit (like the launcher's) bounds the restarts in all;
+  ``activeDeadlineSeconds`` bounds the job's run time;
 - the job succeeds when the chief (or, without a chief, every worker) exits 0.
 
 Replica logs are written to ``<log_dir>/<type>-<index>.attempt-<n>.log``; the chief's log is
@@ -52,6 +57,8 @@ class _Replica:
     index: int
     command: list[str]
     env: dict
+    policy: str
+    attempt: int = 0
     log_path: Path | None = None
     proc: subprocess.Popen | None = None
     exit_code: int | None = None
@@ -123,11 +130,20 @@ def replica_counts(manifest: dict) -> list[tuple[str, int]]:
     return [(t, int(specs[t].get("replicas", 1))) for t in REPLICA_ORDER if t in specs]
 
 
+def is_distributed(manifest: dict) -> bool:
+    """Returns whether the operator gives the job a TF_CONFIG (its ``isDistributed``).
+
+    Only a job of more than one replica in all gets one; a single replica trains alone.
+    """
+    return sum(n for _, n in replica_counts(manifest)) != 1
+
+
 def tf_configs(manifest: dict, host: str = "127.0.0.1", ports: list[int] | None = None) -> dict:
     """Returns the TF_CONFIG of every replica, as the operator builds it.
 
-    The operator lists every replica type but the evaluator in ``cluster`` (lower-case keys,
-    ``<job>-<type>-<i>.<ns>.svc:2222`` addresses); here each replica gets ``host:port``.
+    The operator (v1.9 ``genClusterSpec``) lists every replica type in ``cluster``, the
+    evaluator included (lower-case keys, ``<job>-<type>-<i>.<ns>.svc:2222`` addresses); here
+    each replica gets ``host:port``. A job of one replica gets no TF_CONFIG (``{}`` here).
 
     Args:
         manifest: The TFJob.
@@ -135,20 +151,13 @@ def tf_configs(manifest: dict, host: str = "127.0.0.1", ports: list[int] | None 
         ports: One port per replica in cluster order; free loopback ports when None.
 
     Returns:
-        ``{(replica type, index): TF_CONFIG dict}``.
+        ``{(replica type, index): TF_CONFIG dict}`` (empty dicts for a single replica).
     """
     counts = replica_counts(manifest)
-    total = sum(n for _, n in counts)
-    ports = list(ports) if ports is not None else free_ports(total)
-    cluster: dict[str, list[str]] = {}
-    addresses = {}
-    i = 0
-    for rtype, n in counts:
-        for index in range(n):
-            addresses[(rtype, index)] = f"{host}:{ports[i]}"
-            i += 1
-        if rtype != "Evaluator":
-            cluster[rtype.lower()] = [addresses[(rtype, k)] for k in range(n)]
+    if not is_distributed(manifest):
+        return {(rtype, index): {} for rtype, n in counts for index in range(n)}
+    ports = iter(list(ports) if ports is not None else free_ports(sum(n for _, n in counts)))
+    cluster = {rtype.lower(): [f"{host}:{next(ports)}" for _ in range(n)] for rtype, n in counts}
     return {
         (rtype, index): {
             "cluster": cluster,
@@ -210,15 +219,175 @@ def _stop(replicas: list[_Replica], grace_seconds: float) -> None:
             except ProcessLookupError:
                 pass
             r.proc.wait()
-    for r in replicas:
-        if r.proc is not None and r.exit_code is None:
-            r.exit_code = _exit_code(r.proc.returncode)
 
 
 def _tail(path: Path | None, lines: int = 15) -> str:
     if path is None or not path.exists():
         return ""
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def restart_decision(
+    policy: str, code: int, restarts: int, backoff_limit: int, attempt_limit: int
+) -> tuple[str, str] | None:
+    """Decides what a failed replica means: None to restart it, else ``(reason, why)``.
+
+    Args:
+        policy: The replica's ``restartPolicy``.
+        code: Its exit code.
+        restarts: Restarts of the job so far.
+        backoff_limit: ``spec.runPolicy.backoffLimit`` (counted for OnFailure and Always).
+        attempt_limit: The engine's own limit of restarts in all.
+    """
+    if policy == "ExitCode" and not is_retryable(code):
+        return "PermanentError", "restartPolicy ExitCode: exit codes 1-127 are not retried"
+    if policy not in ("ExitCode", "OnFailure", "Always"):
+        return "ReplicaFailed", f"restartPolicy {policy}: not retried"
+    if policy != "ExitCode" and restarts >= backoff_limit:
+        return "BackoffLimitExceeded", f"backoffLimit {backoff_limit} reached"
+    if restarts >= attempt_limit:
+        return "AttemptLimitExceeded", f"the attempt limit {attempt_limit} reached"
+    return None
+
+
+class _Job:
+    """A running local TFJob: its replicas, status and the caller's stream and callback."""
+
+    def __init__(self, manifest, log_dir, stream, on_event, grace_seconds, attempt_limit, env):
+        python, extra_env = env
+        self.name = manifest["metadata"]["name"]
+        run_policy = manifest["spec"].get("runPolicy", {})
+        self.backoff_limit = int(run_policy.get("backoffLimit", 6))
+        self.attempt_limit = self.backoff_limit if attempt_limit is None else int(attempt_limit)
+        self.deadline_s = run_policy.get("activeDeadlineSeconds")
+        self.log_dir, self.stream, self.on_event = log_dir, stream, on_event
+        self.grace_seconds = grace_seconds
+        self.status = _Status()
+        self.replicas = _replicas(manifest, extra_env, python)
+        self.chief = next((r for r in self.replicas if r.rtype in ("Chief", "Master")), None)
+        self.streamed = 0
+
+    def transition(self, ctype: str, reason: str, message: str) -> None:
+        cond = self.status.condition(ctype, reason, message)
+        self.on_event(ctype, dict(cond))
+        print(f"[tfjob {self.name}] {ctype}: {message}", file=self.stream, flush=True)
+
+    def start(self, r: _Replica) -> None:
+        r.log_path = self.log_dir / f"{r.key}.attempt-{r.attempt}.log"
+        r.exit_code = None
+        with open(r.log_path, "wb") as log:
+            r.proc = subprocess.Popen(
+                r.command,
+                env=r.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        if r is self.chief:
+            self.streamed = 0
+
+    def collect(self) -> None:
+        """Forwards the chief's new log lines; records the exit code of every ended replica."""
+        if self.chief is not None:
+            self.streamed = _forward(self.chief.log_path, self.streamed, self.stream)
+        for r in self.replicas:
+            if r.exit_code is None and r.proc.poll() is not None:
+                r.exit_code = _exit_code(r.proc.returncode)
+                self.status.attempts.append(
+                    {
+                        "replica": r.key,
+                        "attempt": r.attempt,
+                        "exit_code": r.exit_code,
+                        "log": str(r.log_path),
+                    }
+                )
+
+    def restart(self, r: _Replica) -> None:
+        self.status.restarts += 1
+        self.transition(
+            "Restarting",
+            "TFJobRestarting",
+            f"{r.key} exited with retryable code {r.exit_code}; restarting it alone "
+            f"(restart {self.status.restarts}, attempt limit {self.attempt_limit}).",
+        )
+        r.attempt += 1
+        self.start(r)
+        self.on_event("ReplicaRestarted", {"replica": r.key, "pid": r.proc.pid})
+        self.transition("Running", "TFJobRunning", f"TFJob {self.name} is running.")
+
+    def end(self, ctype: str, reason: str, message: str) -> dict:
+        _stop(self.replicas, self.grace_seconds)
+        self.collect()
+        self.status.completion_time = time.time()
+        self.transition(ctype, reason, message)
+        if ctype == "Failed":
+            raise TFJobFailed(reason, message, self.status.as_dict())
+        return self.status.as_dict()
+
+
+def _replicas(manifest: dict, extra_env: dict, python: str) -> list[_Replica]:
+    """The replicas of a TFJob with their commands and full environments."""
+    counts = replica_counts(manifest)
+    configs = tf_configs(manifest)
+    threads = max(1, (os.cpu_count() or 1) // sum(n for _, n in counts))
+    replicas = []
+    for rtype, n in counts:
+        spec = manifest["spec"]["tfReplicaSpecs"][rtype]
+        container = _container(manifest, rtype)
+        own = {e["name"]: str(e.get("value", "")) for e in container.get("env") or []}
+        for index in range(n):
+            env = {
+                **os.environ,
+                "TF_NUM_INTRAOP_THREADS": str(threads),
+                "TF_NUM_INTEROP_THREADS": "1",
+                **own,
+                **extra_env,
+            }
+            env.pop("TF_CONFIG", None)
+            if configs[(rtype, index)]:
+                env["TF_CONFIG"] = json.dumps(configs[(rtype, index)])
+            policy = spec.get("restartPolicy", "Never")
+            replicas.append(_Replica(rtype, index, _command(container, python), env, policy))
+    return replicas
+
+
+def _check(job: _Job) -> tuple[str, str, str] | None:
+    """One look at the replicas: restarts the failed retryable ones; returns the job's end."""
+    job.collect()
+    failed = sorted(  # a permanent failure outranks the retryable ones it causes in its peers
+        (r for r in job.replicas if r.exit_code not in (None, 0)),
+        key=lambda r: is_retryable(r.exit_code),
+    )
+    for r in failed:
+        decision = restart_decision(
+            r.policy, r.exit_code, job.status.restarts, job.backoff_limit, job.attempt_limit
+        )
+        if decision is not None:
+            detail = f"{r.key} exited with code {r.exit_code}; last log lines:\n{_tail(r.log_path)}"
+            return "Failed", decision[0], f"{detail}\n({decision[1]})"
+        job.restart(r)
+    if job.chief is not None and job.chief.exit_code == 0:
+        return "Succeeded", "TFJobSucceeded", f"TFJob {job.name} successfully completed."
+    workers = [r for r in job.replicas if r.rtype == "Worker"]
+    if job.chief is None and workers and all(r.exit_code == 0 for r in workers):
+        return "Succeeded", "TFJobSucceeded", f"TFJob {job.name} successfully completed."
+    elapsed = time.time() - job.status.start_time
+    if job.deadline_s is not None and elapsed > int(job.deadline_s):
+        message = f"TFJob {job.name} ran longer than activeDeadlineSeconds={job.deadline_s}"
+        return "Failed", "DeadlineExceeded", message
+    return None
+
+
+def _linger(job: _Job, poll_seconds: float) -> None:
+    """Gives the other replicas the grace period to finish after the chief's success.
+
+    Their last collective was the save; then they are stopped (cleanPodPolicy Running).
+    """
+    end = time.time() + job.grace_seconds
+    while time.time() < end and any(r.proc.poll() is None for r in job.replicas):
+        time.sleep(poll_seconds)
 
 
 def run_tfjob(
@@ -231,173 +400,65 @@ def run_tfjob(
     poll_seconds: float = 0.1,
     python: str = sys.executable,
     extra_env: dict | None = None,
+    attempt_limit: int | None = None,
 ) -> dict:
     """Runs a TFJob manifest locally until it succeeds or fails.
+
+    Steps: build the replicas (TF_CONFIG, env, command); start them all; then at each poll
+    forward the chief's log, restart each replica that failed with a retryable code (alone),
+    and end the job on the chief's success, a permanent failure, a limit or the deadline;
+    finally stop whatever still runs (also when the caller is interrupted).
 
     Args:
         manifest: The TFJob (see :func:`kfp_edge.tfjob_training.tfjob_spec.build_tfjob`).
         log_dir: Directory of the replicas' log files.
         stream: Where the chief's log is streamed; ``sys.stdout`` when None.
-        on_event: Called with ``(condition or event, details)`` at every transition and with
-            ``("ReplicasStarted", {"attempt", "pids"})`` after each (re)start.
+        on_event: Called with ``(condition or event, details)`` at every transition, with
+            ``("ReplicasStarted", {"attempt", "pids"})`` after the start and with
+            ``("ReplicaRestarted", {"replica", "pid"})`` after each restart.
         grace_seconds: Time between SIGTERM and SIGKILL when replicas are stopped.
         poll_seconds: How often the processes are checked (they are local children).
         python: Interpreter that replaces ``python`` in the container command.
         extra_env: Environment added to every replica (after the container's env).
+        attempt_limit: Restarts allowed in all (the engine's own limit, like the launcher's);
+            the manifest's backoffLimit when None.
 
     Returns:
-        The job status: conditions (Created, Running, Restarting, Succeeded), restarts,
-        attempts with each replica's exit code and log file.
+        The job status: conditions (Created, Running, Restarting, Succeeded), restarts, and
+        every replica run that ended (replica, attempt, exit code, log file).
 
     Raises:
-        TFJobFailed: With the reason (``PermanentError``, ``BackoffLimitExceeded``,
-            ``DeadlineExceeded``) and the failing replica's log tail.
+        TFJobFailed: With the reason (``PermanentError``, ``ReplicaFailed``,
+            ``BackoffLimitExceeded``, ``AttemptLimitExceeded``, ``DeadlineExceeded``) and the
+            failing replica's log tail.
     """
-    counts = replica_counts(manifest)
-    stream = stream or sys.stdout
-    on_event = on_event or (lambda event, details: None)
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
-    name = manifest["metadata"]["name"]
-    run_policy = manifest["spec"].get("runPolicy", {})
-    backoff_limit = int(run_policy.get("backoffLimit", 6))
-    deadline_s = run_policy.get("activeDeadlineSeconds")
-    specs = manifest["spec"]["tfReplicaSpecs"]
-    total = sum(n for _, n in counts)
-    threads = max(1, (os.cpu_count() or 1) // total)
-    status = _Status()
-
-    def transition(ctype: str, reason: str, message: str) -> None:
-        cond = status.condition(ctype, reason, message)
-        on_event(ctype, dict(cond))
-        print(f"[tfjob {name}] {ctype}: {message}", file=stream, flush=True)
-
-    def fail(reason: str, message: str, replicas: list[_Replica]):
-        _stop(replicas, grace_seconds)
-        record_attempt(replicas)
-        status.completion_time = time.time()
-        transition("Failed", reason, message)
-        raise TFJobFailed(reason, message, status.as_dict())
-
-    def record_attempt(replicas: list[_Replica]) -> None:
-        status.attempts.append(
-            {r.key: {"exit_code": r.exit_code, "log": str(r.log_path)} for r in replicas}
+    job = _Job(
+        manifest,
+        log_dir,
+        stream or sys.stdout,
+        on_event or (lambda e, d: None),
+        grace_seconds,
+        attempt_limit,
+        (python, extra_env or {}),
+    )
+    job.transition("Created", "TFJobCreated", f"TFJob {job.name} is created (local engine).")
+    try:
+        for r in job.replicas:
+            job.start(r)
+        job.on_event(
+            "ReplicasStarted", {"attempt": 0, "pids": {r.key: r.proc.pid for r in job.replicas}}
         )
-
-    transition("Created", "TFJobCreated", f"TFJob {name} is created (local engine).")
-    attempt = 0
-    while True:
-        configs = tf_configs(manifest)
-        replicas = []
-        for rtype, n in counts:
-            container = _container(manifest, rtype)
-            env = {e["name"]: str(e.get("value", "")) for e in container.get("env") or []}
-            for index in range(n):
-                replicas.append(_Replica(rtype, index, _command(container, python), env))
-        for r in replicas:
-            r.log_path = log_dir / f"{r.key}.attempt-{attempt}.log"
-            env = {
-                **os.environ,
-                "TF_NUM_INTRAOP_THREADS": str(threads),
-                "TF_NUM_INTEROP_THREADS": "1",
-                **r.env,
-                **(extra_env or {}),
-                "TF_CONFIG": json.dumps(configs[(r.rtype, r.index)]),
-            }
-            with open(r.log_path, "wb") as log:
-                r.proc = subprocess.Popen(
-                    r.command,
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                    preexec_fn=_die_with_parent,
-                )
-        chief = next((r for r in replicas if r.rtype in ("Chief", "Master")), None)
-        streamed = 0
-        outcome = None
-        try:
-            on_event(
-                "ReplicasStarted",
-                {"attempt": attempt, "pids": {r.key: r.proc.pid for r in replicas}},
-            )
-            transition("Running", "TFJobRunning", f"TFJob {name} is running (attempt {attempt}).")
-            while outcome is None:
-                time.sleep(poll_seconds)
-                if chief is not None:
-                    streamed = _forward(chief.log_path, streamed, stream)
-                for r in replicas:
-                    if r.exit_code is None and r.proc.poll() is not None:
-                        r.exit_code = _exit_code(r.proc.returncode)
-                # a permanent failure outranks the retryable ones it causes in its peers
-                failed = sorted(
-                    (r for r in replicas if r.exit_code not in (None, 0)),
-                    key=lambda r: is_retryable(r.exit_code),
-                )
-                if failed:
-                    outcome = ("failed", failed[0])
-                elif chief is not None and chief.exit_code == 0:
-                    outcome = ("succeeded", chief)
-                elif chief is None and all(r.exit_code == 0 for r in replicas):
-                    outcome = ("succeeded", replicas[0])
-                elif deadline_s is not None and time.time() - status.start_time > int(deadline_s):
-                    fail(
-                        "DeadlineExceeded",
-                        f"TFJob {name} ran longer than activeDeadlineSeconds={deadline_s}",
-                        replicas,
-                    )
-        except BaseException:
-            if any(r.proc.poll() is None for r in replicas):
-                _stop(replicas, grace_seconds)  # the caller was interrupted: leave no orphans
-            raise
-        if chief is not None:
-            _forward(chief.log_path, streamed, stream)
-        kind, replica = outcome
-        if kind == "succeeded":
-            # Other replicas finish on their own (their last collective was the save); give
-            # them the grace period, then stop them, as cleanPodPolicy Running would.
-            end = time.time() + grace_seconds
-            while time.time() < end and any(r.proc.poll() is None for r in replicas):
-                time.sleep(poll_seconds)
-            _stop(replicas, grace_seconds)
-            record_attempt(replicas)
-            status.completion_time = time.time()
-            transition(
-                "Succeeded",
-                "TFJobSucceeded",
-                f"TFJob {name} successfully completed after {status.restarts} restarts.",
-            )
-            return status.as_dict()
-        code = replica.exit_code
-        policy = specs[replica.rtype].get("restartPolicy", "Never")
-        retry = (policy == "ExitCode" and is_retryable(code)) or policy in ("OnFailure", "Always")
-        detail = (
-            f"{replica.key} exited with code {code}; last log lines:\n{_tail(replica.log_path)}"
-        )
-        if not retry:
-            fail(
-                "PermanentError" if policy == "ExitCode" else "ReplicaFailed",
-                f"{detail}\n(restartPolicy {policy}: not retried)",
-                replicas,
-            )
-        if status.restarts >= backoff_limit:
-            fail(
-                "BackoffLimitExceeded",
-                f"{detail}\n(backoffLimit {backoff_limit} reached after {status.restarts} "
-                "restarts)",
-                replicas,
-            )
-        _stop(replicas, grace_seconds)
-        record_attempt(replicas)
-        status.restarts += 1
-        attempt += 1
-        transition(
-            "Restarting",
-            "TFJobRestarting",
-            f"{replica.key} exited with retryable code {code}; restarting all replicas "
-            f"(restart {status.restarts} of at most {backoff_limit}).",
-        )
+        job.transition("Running", "TFJobRunning", f"TFJob {job.name} is running.")
+        while (end := _check(job)) is None:
+            time.sleep(poll_seconds)
+    except BaseException:
+        _stop(job.replicas, grace_seconds)  # the caller was interrupted: leave no orphans
+        raise
+    if end[0] == "Succeeded":
+        _linger(job, poll_seconds)
+    return job.end(*end)
 
 
 def _forward(path: Path, offset: int, stream: TextIO) -> int:

@@ -23,6 +23,7 @@ import signal
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 from kfp_edge.model_versions import SAVED_MODEL_DIR
@@ -36,6 +37,7 @@ PROGRESS_FILE = "progress.json"
 EVALUATOR_FILE = "evaluator.json"
 BACKUP_DIR = "backup"
 JOBS_DIR = "jobs"
+ALL_REDUCE_PACK_BYTES = 32 << 20  # gradients packed into collectives of up to 32 MiB
 
 
 def job_dir(output_dir: str | os.PathLike, job: str) -> Path:
@@ -89,12 +91,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--width", type=int, default=0, help="hidden width; 0 = model default")
     p.add_argument("--depth", type=int, default=0, help="hidden layers; 0 = model default")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument(
+        "--lr-scaling",
+        choices=("linear", "none"),
+        default="linear",
+        help="scale --learning-rate (given for one replica's batch) with the replicas",
+    )
+    p.add_argument(
+        "--steps-per-execution", type=int, default=16, help="training steps per tf.function call"
+    )
     args = p.parse_args(argv)
-    for name in ("epochs", "batch_size"):
+    for name in ("epochs", "batch_size", "steps_per_execution"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if not re.match(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", args.job_name):
-        p.error(f"--job-name must be a DNS-1123 label, got {args.job_name!r}")
+    if not re.match(r"^[a-z]([-a-z0-9]*[a-z0-9])?$", args.job_name):
+        p.error(f"--job-name must be a DNS-1035 label (a letter first), got {args.job_name!r}")
     if not args.learning_rate > 0:
         p.error(f"--learning-rate must be > 0, got {args.learning_rate}")
     return args
@@ -229,7 +240,7 @@ def _make_dataset(tf, data_dir, manifest, split, batch_size, shard_policy, repea
     ds = ds.map(parse)
     if repeat:
         ds = ds.cache().shuffle(1024, seed=seed).repeat()
-    ds = ds.batch(batch_size)
+    ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = shard_policy
     return ds.with_options(options)
@@ -330,8 +341,9 @@ def _save_atomic(model, final_dir: Path) -> None:
 def run_evaluator(args: argparse.Namespace, manifest: dict, poll_seconds: float = 0.5) -> list:
     """The evaluator replica: scores the chief's checkpoints on the validation split.
 
-    It is outside the training cluster (the operator leaves it out of TF_CONFIG's cluster) and
-    runs no collective: it restores each new BackupAndRestore checkpoint of the chief into its
+    It is listed in TF_CONFIG's cluster (as the operator does) but not in the collective group
+    (MultiWorkerMirroredStrategy coordinates the chief and the workers only) and runs no
+    collective: it restores each new BackupAndRestore checkpoint of the chief into its
     own copy of the model, evaluates it, and appends the result to
     ``jobs/<job>/evaluator.json``; when the chief's report of this job appears, it scores the
     final SavedModel and exits.
@@ -432,16 +444,36 @@ def _save(model, output_dir: Path, chief: bool, task: dict, backup_dir: Path) ->
     return False
 
 
-def train(args: argparse.Namespace, environ=None) -> dict | None:
-    """Trains one replica's share; the chief returns the training report, the others None.
+def choose_strategy(tf, tf_config: dict, gpus: int | None = None):
+    """Returns the distribution strategy of this replica.
 
-    Raises:
-        TrainerError: On bad arguments or bad data (permanent) or a lost peer (retryable).
+    - a distributed job (TF_CONFIG): MultiWorkerMirroredStrategy, all-reducing with AUTO on
+      GPUs (NCCL where it can) and RING on CPUs, gradients packed into few collectives;
+    - one replica with several GPUs: MirroredStrategy over them;
+    - otherwise the default strategy.
+
+    Args:
+        tf: The TensorFlow module.
+        tf_config: The parsed TF_CONFIG (``{}`` when unset).
+        gpus: GPUs visible to this process; counted when None.
     """
-    from kfp_edge.dataset import SPLITS
-    from kfp_edge.tfjob_training.models import build_model, check_model_args
+    gpus = len(tf.config.list_physical_devices("GPU")) if gpus is None else gpus
+    if tf_config:
+        impl = tf.distribute.experimental.CommunicationImplementation
+        options = tf.distribute.experimental.CommunicationOptions(
+            bytes_per_pack=ALL_REDUCE_PACK_BYTES,
+            implementation=impl.AUTO if gpus else impl.RING,
+        )
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    if gpus > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
 
-    started = time.time()
+
+def _check_arguments(args: argparse.Namespace, environ) -> dict:
+    """Checks the model arguments and TF_CONFIG; returns the parsed TF_CONFIG."""
+    from kfp_edge.tfjob_training.models import check_model_args
+
     try:
         check_model_args(args.model, args.width, args.depth)
     except ValueError as exc:
@@ -453,125 +485,127 @@ def train(args: argparse.Namespace, environ=None) -> dict | None:
             "(it runs chief, worker and evaluator replicas)",
             ExitCode.BAD_ARGUMENTS,
         )
-    manifest = check_data(args.data_dir)
-    if tf_config and tf_config["task"]["type"] == "evaluator":
-        run_evaluator(args, manifest)
-        return None
-    chief = is_chief(tf_config)
-    output_dir = Path(args.output_dir)
-    backup_dir = output_dir / BACKUP_DIR / args.job_name
+    return tf_config
 
-    from kfp_edge.tf_env import import_tf
 
-    tf, keras = import_tf()
-    keras.utils.set_random_seed(args.seed)
-    if tf_config:
-        strategy = tf.distribute.MultiWorkerMirroredStrategy(
-            communication_options=tf.distribute.experimental.CommunicationOptions(
-                implementation=tf.distribute.experimental.CommunicationImplementation.RING
-            )
+class _Run:
+    """What one replica's training needs to know: arguments, cluster, data and batch sizes."""
+
+    def __init__(self, args, tf_config: dict, manifest: dict, strategy):
+        self.args, self.tf_config, self.manifest, self.strategy = (
+            args,
+            tf_config,
+            manifest,
+            strategy,
         )
-    else:
-        strategy = tf.distribute.get_strategy()
-    # after the strategy: MultiWorkerMirroredStrategy must configure the runtime before any op
-    validate_records(tf, args.data_dir, manifest)
-    replicas = strategy.num_replicas_in_sync
-    global_batch = args.batch_size * replicas
-    train_rows = int(manifest["splits"]["train"]["rows"])
-    steps_per_epoch = max(1, math.ceil(train_rows / global_batch))
-    pre = manifest["_preprocessing"]
-    task = tf_config.get("task", {"type": "local", "index": 0})
-    print(
-        f"trainer: task {task['type']}:{task['index']} chief={chief} replicas={replicas} "
-        f"global_batch={global_batch} steps_per_epoch={steps_per_epoch}",
-        flush=True,
-    )
+        self.chief = is_chief(tf_config)
+        self.task = tf_config.get("task", {"type": "local", "index": 0})
+        self.output_dir = Path(args.output_dir)
+        self.backup_dir = self.output_dir / BACKUP_DIR / args.job_name
+        self.progress_path = job_dir(self.output_dir, args.job_name) / PROGRESS_FILE
+        self.replicas = strategy.num_replicas_in_sync
+        self.global_batch = args.batch_size * self.replicas
+        self.train_rows = int(manifest["splits"]["train"]["rows"])
+        self.steps_per_epoch = max(1, math.ceil(self.train_rows / self.global_batch))
+        # the learning rate is given for one replica's batch: scaled with the global batch
+        scale = self.replicas if args.lr_scaling == "linear" else 1
+        self.learning_rate = args.learning_rate * scale
 
-    train_ds = _make_dataset(
-        tf,
-        args.data_dir,
-        manifest,
-        "train",
-        global_batch,
-        tf.data.experimental.AutoShardPolicy.AUTO,
-        True,
-        args.seed,
-    )
-    with strategy.scope():
+
+def _compiled_model(keras, run: _Run):
+    from kfp_edge.tfjob_training.models import build_model
+
+    pre = run.manifest["_preprocessing"]
+    with run.strategy.scope():
         model = build_model(
-            args.model,
-            int(manifest["num_features"]),
-            int(manifest["num_classes"]),
+            run.args.model,
+            int(run.manifest["num_features"]),
+            int(run.manifest["num_classes"]),
             pre["mean"],
             pre["std"],
-            args.width,
-            args.depth,
+            run.args.width,
+            run.args.depth,
         )
         model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate=args.learning_rate),
+            optimizer=keras.optimizers.Adam(learning_rate=run.learning_rate),
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
+            steps_per_execution=min(run.args.steps_per_execution, run.steps_per_epoch),
         )
+    return model
 
-    epoch_starts: list[int] = []
-    progress_path = job_dir(output_dir, args.job_name) / PROGRESS_FILE
 
+def _progress_callback(keras, run: _Run, epoch_starts: list):
     class Progress(keras.callbacks.Callback):
         """Records the epoch each attempt started at, and each finished epoch (chief only)."""
 
         def on_epoch_begin(self, epoch, logs=None):
             if not epoch_starts:
                 epoch_starts.append(epoch)
-                if chief:
-                    previous = _read_json(progress_path).get("attempt_start_epochs", [])
+                if run.chief:
+                    previous = _read_json(run.progress_path).get("attempt_start_epochs", [])
                     write_json_atomic(
-                        progress_path,
+                        run.progress_path,
                         {"attempt_start_epochs": [*previous, epoch], "epochs_done": epoch},
                     )
 
         def on_epoch_end(self, epoch, logs=None):
-            if chief:
-                state = _read_json(progress_path)
+            if run.chief:
+                state = _read_json(run.progress_path)
                 state["epochs_done"] = epoch + 1
                 state["logs"] = {k: float(v) for k, v in (logs or {}).items()}
-                write_json_atomic(progress_path, state)
+                write_json_atomic(run.progress_path, state)
 
-    callbacks = [keras.callbacks.BackupAndRestore(str(backup_dir)), Progress()]
-    fit_started = time.time()
+    return Progress()
+
+
+def _fit(tf, keras, model, run: _Run) -> tuple:
+    """Fits with BackupAndRestore; returns ``(history, fit seconds, first epoch run)``."""
+    train_ds = _make_dataset(
+        tf,
+        run.args.data_dir,
+        run.manifest,
+        "train",
+        run.global_batch,
+        tf.data.experimental.AutoShardPolicy.AUTO,
+        True,
+        run.args.seed,
+    )
+    epoch_starts: list[int] = []
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(run.backup_dir)),
+        _progress_callback(keras, run, epoch_starts),
+    ]
+    started = time.time()
     try:
         history = model.fit(
             train_ds,
-            epochs=args.epochs,
-            steps_per_epoch=steps_per_epoch,
+            epochs=run.args.epochs,
+            steps_per_epoch=run.steps_per_epoch,
             callbacks=callbacks,
-            verbose=2 if chief else 0,
+            verbose=2 if run.chief else 0,
         )
     except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as exc:
-        if tf_config and _looks_like_peer_failure(str(exc)):
+        if run.tf_config and _looks_like_peer_failure(str(exc)):
             raise TrainerError(f"lost a peer during training: {exc}", ExitCode.PEER_LOST) from exc
         raise TrainerError(
-            f"bad training data in {args.data_dir}: {exc}", ExitCode.BAD_DATA
+            f"bad training data in {run.args.data_dir}: {exc}", ExitCode.BAD_DATA
         ) from exc
     except _PEER_ERRORS(tf) as exc:
         raise TrainerError(f"lost a peer during training: {exc}", ExitCode.PEER_LOST) from exc
-    fit_seconds = time.time() - fit_started
-    initial_epoch = epoch_starts[0] if epoch_starts else args.epochs
-    epochs_run = args.epochs - initial_epoch
+    return history, time.time() - started, epoch_starts[0] if epoch_starts else run.args.epochs
 
-    try:
-        saved = _save(model, output_dir, chief, task, backup_dir)
-    except _PEER_ERRORS(tf) as exc:
-        raise TrainerError(f"lost a peer while saving: {exc}", ExitCode.PEER_LOST) from exc
-    if not saved:
-        return None
 
-    final = {k: float(v[-1]) for k, v in history.history.items() if v}
+def _report(tf, model, run: _Run, history, fit_seconds: float, initial_epoch: int) -> dict:
+    from kfp_edge.dataset import SPLITS
+
+    args, manifest = run.args, run.manifest
     evaluation = {
         s: _evaluate(tf, model, args.data_dir, manifest, s) for s in SPLITS if s != "train"
     }
-    progress = _read_json(progress_path)
-    attempts = progress.get("attempt_start_epochs", [initial_epoch])
-    report = {
+    epochs_run = args.epochs - initial_epoch
+    progress = _read_json(run.progress_path)
+    return {
         "job_name": args.job_name,
         "model": args.model,
         "width": args.width,
@@ -579,24 +613,25 @@ def train(args: argparse.Namespace, environ=None) -> dict | None:
         "epochs": args.epochs,
         "epochs_run_last_attempt": epochs_run,
         "resumed_at_epoch": initial_epoch,
-        "attempt_start_epochs": attempts,
+        "attempt_start_epochs": progress.get("attempt_start_epochs", [initial_epoch]),
         "batch_size_per_replica": args.batch_size,
-        "global_batch_size": global_batch,
+        "global_batch_size": run.global_batch,
         "learning_rate": args.learning_rate,
-        "replicas": replicas,
-        "strategy": type(strategy).__name__,
-        "tf_config_cluster": tf_config.get("cluster", {}),
-        "steps_per_epoch": steps_per_epoch,
-        "train_rows": train_rows,
-        "final_train_metrics": final,
+        "learning_rate_effective": run.learning_rate,
+        "steps_per_execution": min(args.steps_per_execution, run.steps_per_epoch),
+        "replicas": run.replicas,
+        "strategy": type(run.strategy).__name__,
+        "tf_config_cluster": run.tf_config.get("cluster", {}),
+        "steps_per_epoch": run.steps_per_epoch,
+        "train_rows": run.train_rows,
+        "final_train_metrics": {k: float(v[-1]) for k, v in history.history.items() if v},
         "validation": evaluation.get("validation"),
         "test": evaluation.get("test"),
         "fit_seconds": round(fit_seconds, 3),
-        "wall_seconds": round(time.time() - started, 3),
         "examples_per_second": round(
-            steps_per_epoch * global_batch * epochs_run / max(fit_seconds, 1e-9), 1
+            run.steps_per_epoch * run.global_batch * epochs_run / max(fit_seconds, 1e-9), 1
         ),
-        "saved_model_dir": str(output_dir / SAVED_MODEL_DIR),
+        "saved_model_dir": str(run.output_dir / SAVED_MODEL_DIR),
         "input": {
             "dtype": "float32",
             "shape": [None, int(manifest["num_features"])],
@@ -604,7 +639,49 @@ def train(args: argparse.Namespace, environ=None) -> dict | None:
         },
         "classes": manifest.get("classes"),
     }
-    write_json_atomic(output_dir / REPORT_FILE, report)
+
+
+def train(args: argparse.Namespace, environ=None) -> dict | None:
+    """Trains one replica's share; the chief returns the training report, the others None.
+
+    Steps: check the arguments and TF_CONFIG; check the data (an evaluator replica then
+    scores checkpoints instead); choose the strategy; validate every record; build and compile
+    the model in the strategy's scope; fit with BackupAndRestore; save (a collective); the chief
+    evaluates and writes the report.
+
+    Raises:
+        TrainerError: On bad arguments or bad data (permanent) or a lost peer (retryable).
+    """
+    from kfp_edge.tf_env import import_tf
+
+    started = time.time()
+    tf_config = _check_arguments(args, environ)
+    manifest = check_data(args.data_dir)
+    if tf_config and tf_config["task"]["type"] == "evaluator":
+        run_evaluator(args, manifest)
+        return None
+    tf, keras = import_tf()
+    keras.utils.set_random_seed(args.seed)
+    # the strategy first: MultiWorkerMirroredStrategy must configure the runtime before any op
+    run = _Run(args, tf_config, manifest, choose_strategy(tf, tf_config))
+    validate_records(tf, args.data_dir, manifest)
+    print(
+        f"trainer: task {run.task['type']}:{run.task['index']} chief={run.chief} "
+        f"replicas={run.replicas} global_batch={run.global_batch} "
+        f"steps_per_epoch={run.steps_per_epoch} learning_rate={run.learning_rate:g}",
+        flush=True,
+    )
+    model = _compiled_model(keras, run)
+    history, fit_seconds, initial_epoch = _fit(tf, keras, model, run)
+    try:
+        saved = _save(model, run.output_dir, run.chief, run.task, run.backup_dir)
+    except _PEER_ERRORS(tf) as exc:
+        raise TrainerError(f"lost a peer while saving: {exc}", ExitCode.PEER_LOST) from exc
+    if not saved:
+        return None
+    report = _report(tf, model, run, history, fit_seconds, initial_epoch)
+    report["wall_seconds"] = round(time.time() - started, 3)
+    write_json_atomic(run.output_dir / REPORT_FILE, report)
     return report
 
 
@@ -650,6 +727,10 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         return int(exc.code)
+    except Exception:  # noqa: BLE001 - any other error ends the replica with a defined code
+        traceback.print_exc()
+        print(f"trainer: unexpected error (FAILED, exit {int(ExitCode.FAILED)})", file=sys.stderr)
+        return int(ExitCode.FAILED)
     if report is not None:
         print(
             "trainer: done "
@@ -670,10 +751,25 @@ def main(argv: list[str] | None = None) -> int:
     return int(ExitCode.SUCCESS)
 
 
-if __name__ == "__main__":
+def run(argv: list[str] | None = None) -> None:
+    """Runs a replica and ends its process with its exit code, whatever happens.
+
+    SIGTERM is handled first (see :func:`exit_on_sigterm`); the process ends with
+    ``os._exit``, because TensorFlow's collective runtime can block the interpreter's shutdown
+    after an error (the work is done, or has failed, either way).
+    """
     exit_on_sigterm()
-    code = main()
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse: 2 on bad arguments
+        code = exc.code if isinstance(exc.code, int) else int(ExitCode.BAD_ARGUMENTS)
+    except BaseException:  # noqa: BLE001 - e.g. KeyboardInterrupt: still a defined exit
+        traceback.print_exc()
+        code = int(ExitCode.FAILED)
     sys.stdout.flush()
     sys.stderr.flush()
-    # TensorFlow's collective runtime can block interpreter shutdown; the work is done.
     os._exit(code)
+
+
+if __name__ == "__main__":
+    run()

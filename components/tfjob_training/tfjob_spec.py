@@ -27,7 +27,8 @@ TRAINER_MODULE = "kfp_edge.tfjob_training.replica_trainer"
 RESTART_POLICIES = ("Always", "OnFailure", "Never", "ExitCode")
 CLEAN_POD_POLICIES = ("All", "Running", "None")
 
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# DNS-1035: the operator's webhook refuses names that start with a digit (they name Services)
+_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
 def job_name(run_id: str, prefix: str = "kfp-edge-train") -> str:
@@ -59,8 +60,15 @@ def trainer_args(
     width: int = TrainingConfig.width,
     depth: int = TrainingConfig.depth,
     seed: int = TrainingConfig.seed,
+    steps_per_execution: int | None = None,
 ) -> list[str]:
-    """Returns the trainer's arguments (the container ``args`` of every replica)."""
+    """Returns the trainer's arguments (the container ``args`` of every replica).
+
+    ``steps_per_execution`` is passed only when set (the trainer's default otherwise).
+    """
+    extra = (
+        [] if steps_per_execution is None else ["--steps-per-execution", str(steps_per_execution)]
+    )
     return [
         "--data-dir",
         str(data_dir),
@@ -82,6 +90,7 @@ def trainer_args(
         str(int(depth)),
         "--seed",
         str(int(seed)),
+        *extra,
     ]
 
 
@@ -189,6 +198,7 @@ def build_tfjob(
     labels: dict | None = None,
     env: dict | None = None,
     evaluator: bool = False,
+    gang_scheduling: bool = False,
 ) -> dict:
     """Builds a TFJob manifest: one Chief and ``workers - 1`` Workers running the trainer.
 
@@ -213,6 +223,8 @@ def build_tfjob(
             visible in the manifest).
         evaluator: Add an Evaluator replica that scores the chief's checkpoints as they come
             (resources from ``replica_resources["evaluator"]``).
+        gang_scheduling: Set ``spec.runPolicy.schedulingPolicy.minAvailable`` to every
+            replica, so a gang scheduler (Volcano, scheduler-plugins) starts all or none.
 
     Returns:
         The TFJob as a dict, ready for the Kubernetes API or the local engine.
@@ -221,7 +233,10 @@ def build_tfjob(
         ValueError: On an invalid name, replica count, policy or resource spec.
     """
     if not _NAME.match(name) or len(name) > 50:
-        raise ValueError(f"TFJob name {name!r} must be a DNS-1123 label of at most 50 characters")
+        raise ValueError(
+            f"TFJob name {name!r} must be a DNS-1035 label (a lower-case letter first) of at "
+            "most 50 characters"
+        )
     if int(workers) < 1:
         raise ValueError(f"workers must be >= 1 (the chief included), got {workers}")
     if restart_policy not in RESTART_POLICIES:
@@ -276,6 +291,10 @@ def build_tfjob(
         run_policy["activeDeadlineSeconds"] = int(active_deadline_seconds)
     if ttl_seconds_after_finished is not None:
         run_policy["ttlSecondsAfterFinished"] = int(ttl_seconds_after_finished)
+    if gang_scheduling:
+        run_policy["schedulingPolicy"] = {
+            "minAvailable": sum(s["replicas"] for s in specs.values())
+        }
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,

@@ -6,6 +6,7 @@ component calls with ``engine="local"`` or ``engine="kubernetes"``.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ from typing import Callable, TextIO
 
 from kfp_edge.tfjob_training import tfjob_spec
 from kfp_edge.tfjob_training.config import TrainingConfig
+from kfp_edge.tfjob_training.local_tfjob_engine import TFJobFailed
 from kfp_edge.tfjob_training.replica_trainer import PROGRESS_FILE, REPORT_FILE, job_dir
 from kfp_edge.workspace import write_json_atomic
 
@@ -35,6 +37,7 @@ def build_job(
     depth: int = TrainingConfig.depth,
     seed: int = TrainingConfig.seed,
     image: str = "",
+    steps_per_execution: int | None = None,
     **spec_options,
 ) -> dict:
     """Builds the TFJob that trains ``model`` on ``data_dir`` into ``output_dir``.
@@ -52,6 +55,8 @@ def build_job(
         depth: Hidden layers (0: the model's default).
         seed: Random seed.
         image: Replica image; the kfp-edge TensorFlow image when empty.
+        steps_per_execution: Training steps per ``tf.function`` call (the trainer's default
+            when None).
         **spec_options: Further keyword arguments of :func:`tfjob.build_tfjob` (namespace,
             replica_resources, pvc_name, mount_path, backoff_limit, active_deadline_seconds,
             clean_pod_policy, ttl_seconds_after_finished, restart_policy, labels).
@@ -64,7 +69,17 @@ def build_job(
 
     check_model_args(model, int(width), int(depth))
     args = tfjob_spec.trainer_args(
-        data_dir, output_dir, job, model, epochs, batch_size, learning_rate, width, depth, seed
+        data_dir,
+        output_dir,
+        job,
+        model,
+        epochs,
+        batch_size,
+        learning_rate,
+        width,
+        depth,
+        seed,
+        steps_per_execution,
     )
     return tfjob_spec.build_tfjob(
         job, args, image=image or TENSORFLOW_IMAGE, workers=workers, **spec_options
@@ -191,6 +206,9 @@ def run_training(
     timeout_seconds: int = TrainingConfig.timeout_seconds,
     attempt_limit: int = TrainingConfig.attempt_limit,
     keep_job: bool = False,
+    keep_failed_job: bool = TrainingConfig.keep_failed_job,
+    pending_timeout_seconds: int = TrainingConfig.pending_timeout_seconds,
+    gang_scheduling: bool = TrainingConfig.gang_scheduling,
     width: int = TrainingConfig.width,
     depth: int = TrainingConfig.depth,
     seed: int = TrainingConfig.seed,
@@ -218,6 +236,9 @@ def run_training(
         timeout_seconds: The launcher's own timeout (also the job's activeDeadlineSeconds).
         attempt_limit: Restarts allowed (backoffLimit, and the launcher's own limit).
         keep_job: Keep the TFJob after it finished (kubernetes engine).
+        keep_failed_job: Keep a failed TFJob for debugging (kubernetes engine).
+        pending_timeout_seconds: How long a replica pod may stay Pending (kubernetes engine).
+        gang_scheduling: Start all replicas together or none (``schedulingPolicy``).
         width: Hidden width (0: model default).
         depth: Hidden layers (0: model default).
         seed: Random seed.
@@ -249,34 +270,55 @@ def run_training(
         active_deadline_seconds=timeout_seconds,
     )
     if engine == "local":
-        report = train_local(data_dir, output_dir, job=job, stream=stream, **common)
+        run = functools.partial(train_local, data_dir, output_dir, job=job, stream=stream, **common)
     else:
-        from kfp_edge.tfjob_training.launcher import launch
-
-        output_dir.mkdir(parents=True, exist_ok=True)
-        _start_fresh(output_dir, job)
-        manifest = build_job(
-            str(data_dir),
-            str(output_dir),
-            job=job,
-            image=image,
-            namespace=namespace or _pod_namespace(),
-            pvc_name=pvc_name,
-            mount_path=mount_path or str(workspace),
-            labels={"kfp-edge/tfjob": job},
-            **common,
-        )
-        status = launch(
-            manifest,
+        launch_options = dict(
             timeout_seconds=timeout_seconds,
             attempt_limit=attempt_limit,
             keep_job=keep_job,
+            keep_failed_job=keep_failed_job,
+            pending_timeout_seconds=pending_timeout_seconds,
             stream=stream or sys.stdout,
             api_client=api_client,
         )
-        report = _finish(output_dir, manifest, status, "kubernetes")
+        spec = dict(
+            namespace=namespace or _pod_namespace(),
+            image=image,
+            pvc_name=pvc_name,
+            mount_path=mount_path or str(workspace),
+            gang_scheduling=gang_scheduling,
+            **common,
+        )
+        run = functools.partial(
+            _train_on_kubernetes, output_dir, data_dir, job, spec, launch_options
+        )
+    try:
+        report = run()
+    except TFJobFailed as exc:  # the failure goes into the run report too
+        failure = {"reason": exc.reason, "message": str(exc)}
+        failure["failed_replicas"] = exc.status.get("failed_replicas", [])
+        update_report(rdir, "training", {"engine": engine, "job": job, "failed": failure})
+        raise
     update_report(rdir, "training", report)
     return report
+
+
+def _train_on_kubernetes(
+    output_dir: Path, data_dir: str, job: str, spec: dict, launch_options: dict
+) -> dict:
+    """Builds the TFJob (owned by this pod), launches it and reads the chief's report."""
+    from kfp_edge.tfjob_training.launcher import launch, launcher_owner
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    manifest = build_job(
+        str(data_dir), str(output_dir), job=job, labels={"kfp-edge/tfjob": job}, **spec
+    )
+    owner = launcher_owner(spec["namespace"])
+    if owner is not None:
+        manifest["metadata"]["ownerReferences"] = [owner]
+    # a new job starts its progress afresh; an adopted one (a retried step) keeps it
+    status = launch(manifest, before_create=lambda: _start_fresh(output_dir, job), **launch_options)
+    return _finish(output_dir, manifest, status, "kubernetes")
 
 
 def _pod_namespace() -> str:

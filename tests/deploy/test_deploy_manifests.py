@@ -15,7 +15,10 @@ KUBERNETES_VERSIONS = ("1.32.0", "1.37.0")
 # here must be validated some other way (the TFJob against the kubeflow-training SDK models).
 CRD_KINDS = {"TFJob", "SparkApplication"}
 ALLOWED_RULES = (
-    {("kubeflow.org", "tfjobs", verb) for verb in ("create", "get", "list", "watch", "delete")}
+    {
+        ("kubeflow.org", "tfjobs", verb)
+        for verb in ("create", "get", "list", "watch", "patch", "delete")
+    }
     | {
         ("sparkoperator.k8s.io", "sparkapplications", verb)
         for verb in ("create", "get", "list", "watch", "delete")

@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -18,24 +19,14 @@ from kfp_edge.drift_monitor.retrain import prepare_retraining_data
 def test_cli_exit_status_tells_drift_from_no_drift(workspace, tmp_path, make_drift_stream, capsys):
     stable = tmp_path / "stable.csv"
     make_drift_stream(1000, None, seed=1).to_csv(stable, index=False)
-    code = main(["drift", "--workspace", str(workspace), "--name", "iris", "--input", str(stable)])
+    base = ["drift", "--workspace", str(workspace), "--name", "iris", "--window", "10"]
+    code = main([*base, "--input", str(stable)])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "no drift" in out and "petal_length: stable" in out
     shifted = tmp_path / "shifted.parquet"
     make_drift_stream(1000, 0, seed=2).to_parquet(shifted)
-    code = main(
-        [
-            "drift",
-            "--workspace",
-            str(workspace),
-            "--name",
-            "iris",
-            "--input",
-            str(shifted),
-            "--json",
-        ]
-    )
+    code = main([*base, "--input", str(shifted), "--json"])
     decision = json.loads(capsys.readouterr().out)
     assert code == 1 and decision["drifted"] is True
     assert decision["features"]["petal_length"]["detected"]
@@ -98,9 +89,10 @@ def test_monitor_reads_stdin_stream_object(workspace, make_drift_stream):
 def test_retraining_input_from_reservoir_and_original_data(workspace, tmp_path, make_drift_stream):
     source = tmp_path / "new.csv"
     make_drift_stream(800, 0, seed=6).to_csv(source, index=False)
-    monitor_drift(workspace, "iris", source, bias_rate=0.005)
+    monitor_drift(workspace, "iris", source, bias_rate=0.005, window=10)
     only = prepare_retraining_data(workspace, "iris", "check-1")
     table = pd.read_parquet(only["input_path"])
+    test = pd.read_parquet(only["test_path"])
     assert list(table.columns) == [
         "sepal_length",
         "sepal_width",
@@ -108,13 +100,18 @@ def test_retraining_input_from_reservoir_and_original_data(workspace, tmp_path, 
         "petal_width",
         "label",
     ]
-    assert len(table) == only["rows"] == only["reservoir_rows"] <= 200
+    assert len(table) + len(test) == only["reservoir_rows"] <= 200
+    assert len(table) == only["rows"] and len(test) == only["test_rows"] > 0
     assert set(table["label"]) <= {"setosa", "versicolor", "virginica"}
-    both = prepare_retraining_data(workspace, "iris", "check-2", include_original=True)
-    assert both["original_rows"] == 150 and both["rows"] == only["rows"] + 150
+    both = prepare_retraining_data(
+        workspace, "iris", "check-2", include_original=True, original_share=0.5
+    )
+    # Iris holds 149 distinct rows; at most as many as the reservoir's (half the table).
+    assert both["original_rows"] == min(149, only["rows"])
+    assert both["rows"] == only["rows"] + both["original_rows"]
     combined = pd.read_parquet(both["input_path"])
     assert set(combined["label"]) == {"setosa", "versicolor", "virginica"}
-    with pytest.raises(FileExistsError, match="already exists"):
+    with pytest.raises(FileExistsError, match="exists"):
         prepare_retraining_data(workspace, "iris", "check-1")
     with pytest.raises(ValueError, match="only .* labelled rows"):
         prepare_retraining_data(workspace, "iris", "check-3", min_rows=10_000)
@@ -141,8 +138,11 @@ def test_drift_components_run_under_kfp_local(workspace, tmp_path, make_drift_st
         model_name="iris",
         input_path=str(source),
         bias_rate=0.005,
+        window=10,
     )
     assert task.outputs["Output"] is True
+    page = Path(task.outputs["report"].path).read_text()
+    assert "petal_length" in page and "<svg" in page and "Open alarms" in page
     artifact = task.outputs["metrics"]
     assert artifact.metadata["drifted"] == 1
     assert artifact.metadata["petal_length.detected"] == 1
@@ -160,6 +160,7 @@ def test_drift_components_run_under_kfp_local(workspace, tmp_path, make_drift_st
     data = RetrainDataOp(workspace=str(workspace), run_id="", job_id="check-a", model_name="iris")
     assert data.outputs["train_run_id"] == "check-a-retrain"
     assert pd.read_parquet(data.outputs["input_path"]).shape[1] == 5
+    assert pd.read_parquet(data.outputs["test_path"]).shape[1] == 5
     assert "retrain_input" in read_report(run_dir(workspace, "check-a"))
 
 

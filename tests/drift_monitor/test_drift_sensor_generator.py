@@ -30,7 +30,8 @@ def sensor_streams(tmp_path_factory):
 
 
 def _monitor(frame, drift_row, window):
-    from kfp_edge.drift_monitor.monitor import DriftMonitor
+    from kfp_edge.drift_monitor.config import DriftConfig
+    from kfp_edge.drift_monitor.stream import DriftMonitor
     from kfp_edge.spark_etl.datagen import CHANNELS, CLASSES
 
     reference = frame.iloc[:drift_row][list(CHANNELS)]  # what training saw
@@ -40,29 +41,29 @@ def _monitor(frame, drift_row, window):
         list(CLASSES),
         reference.mean(),
         reference.std(),
-        delta=0.002,
+        delta=DriftConfig().delta,
         window=window,
     )
     monitor.process(frame)
     return monitor
 
 
-def test_sensor_drift_is_found_without_false_alarms_with_long_windows(sensor_streams):
+def _first(monitor, column):
+    found = [e["position"] for e in monitor.detections if e["detector"].startswith(column + ".")]
+    return min(found, default=None)
+
+
+def test_sensor_drift_is_found_without_false_alarms_with_the_default_window(sensor_streams):
+    from kfp_edge.drift_monitor.config import DriftConfig
+
     for frame, drift_row in sensor_streams:
         assert drift_row == 8000
-        monitor = _monitor(frame, drift_row, window=100)
-        before = {
-            c: [e["position"] for e in d.detections if e["position"] < drift_row]
-            for c, d in monitor.features.items()
-        }
-        assert not any(before.values()), f"false alarms before the drift: {before}"
-        first = {
-            c: min((e["position"] for e in d.detections), default=None)
-            for c, d in monitor.features.items()
-        }
-        assert first["humidity"] is not None and first["humidity"] - drift_row <= 1000
-        assert first["temp"] is not None and first["temp"] - drift_row <= 3000
-        assert first["rpm"] is None  # rpm does not drift
+        monitor = _monitor(frame, drift_row, window=DriftConfig().window)
+        before = [e for e in monitor.detections if e["position"] < drift_row]
+        assert not before, f"false alarms before the drift: {before}"
+        first = {c: _first(monitor, c) for c in monitor.feature_columns}
+        assert first["humidity"] is not None and first["humidity"] - drift_row <= 2500
+        assert first["rpm"] is None and first["current"] is None  # they do not drift
 
 
 def test_short_windows_also_flag_the_fault_episodes(sensor_streams):
@@ -71,7 +72,7 @@ def test_short_windows_also_flag_the_fault_episodes(sensor_streams):
     should monitor with windows longer than an episode's swing."""
     frame, drift_row = sensor_streams[0]
     monitor = _monitor(frame, drift_row, window=10)
-    early = sum(e["position"] < drift_row for d in monitor.features.values() for e in d.detections)
+    early = sum(e["position"] < drift_row for e in monitor.detections)
     assert early > 0
-    assert not any(e["position"] < drift_row for e in monitor.features["humidity"].detections)
-    assert monitor.features["humidity"].detections[0]["position"] - drift_row <= 100
+    humidity = [e["position"] for e in monitor.detections if e["detector"] == "humidity.mean"]
+    assert humidity and min(humidity) >= drift_row and min(humidity) - drift_row <= 100

@@ -100,6 +100,7 @@ def test_retraining_branch_runs_end_to_end_locally(workspace, tmp_path, make_dri
     small = dict(
         model_name="iris",
         bias_rate=0.004,
+        window=10,
         epochs=40,
         workers=1,
         variants=["float32"],

@@ -76,3 +76,38 @@ def test_report_file_on_the_workspace(result):
     report = json.loads((Path(result["run_dir"]) / "report.json").read_text())
     assert report["publish"]["model_name"] == "edge-model"
     assert report["run"]["parameters"]["training_engine"] == "local"
+
+
+def test_every_browser_ready_variant_of_the_run_runs_in_chromium(result):
+    """The run's variants in headless Chromium (LiteRT.js) against ai_edge_litert.
+
+    Skipped without Chromium and the web client's npm packages, except in CI (.ci/run
+    installs them), where it fails.
+    """
+    import os
+    from pathlib import Path
+
+    from kfp_edge.app.browser_run import browser_missing, run_in_browser
+    from kfp_edge.app.serve_web import WebServer
+    from kfp_edge.dataset import load_split
+    from kfp_edge.litert import TFLiteModel
+
+    missing = browser_missing()
+    if missing and os.environ.get("CI") == "true":
+        pytest.fail(missing)
+    if missing:
+        pytest.skip(missing)
+    run_dir = Path(result["run_dir"])
+    variants = result["report"]["evaluation"]["variants"]
+    ready = {v["name"] for v in variants if v["browser"]["browser_ready"]}
+    manifest = json.loads((Path(result["model_dir"]) / "manifest.json").read_text())
+    assert (manifest["browser"]["file"] == "model.browser.tflite") == (manifest["variant"] in ready)
+    x, _ = load_split(run_dir / "data", "test")
+    with WebServer(run_dir / "variants", quiet=True) as server:
+        out = run_in_browser(server.url, {"rows": x.tolist(), "runs": 200, "warmup": 50})
+    results = {r["name"]: np.asarray(r["outputs"]) for r in out["results"]}
+    assert ready and set(results) == ready
+    for name, got in results.items():
+        expected = TFLiteModel(run_dir / "variants" / f"{name}.tflite").predict(x, batch_size=1)
+        np.testing.assert_array_equal(got.argmax(1), expected.argmax(1), err_msg=name)
+        assert np.abs(got - expected).max() <= 1e-5, name

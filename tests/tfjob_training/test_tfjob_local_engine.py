@@ -20,7 +20,9 @@ def _job(tmp_path, code: str, workers: int = 2, **kwargs) -> dict:
     """A TFJob whose replicas run ``code`` (with TASK = the TF_CONFIG task and OUT a dir)."""
     manifest = build_tfjob("policy-test", ["--unused"], image="img:1", workers=workers, **kwargs)
     prelude = (
-        "import json, os, sys, time; cfg = json.loads(os.environ['TF_CONFIG']); "
+        "import json, os, sys, time; "
+        'solo = \'{"task": {"type": "chief", "index": 0}}\'; '
+        "cfg = json.loads(os.environ.get('TF_CONFIG', solo)); "
         "task = cfg['task']; key = f\"{task['type']}-{task['index']}\"; "
         f"out = {str(tmp_path)!r}; "
     )
@@ -67,18 +69,28 @@ def test_each_replica_gets_the_operators_tf_config(tmp_path):
         assert (tmp_path / f"{key}.env").read_text() == "1"  # the container's env reached it
 
 
-def test_tf_config_leaves_the_evaluator_out_of_the_cluster():
-    manifest = build_tfjob("evaljob", [], image="img:1", workers=2)
-    manifest["spec"]["tfReplicaSpecs"]["Evaluator"] = manifest["spec"]["tfReplicaSpecs"]["Chief"]
+def test_tf_config_lists_the_evaluator_as_the_operator_does():
+    """v1.9's genClusterSpec puts every replica type in the cluster, the evaluator too."""
+    manifest = build_tfjob("evaljob", [], image="img:1", workers=2, evaluator=True)
     configs = tf_configs(manifest, ports=[1, 2, 3])
     assert configs[("Evaluator", 0)]["cluster"] == {
         "chief": ["127.0.0.1:1"],
         "worker": ["127.0.0.1:2"],
+        "evaluator": ["127.0.0.1:3"],
     }
+    assert configs[("Chief", 0)]["cluster"] == configs[("Evaluator", 0)]["cluster"]
     assert configs[("Evaluator", 0)]["task"] == {"type": "evaluator", "index": 0}
 
 
-def test_retryable_exit_restarts_all_replicas_until_the_backoff_limit(tmp_path):
+def test_a_single_replica_gets_no_tf_config(tmp_path):
+    """The operator sets no TF_CONFIG unless the job is distributed (isDistributed)."""
+    code = "open(os.path.join(out, 'tf_config'), 'w').write(os.environ.get('TF_CONFIG', 'unset'))"
+    _run(_job(tmp_path, code, workers=1), tmp_path)
+    assert (tmp_path / "tf_config").read_text() == "unset"
+
+
+def test_a_retryable_exit_restarts_only_the_failed_replica(tmp_path):
+    """The operator recreates only the failed pod; the healthy chief keeps running."""
     code = (
         "open(os.path.join(out, key + '.starts'), 'a').write('x'); "
         "sys.exit(138) if task['type'] == 'worker' else time.sleep(30)"
@@ -87,15 +99,36 @@ def test_retryable_exit_restarts_all_replicas_until_the_backoff_limit(tmp_path):
     events = []
     with pytest.raises(TFJobFailed) as err:
         _run(manifest, tmp_path, on_event=lambda e, d: events.append(e))
-    assert err.value.reason == "BackoffLimitExceeded"
+    # ExitCode: backoffLimit does not apply; the engine's own attempt limit (here = 2) does
+    assert err.value.reason == "AttemptLimitExceeded"
     assert err.value.status["restarts"] == 2
-    # every replica, the healthy chief included, was started 3 times
-    assert (tmp_path / "chief-0.starts").read_text() == "xxx"
+    assert (tmp_path / "chief-0.starts").read_text() == "x"  # never restarted
     assert (tmp_path / "worker-0.starts").read_text() == "xxx"
-    assert events.count("Restarting") == 2 and events[-1] == "Failed"
-    assert [a["worker-0"]["exit_code"] for a in err.value.status["attempts"]] == [138] * 3
-    # the chief was stopped by SIGTERM (143) each time
-    assert {a["chief-0"]["exit_code"] for a in err.value.status["attempts"]} == {128 + 15}
+    assert events.count("Restarting") == 2 and events.count("ReplicaRestarted") == 2
+    assert events[-1] == "Failed"
+    runs = err.value.status["attempts"]
+    assert [(a["attempt"], a["exit_code"]) for a in runs if a["replica"] == "worker-0"] == [
+        (0, 138),
+        (1, 138),
+        (2, 138),
+    ]
+    # the chief was stopped by SIGTERM (143) once, when the job failed
+    assert [a["exit_code"] for a in runs if a["replica"] == "chief-0"] == [128 + 15]
+
+
+def test_retryable_exits_are_not_bounded_by_backoff_limit_under_exit_code(tmp_path):
+    code = (
+        "open(os.path.join(out, key), 'a').write('x'); "
+        "sys.exit(0 if len(open(os.path.join(out, key)).read()) > 2 else 137)"
+    )
+    manifest = _job(tmp_path, code, workers=1, backoff_limit=0)
+    status = _run(manifest, tmp_path, attempt_limit=5)
+    assert status["conditions"][-1]["type"] == "Succeeded" and status["restarts"] == 2
+    on_failure = _job(tmp_path / "f", code, workers=1, backoff_limit=1, restart_policy="OnFailure")
+    (tmp_path / "f").mkdir()
+    with pytest.raises(TFJobFailed) as err:
+        _run(on_failure, tmp_path, attempt_limit=5)
+    assert err.value.reason == "BackoffLimitExceeded" and err.value.status["restarts"] == 1
 
 
 def test_permanent_exit_fails_at_once_with_the_replicas_log(tmp_path):
@@ -107,7 +140,7 @@ def test_permanent_exit_fails_at_once_with_the_replicas_log(tmp_path):
     with pytest.raises(TFJobFailed) as err:
         _run(manifest, tmp_path)
     assert err.value.reason == "PermanentError"
-    assert err.value.status["restarts"] == 0 and len(err.value.status["attempts"]) == 1
+    assert err.value.status["restarts"] == 0
     assert "worker-0 exited with code 3" in str(err.value)
     assert "cannot read the data" in str(err.value)
 
@@ -117,8 +150,8 @@ def test_signal_death_is_retryable_and_never_policy_is_not(tmp_path):
     manifest = _job(tmp_path, code, workers=1, backoff_limit=1)
     with pytest.raises(TFJobFailed) as err:
         _run(manifest, tmp_path)
-    assert err.value.reason == "BackoffLimitExceeded"
-    assert err.value.status["attempts"][0]["chief-0"]["exit_code"] == 137
+    assert err.value.reason == "AttemptLimitExceeded"
+    assert err.value.status["attempts"][0]["exit_code"] == 137
     never = _job(tmp_path, code, workers=1, backoff_limit=3, restart_policy="Never")
     with pytest.raises(TFJobFailed) as err:
         _run(never, tmp_path)
@@ -132,7 +165,8 @@ def test_active_deadline_stops_the_job(tmp_path):
         _run(manifest, tmp_path)
     assert err.value.reason == "DeadlineExceeded"
     assert time.monotonic() - started < 30  # the replicas were stopped, not waited for
-    assert all(r["exit_code"] is not None for r in err.value.status["attempts"][0].values())
+    assert {a["replica"] for a in err.value.status["attempts"]} == {"chief-0", "worker-0"}
+    assert all(a["exit_code"] == 143 for a in err.value.status["attempts"])
 
 
 def test_chief_success_ends_the_job_and_stops_lingering_workers(tmp_path):
@@ -144,8 +178,8 @@ def test_chief_success_ends_the_job_and_stops_lingering_workers(tmp_path):
     )
     assert status["conditions"][-1]["type"] == "Succeeded"
     assert "chief log line" in out.getvalue()  # the chief's log is streamed
-    assert status["attempts"][0]["chief-0"]["exit_code"] == 0
-    assert status["attempts"][0]["worker-1"]["exit_code"] == 143
+    codes = {a["replica"]: a["exit_code"] for a in status["attempts"]}
+    assert codes["chief-0"] == 0 and codes["worker-1"] == 143
 
 
 def test_not_a_tfjob_is_refused(tmp_path):

@@ -59,6 +59,9 @@ def test_two_local_workers_reach_the_accuracy_bound_of_one(iris_data_dir, tmp_pa
     assert one["replicas"] == 1 and two["replicas"] == 2
     assert two["strategy"] == "CollectiveAllReduceStrategy"  # MultiWorkerMirroredStrategy
     assert two["tf_config_cluster"].keys() == {"chief", "worker"}
+    # one replica gets no TF_CONFIG (as from the operator): the default strategy, like plain
+    assert one["tf_config_cluster"] == {} and one["strategy"] == "_DefaultDistributionStrategy"
+    assert two["learning_rate_effective"] == 2 * one["learning_rate_effective"]
     assert two["tfjob"]["replicas"] == {"Chief": 1, "Worker": 1}
     assert two["global_batch_size"] == 2 * one["global_batch_size"] == 32
     for report in (one, two):
@@ -70,7 +73,7 @@ def test_two_local_workers_reach_the_accuracy_bound_of_one(iris_data_dir, tmp_pa
 
 
 @pytest.mark.slow
-def test_sigkilled_worker_restarts_all_replicas_and_resumes_from_backup(iris_data_dir, tmp_path):
+def test_a_sigkilled_worker_restarts_alone_and_the_job_resumes_from_backup(iris_data_dir, tmp_path):
     out = tmp_path / "training"
     job = "kill-test"
     killed: dict = {}
@@ -112,20 +115,17 @@ def test_sigkilled_worker_restarts_all_replicas_and_resumes_from_backup(iris_dat
         stream=io.StringIO(),
     )
     assert killed, "the worker was never killed"
-    assert report["tfjob"]["restarts"] == 1
-    assert report["tfjob"]["conditions"] == [
-        "Created",
-        "Running",
-        "Restarting",
-        "Running",
-        "Succeeded",
-    ]
-    first, second = report["tfjob"]["attempts"]
-    assert first["worker-0"]["exit_code"] == 137  # SIGKILL, as a container reports it
-    # the chief, stuck in a collective without its peer, ends with a retryable code: 143 when
-    # the engine's SIGTERM reaches it (138 if it noticed the lost peer first)
-    assert first["chief-0"]["exit_code"] in (138, 143)
-    assert second["chief-0"]["exit_code"] == 0 and second["worker-0"]["exit_code"] == 0
+    conditions = report["tfjob"]["conditions"]
+    assert conditions[:4] == ["Created", "Running", "Restarting", "Running"]
+    assert conditions[-1] == "Succeeded"
+    runs = report["tfjob"]["attempts"]
+    worker = [a["exit_code"] for a in runs if a["replica"] == "worker-0"]
+    chief = [a["exit_code"] for a in runs if a["replica"] == "chief-0"]
+    # only the killed worker was restarted by the engine; the chief, whose collective lost its
+    # peer, noticed it and ended with a retryable code (138) itself, and was restarted alone
+    assert worker[0] == 137 and worker[-1] == 0
+    assert chief[-1] == 0 and set(chief[:-1]) <= {138}
+    assert report["tfjob"]["restarts"] == len(worker) + len(chief) - 2
     # resumed from the backup of the last epoch finished before the kill, not from 0 (one more
     # only if the chief was frozen between its backup and its progress record of an epoch)
     assert report["attempt_start_epochs"][0] == 0
@@ -149,7 +149,8 @@ def test_bad_data_path_fails_fast_without_retries(tmp_path):
             stream=io.StringIO(),
         )
     assert err.value.reason == "PermanentError"
-    assert err.value.status["restarts"] == 0 and len(err.value.status["attempts"]) == 1
+    assert err.value.status["restarts"] == 0
+    assert {a["attempt"] for a in err.value.status["attempts"]} == {0}  # no replica restarted
     assert str(missing / "manifest.json") in str(err.value)
     assert "exited with code 3" in str(err.value)
     assert time.monotonic() - started < 60  # no TensorFlow start, no retries, no backoff

@@ -131,7 +131,9 @@ def test_one_replica_is_a_chief_alone_and_bad_specs_are_refused():
     assert list(solo["spec"]["tfReplicaSpecs"]) == ["Chief"]
     with pytest.raises(ValueError, match="workers must be >= 1"):
         build_tfjob("solo", args, image=IMAGE, workers=0)
-    with pytest.raises(ValueError, match="DNS-1123"):
+    with pytest.raises(ValueError, match="DNS-1035"):
+        build_tfjob("2026-run", args, image=IMAGE)  # the operator's webhook refuses a digit first
+    with pytest.raises(ValueError, match="DNS-1035"):
         build_tfjob("Bad_Name", args, image=IMAGE)
     with pytest.raises(ValueError, match="restart_policy"):
         build_tfjob("solo", args, image=IMAGE, restart_policy="Sometimes")
@@ -146,7 +148,7 @@ def test_one_replica_is_a_chief_alone_and_bad_specs_are_refused():
         )
 
 
-def test_an_evaluator_replica_is_outside_the_cluster_but_in_the_job():
+def test_an_evaluator_replica_is_in_the_job_and_its_cluster():
     from kfp_edge.tfjob_training.local_tfjob_engine import tf_configs
 
     args = trainer_args("/d", "/o", "with-eval")
@@ -165,7 +167,7 @@ def test_an_evaluator_replica_is_outside_the_cluster_but_in_the_job():
         "requests": {"cpu": "500m"}
     }
     configs = tf_configs(manifest, ports=[1, 2, 3, 4])
-    assert set(configs[("Evaluator", 0)]["cluster"]) == {"chief", "worker"}
+    assert set(configs[("Evaluator", 0)]["cluster"]) == {"chief", "worker", "evaluator"}
     assert configs[("Evaluator", 0)]["task"] == {"type": "evaluator", "index": 0}
 
 
@@ -174,3 +176,11 @@ def test_job_names_are_deterministic_dns_labels():
     assert a == job_name("My_Run.2026-11-23T10:00:00" + "x" * 80)
     assert len(a) <= 50 and a.islower()
     assert job_name("run-a") != job_name("run-b")
+
+
+def test_gang_scheduling_asks_for_every_replica_at_once():
+    args = trainer_args("/d", "/o", "gang")
+    manifest = build_tfjob("gang", args, image=IMAGE, workers=4, gang_scheduling=True)
+    check_against_sdk(manifest)
+    assert manifest["spec"]["runPolicy"]["schedulingPolicy"] == {"minAvailable": 4}
+    assert "schedulingPolicy" not in build_tfjob("solo", args, image=IMAGE)["spec"]["runPolicy"]

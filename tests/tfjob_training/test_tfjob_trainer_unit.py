@@ -207,3 +207,67 @@ def test_evaluator_scores_the_chiefs_backup_checkpoints_then_the_final_model(
     # the checkpoint restored the weights the final model has: the same scores
     assert results[0]["validation"] == pytest.approx(results[-1]["validation"])
     assert json.loads(evaluations.read_text()) == results
+
+
+def test_an_unexpected_error_ends_the_replica_with_a_defined_code(iris_data_dir, tmp_path, capsys):
+    """Before, the exception left main() and the interpreter could hang in TensorFlow's
+    collective shutdown; now main() returns FAILED (1) and run() ends with os._exit."""
+    import subprocess
+    import sys
+
+    argv = ["--data-dir", str(iris_data_dir), "--output-dir", str(tmp_path)]
+    original = trainer.train
+    trainer.train = lambda args: (_ for _ in ()).throw(RuntimeError("a bug"))
+    try:
+        assert trainer.main(argv) == ExitCode.FAILED
+    finally:
+        trainer.train = original
+    assert "RuntimeError: a bug" in capsys.readouterr().err
+    code = (
+        "import sys; from kfp_edge.tfjob_training import replica_trainer as t; "
+        "t.train = lambda args: (_ for _ in ()).throw(KeyboardInterrupt()); t.run(sys.argv[1:])"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, timeout=60)
+    assert proc.returncode == ExitCode.FAILED
+    proc = subprocess.run([sys.executable, "-c", code, "--epochs", "0"], timeout=60)
+    assert proc.returncode == ExitCode.BAD_ARGUMENTS
+
+
+def test_job_names_must_start_with_a_letter(iris_data_dir, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        trainer.parse_args(["--data-dir", "d", "--output-dir", "o", "--job-name", "7-run"])
+    assert exc.value.code == 2
+
+
+class _FakeTF:
+    """Records the strategy the trainer asks for: this machine has no GPU (and creating a
+    MultiWorkerMirroredStrategy here would configure this test process's runtime)."""
+
+    def __init__(self):
+        from types import SimpleNamespace
+
+        impl = SimpleNamespace(AUTO="AUTO", RING="RING", NCCL="NCCL")
+        self.made = []
+        experimental = SimpleNamespace(
+            CommunicationImplementation=impl,
+            CommunicationOptions=lambda **kw: kw,
+        )
+        self.distribute = SimpleNamespace(
+            experimental=experimental,
+            MultiWorkerMirroredStrategy=lambda **kw: self.made.append(("MWMS", kw)) or "mwms",
+            MirroredStrategy=lambda: self.made.append(("Mirrored", {})) or "mirrored",
+            get_strategy=lambda: "default",
+        )
+
+
+def test_the_strategy_fits_the_devices():
+    cfg = {"cluster": {"chief": ["a:1"], "worker": ["b:1"]}, "task": {"type": "chief", "index": 0}}
+    tf = _FakeTF()
+    assert trainer.choose_strategy(tf, cfg, gpus=0) == "mwms"
+    assert tf.made[-1][1]["communication_options"]["implementation"] == "RING"
+    assert trainer.choose_strategy(tf, cfg, gpus=2) == "mwms"
+    assert tf.made[-1][1]["communication_options"]["implementation"] == "AUTO"  # NCCL on GPUs
+    assert tf.made[-1][1]["communication_options"]["bytes_per_pack"] > 0
+    assert trainer.choose_strategy(tf, {}, gpus=4) == "mirrored"  # one replica, several GPUs
+    assert trainer.choose_strategy(tf, {}, gpus=1) == "default"
+    assert trainer.choose_strategy(tf, {}, gpus=0) == "default"
