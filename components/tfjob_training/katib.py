@@ -135,8 +135,10 @@ def _trial_template(space, data_dir, trials_dir, namespace, options) -> dict:
     trainer_keys = {"model", "epochs", "batch_size", "learning_rate", "width", "depth", "seed"}
     fixed = {k: v for k, v in options.items() if k in trainer_keys and k not in space}
     trial = "${trialParameters." + TRIAL_NAME + "}"
-    args = tfjob_spec.trainer_args(data_dir, f"{trials_dir.rstrip('/')}/{trial}", trial, **fixed)
-    args = [*_templated_args(args, list(space)), "--report-metrics"]
+    args = tfjob_spec.trainer_args(
+        data_dir, f"{trials_dir.rstrip('/')}/{trial}", trial, report_metrics=True, **fixed
+    )
+    args = _templated_args(args, list(space))
     job_options = {k: v for k, v in options.items() if k not in trainer_keys}
     job = tfjob_spec.build_tfjob("katib-trial", args, namespace=namespace, **job_options)
     job.pop("metadata")  # Katib names the trial's TFJob after the trial

@@ -38,6 +38,8 @@ def build_job(
     seed: int = TrainingConfig.seed,
     image: str = "",
     steps_per_execution: int | None = None,
+    report_metrics: bool = False,
+    stop_file: str = "",
     **spec_options,
 ) -> dict:
     """Builds the TFJob that trains ``model`` on ``data_dir`` into ``output_dir``.
@@ -57,6 +59,8 @@ def build_job(
         image: Replica image; the kfp-edge TensorFlow image when empty.
         steps_per_execution: Training steps per ``tf.function`` call (the trainer's default
             when None).
+        report_metrics: Validate every epoch and print Katib's metric lines.
+        stop_file: The trainer finishes after the epoch in which this file appears.
         **spec_options: Further keyword arguments of :func:`tfjob.build_tfjob` (namespace,
             replica_resources, pvc_name, mount_path, backoff_limit, active_deadline_seconds,
             clean_pod_policy, ttl_seconds_after_finished, restart_policy, labels).
@@ -80,6 +84,8 @@ def build_job(
         depth,
         seed,
         steps_per_execution,
+        report_metrics,
+        stop_file,
     )
     return tfjob_spec.build_tfjob(
         job, args, image=image or TENSORFLOW_IMAGE, workers=workers, **spec_options

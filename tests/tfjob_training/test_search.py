@@ -121,3 +121,35 @@ def test_an_unknown_experiment_field_is_refused():
     experiment["spec"]["parallelTrials"] = 3  # the real field is parallelTrialCount
     with pytest.raises(ValueError, match=r"\.spec\.parallelTrials is not in the Katib v1beta1 API"):
         katib.check_against_katib(experiment)
+
+
+def test_local_search_trains_trials_in_parallel_stops_a_poor_one_and_picks_the_best(
+    iris_data_dir, tmp_path
+):
+    """Real trials: each a single-replica job of the local TFJob engine, two at a time."""
+    from kfp_edge.tfjob_training.local_search import SEARCH_FILE, run_search
+
+    space = {"learning_rate": {"type": "categorical", "values": [0.05, 0.04, 1e-5, 1e-5]}}
+    summary = run_search(
+        iris_data_dir,
+        tmp_path / "search",
+        space,
+        algorithm="grid",
+        max_trials=4,
+        parallel_trials=2,
+        epochs=40,
+        min_trials_required=2,
+        start_step=4,
+        poll_seconds=0.1,
+        stream=open(tmp_path / "trials.log", "w"),  # noqa: SIM115 - closed with the process
+    )
+    rows = {r["name"]: r for r in summary["trials"]}
+    assert [r["assignment"]["learning_rate"] for r in summary["trials"]] == [0.05, 0.04, 1e-5, 1e-5]
+    assert rows["trial-000"]["status"] == rows["trial-001"]["status"] == "succeeded"
+    assert {rows["trial-002"]["status"], rows["trial-003"]["status"]} == {"early_stopped"}
+    assert all(rows[n]["epochs_run"] < 40 for n in ("trial-002", "trial-003"))
+    assert summary["best"] in ("trial-000", "trial-001")
+    best = rows[summary["best"]]
+    assert best["validation_accuracy"] >= 0.8 and best["num_params"] > 0
+    assert (tmp_path / "search" / summary["best"] / "saved_model" / "saved_model.pb").exists()
+    assert (tmp_path / "search" / SEARCH_FILE).exists()
