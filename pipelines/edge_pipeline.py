@@ -25,7 +25,7 @@ MINIO_SECRET = "kfp-edge-minio"
 MINIO_ENDPOINT = "http://kfp-edge-minio:9000"
 DEFAULT_VARIANTS = COMPRESSION.variants
 #: The oldest KFP backend that runs the compiled pipelines (docs/deploy.md says why).
-MIN_KFP_BACKEND = "2.14.0"
+MIN_KFP_BACKEND = "2.5.0"
 BACKEND_NOTE = f" Needs a Kubeflow Pipelines backend {MIN_KFP_BACKEND} or later."
 
 
@@ -133,24 +133,22 @@ def build_edge_pipeline(profile: dict | None = None):
             workspace=workspace,
             run_id=run_id,
             job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-            parameters={
-                "dataset": dataset,
-                "input_path": input_path,
-                "label_column": label_column,
-                "seed": seed,
-                "model": model,
-                "epochs": epochs,
-                "batch_size": batch_size,
-                "learning_rate": learning_rate,
-                "workers": workers,
-                "training_engine": training_engine,
-                "model_name": model_name,
-                "min_accuracy": min_accuracy,
-                "max_accuracy_drop": max_accuracy_drop,
-                "max_size_bytes": max_size_bytes,
-                "max_latency_p50_us": max_latency_p50_us,
-                "max_latency_p95_us": max_latency_p95_us,
-            },
+            dataset=dataset,
+            input_path=input_path,
+            label_column=label_column,
+            seed=seed,
+            model=model,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            workers=workers,
+            training_engine=training_engine,
+            model_name=model_name,
+            min_accuracy=min_accuracy,
+            max_accuracy_drop=max_accuracy_drop,
+            max_size_bytes=max_size_bytes,
+            max_latency_p50_us=max_latency_p50_us,
+            max_latency_p95_us=max_latency_p95_us,
         )
         on_workspace(context, "run_context", profile)
         resolved_run_id = context.outputs["run_id"]
