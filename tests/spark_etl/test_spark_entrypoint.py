@@ -99,7 +99,7 @@ def test_executor_mode_starts_the_kubernetes_executor_backend(tmp_path):
     classpath = args[args.index("-cp") + 1]
     assert f"{env['SPARK_HOME']}/jars/*" in classpath
     backend = args.index("org.apache.spark.scheduler.cluster.k8s.KubernetesExecutorBackend")
-    flags = dict(zip(args[backend + 1 :: 2], args[backend + 2 :: 2]))
+    flags = dict(zip(args[backend + 1 :: 2], args[backend + 2 :: 2], strict=True))
     assert flags["--executor-id"] == "3" and flags["--hostname"] == "10.0.0.7"
     assert flags["--driver-url"].startswith("spark://")
     assert list(Path(env["SPARK_HOME"], "jars").glob("spark-kubernetes_*.jar"))
