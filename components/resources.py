@@ -19,6 +19,12 @@ A resource profile maps each pipeline step to a *step spec*, plus a ``training``
     training:
       workers: 2                # TFJob replicas, chief included
 
+A step may also be written in the Kubernetes shape an operator pastes from a pod spec
+(:data:`KUBERNETES_FIELDS`: ``resources.requests/limits``, ``nodeSelector``, ``tolerations`` with
+``tolerationSeconds``, ``affinity``, ``labels``, ``priorityClassName``, ``imagePullSecrets``); it
+is read into the short fields. An ``images`` section names the training (CPU, GPU), Spark images
+and ``imagePullSecrets`` for every pod. Every error of a profile is reported at once.
+
 Steps are :data:`STEPS`. A profile file needs to name only the steps it changes: every step it
 leaves out keeps its spec from :data:`DEFAULT_PROFILE`, and a step it names is replaced whole
 (so a profile can drop a default limit). Shipped profiles (``cpu-small``, ``gpu-single``,
