@@ -167,8 +167,14 @@ class _Errors:
     def __init__(self, source: str):
         self.source = source
         self.messages: list[str] = []
+        # short key -> the key as the profile wrote it (Kubernetes spelling), for messages
+        self.aliases: dict[str, str] = {}
 
     def add(self, key: str, message: str) -> None:
+        for short, written in self.aliases.items():
+            if key == short or key.startswith((short + ".", short + "[")):
+                key = written + key[len(short) :]
+                break
         self.messages.append(
             f"{self.source}: {key}: {message}" if key else f"{self.source}: {message}"
         )
@@ -265,6 +271,7 @@ def _from_kubernetes_resources(errors: _Errors, step: str, value, out: dict) -> 
         for name, quantity in items.items():
             if name in ("cpu", "memory"):
                 out[f"{name}_{suffix}"] = quantity
+                errors.aliases[f"{step}.{name}_{suffix}"] = f"{step}.resources.{section}.{name}"
             elif isinstance(name, str) and _RESOURCE_NAME_RE.match(name):
                 gpus.setdefault(name, quantity)
                 if gpus[name] != quantity:
@@ -294,6 +301,7 @@ def _short_form(errors: _Errors, step: str, spec: dict) -> dict:
             errors.add(f"{step}.{k8s_name}", f"given twice (also as {short}); keep one")
         else:
             out[short] = spec[k8s_name]
+            errors.aliases[f"{step}.{short}"] = f"{step}.{k8s_name}"
     if "resources" in spec:
         short_resources = sorted(set(spec) & set(RESOURCE_FIELDS))
         if short_resources:
@@ -410,20 +418,20 @@ def _placement(errors: _Errors, step: str, spec: dict, out: dict) -> None:
     if spec.get("priority_class_name") is not None:
         name = spec["priority_class_name"]
         if not isinstance(name, str) or not _NAME_RE.match(name):
-            errors.add(f"{step}.priorityClassName", f"{name!r} is not a PriorityClass name")
+            errors.add(f"{step}.priority_class_name", f"{name!r} is not a PriorityClass name")
         else:
             out["priority_class_name"] = name
     if spec.get("image_pull_secrets") is not None:
-        names = _pull_secrets(errors, f"{step}.imagePullSecrets", spec["image_pull_secrets"])
+        names = _pull_secrets(errors, f"{step}.image_pull_secrets", spec["image_pull_secrets"])
         if names is not None:
             out["image_pull_secrets"] = names
     if step in KFP_STEPS:
         # kfp-kubernetes can give a kfp step's pod neither of these: refuse rather than drop.
         if spec.get("priority_class_name") is not None:
-            errors.add(f"{step}.priorityClassName", f"{KFP_ONLY_MESSAGE}")
+            errors.add(f"{step}.priority_class_name", KFP_ONLY_MESSAGE)
         for field in ("podAffinity", "podAntiAffinity"):
             if isinstance(spec.get("affinity"), dict) and field in spec["affinity"]:
-                errors.add(f"{step}.affinity.{field}", f"{KFP_ONLY_MESSAGE}")
+                errors.add(f"{step}.affinity.{field}", KFP_ONLY_MESSAGE)
 
 
 def _step_spec(errors: _Errors, spec, step: str) -> dict:

@@ -326,6 +326,7 @@ def test_all_errors_of_a_profile_are_reported_at_once(tmp_path):
     path = tmp_path / "ops.yaml"
     path.write_text(
         "etl: {cpu_request: lots, nodeSelector: {pool: 1}}\n"
+        "compression: {resources: {requests: {memory: 1.5Gi}}}\n"
         "gate: {priorityClassName: high, resources: {limits: {ephemeral-storage: 1Gi}}}\n"
         "trainer: {}\n"
         "training: {workers: 0}\n"
@@ -333,12 +334,13 @@ def test_all_errors_of_a_profile_are_reported_at_once(tmp_path):
     with pytest.raises(ProfileError) as info:
         resources.load_profile(path)
     lines = str(info.value).splitlines()
-    assert lines[0] == "6 errors in the profile:"
+    assert lines[0] == "7 errors in the profile:"
     keys = [line.split(": ")[1] for line in lines[1:]]
     assert keys == [
         "trainer",
         "etl.cpu_request",
-        "etl.node_selector.pool",
+        "etl.nodeSelector.pool",  # as the profile spells it
+        "compression.resources.requests.memory",
         "gate.resources.limits.ephemeral-storage",
         "gate.priorityClassName",
         "training.workers",
