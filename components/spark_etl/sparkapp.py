@@ -31,6 +31,7 @@ from pathlib import Path
 import yaml
 
 from kfp_edge import pod_spec
+from kfp_edge.spark_etl.config import EtlConfig
 
 GROUP = "sparkoperator.k8s.io"
 VERSION = "v1beta2"
@@ -42,7 +43,6 @@ MAIN_APPLICATION_FILE = f"local://{IMAGE_SITE_PACKAGES}/kfp_edge/spark_etl/etl.p
 WORKSPACE_VOLUME = "workspace"
 FAILED_STATES = ("FAILED", "SUBMISSION_FAILED")
 FINAL_STATES = ("COMPLETED", *FAILED_STATES)
-DEFAULT_TTL_SECONDS = 86400
 
 
 class SparkApplicationError(RuntimeError):
@@ -69,11 +69,11 @@ def build_spark_application(
     executor_cores: int = 1,
     executor_memory: str = "2g",
     executor_instances: int = 2,
-    service_account: str = "spark",
+    service_account: str = EtlConfig.service_account,
     main_application_file: str = MAIN_APPLICATION_FILE,
     s3_secret: str = "",
     s3_endpoint: str = "",
-    time_to_live_seconds: int | None = DEFAULT_TTL_SECONDS,
+    time_to_live_seconds: int | None = EtlConfig.time_to_live_seconds,
     pod_settings: dict | None = None,
 ) -> dict:
     """Builds the SparkApplication manifest of one ETL run.
@@ -356,9 +356,9 @@ def run_on_operator(
     timeout_seconds: float = 3600,
     poll_seconds: float = 5.0,
     s3_secret: str = "",
-    service_account: str = "spark",
+    service_account: str = EtlConfig.service_account,
     pod_settings: dict | None = None,
-    time_to_live_seconds: int | None = DEFAULT_TTL_SECONDS,
+    time_to_live_seconds: int | None = EtlConfig.time_to_live_seconds,
     **resources,
 ) -> dict:
     """Runs the ETL as a SparkApplication and returns its summary (read from the volume).
