@@ -103,7 +103,7 @@ AFFINITY_FIELDS = ("nodeAffinity", "podAffinity", "podAntiAffinity")
 #: Steps that are kfp tasks (the others are TFJob replicas the launcher creates).
 KFP_STEPS = tuple(s for s in STEPS if s not in ("training_chief", "training_worker"))
 KFP_ONLY_MESSAGE = (
-    "a kfp step's pod cannot take it (kfp-kubernetes has no such field); set it on "
+    "a kfp step's pod cannot take it (kfp-kubernetes 2.17 has no setter for it); set it on "
     "training_chief or training_worker"
 )
 SECTIONS = ("training", "images", "description")
