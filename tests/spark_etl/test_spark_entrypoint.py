@@ -1,8 +1,9 @@
 """docker/spark/entrypoint.sh: what the Spark Operator's driver and executor pods run.
 
 The driver test runs the real entrypoint with the real ``spark-submit`` of the installed pyspark
-on the SparkApplication's own main file and arguments (``--master local[1]`` instead of the
-cluster, which does not exist here). Two fakes stand in for what only the image has: ``tini``
+on the SparkApplication's own arguments (``--master local[1]`` instead of the cluster, which
+does not exist here); test_etl_sparkapp.py ties the main file to the Dockerfile. Two fakes
+stand in for what only the image has: ``tini``
 (a shim that drops its options and execs the command, as tini does) and, for the executor, a
 ``java`` that prints its arguments (an executor needs a live driver to talk to).
 """
@@ -45,21 +46,29 @@ def _env(tmp_path: Path, **extra) -> dict:
     return env
 
 
-def test_driver_mode_runs_the_application_file_with_the_manifest_arguments(tmp_path):
-    out = tmp_path / "runs" / "r1" / "data"
+def test_driver_mode_submits_the_application_file_with_the_manifest_arguments(tmp_path):
+    """Through the real spark-submit; the application is a stand-in that records what it got.
+
+    (The ETL's own entry point on these arguments is run in test_etl_sparkapp.py; starting a
+    full Spark session here would double the cost of that test.)
+    """
     manifest = sparkapp.build_spark_application(
         name="kfp-edge-etl-r1",
         namespace="ns",
         image="img",
-        output_dir=str(out),
+        output_dir=str(tmp_path / "data"),
         options={"dataset": "iris", "seed": 3},
         workspace_pvc="pvc",
     )
-    # The image's main file, as the repository has it (kfp_edge maps to components/).
-    relative = sparkapp.MAIN_APPLICATION_FILE.split("/kfp_edge/", 1)[1]
-    main_file = ROOT / "components" / relative
+    app = tmp_path / "app.py"
+    record = tmp_path / "argv.json"
+    app.write_text(
+        "import json, sys\n"
+        "seen = {'argv': sys.argv[1:], 'python': sys.executable}\n"
+        f"json.dump(seen, open({str(record)!r}, 'w'))\n"
+    )
     result = subprocess.run(
-        [str(ENTRYPOINT), "driver", "--master", "local[1]", str(main_file)]
+        [str(ENTRYPOINT), "driver", "--master", "local[1]", str(app)]
         + manifest["spec"]["arguments"],
         env=_env(tmp_path, SPARK_DRIVER_BIND_ADDRESS="127.0.0.1"),
         capture_output=True,
@@ -67,8 +76,10 @@ def test_driver_mode_runs_the_application_file_with_the_manifest_arguments(tmp_p
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads((out / "etl_summary.json").read_text())
-    assert summary["rows_per_split"] == {"train": 90, "validation": 30, "test": 30}
+    seen = json.loads(record.read_text())
+    assert seen["argv"] == manifest["spec"]["arguments"]
+    assert json.loads(seen["argv"][3]) == {"dataset": "iris", "seed": 3}
+    assert Path(seen["python"]).resolve() == Path(sys.executable).resolve()  # PYSPARK_PYTHON
 
 
 def test_executor_mode_starts_the_kubernetes_executor_backend(tmp_path):
