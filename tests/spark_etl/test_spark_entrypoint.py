@@ -3,9 +3,9 @@
 The driver test runs the real entrypoint with the real ``spark-submit`` of the installed pyspark
 on the SparkApplication's own arguments (``--master local[1]`` instead of the cluster, which
 does not exist here); test_etl_sparkapp.py ties the main file to the Dockerfile. Two fakes
-stand in for what only the image has: ``tini``
-(a shim that drops its options and execs the command, as tini does) and, for the executor, a
-``java`` that prints its arguments (an executor needs a live driver to talk to).
+stand in for what only the image has: ``tini`` (a shim that drops its options and execs the
+command, as tini does) and, for the executor, a ``java`` that prints its arguments (an
+executor needs a live driver to talk to).
 """
 
 from __future__ import annotations
