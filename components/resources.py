@@ -103,8 +103,8 @@ AFFINITY_FIELDS = ("nodeAffinity", "podAffinity", "podAntiAffinity")
 #: Steps that are kfp tasks (the others are TFJob replicas the launcher creates).
 KFP_STEPS = tuple(s for s in STEPS if s not in ("training_chief", "training_worker"))
 KFP_ONLY_MESSAGE = (
-    "a kfp step's pod cannot take it (kfp-kubernetes 2.17 has no setter for it); set it on "
-    "training_chief or training_worker"
+    "a kfp step's pod cannot take it on the supported KFP backends (use nodeSelector and "
+    "tolerations); only training_chief and training_worker do"
 )
 SECTIONS = ("training", "images", "description")
 IMAGE_FIELDS = ("tensorflow", "tensorflow_gpu", "spark", "imagePullSecrets")
@@ -426,12 +426,11 @@ def _placement(errors: _Errors, step: str, spec: dict, out: dict) -> None:
         if names is not None:
             out["image_pull_secrets"] = names
     if step in KFP_STEPS:
-        # kfp-kubernetes can give a kfp step's pod neither of these: refuse rather than drop.
-        if spec.get("priority_class_name") is not None:
-            errors.add(f"{step}.priority_class_name", KFP_ONLY_MESSAGE)
-        for field in ("podAffinity", "podAntiAffinity"):
-            if isinstance(spec.get("affinity"), dict) and field in spec["affinity"]:
-                errors.add(f"{step}.affinity.{field}", KFP_ONLY_MESSAGE)
+        # Refused rather than dropped: kfp-kubernetes 2.17 has no setter for a priority class
+        # or pod affinity, and the KFP 2.5 driver ignores node affinity (applied from 2.14).
+        for field in ("priority_class_name", "affinity"):
+            if spec.get(field) is not None:
+                errors.add(f"{step}.{field}", KFP_ONLY_MESSAGE)
 
 
 def _step_spec(errors: _Errors, spec, step: str) -> dict:
@@ -631,22 +630,6 @@ def apply_to_task(task, spec: dict):
         kubernetes.add_pod_label(task, label_key=key, label_value=value)
     if spec.get("image_pull_secrets"):
         kubernetes.set_image_pull_secrets(task, list(spec["image_pull_secrets"]))
-    node_affinity = (spec.get("affinity") or {}).get("nodeAffinity") or {}
-    required = node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution") or {}
-    for term in required.get("nodeSelectorTerms") or []:
-        kubernetes.add_node_affinity(
-            task,
-            match_expressions=term.get("matchExpressions"),
-            match_fields=term.get("matchFields"),
-        )
-    for preferred in node_affinity.get("preferredDuringSchedulingIgnoredDuringExecution") or []:
-        term = preferred.get("preference") or {}
-        kubernetes.add_node_affinity(
-            task,
-            match_expressions=term.get("matchExpressions"),
-            match_fields=term.get("matchFields"),
-            weight=int(preferred["weight"]),
-        )
     return task
 
 
@@ -684,8 +667,8 @@ def spark_pod_settings(profile: dict) -> dict:
     """Returns the ``etl`` step's placement fields for the Spark driver and executor pods.
 
     Spark sizes its pods itself (driver and executor cores and memory), so only the fields that
-    place a pod travel: node selector, tolerations, affinity, labels and image pull secrets.
+    place a pod travel: node selector, tolerations, labels and image pull secrets.
     """
     spec = profile["etl"]
-    keys = ("node_selector", "tolerations", "affinity", "labels", "image_pull_secrets")
+    keys = ("node_selector", "tolerations", "labels", "image_pull_secrets")
     return {k: spec[k] for k in keys if spec.get(k)}

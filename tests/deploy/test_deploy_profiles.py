@@ -232,12 +232,6 @@ training_launcher:
   resources: {requests: {cpu: 250m, memory: 512Mi}, limits: {memory: 1Gi}}
   nodeSelector: {pool: cpu}
   labels: {kueue.x-k8s.io/queue-name: team-a}
-  affinity:
-    nodeAffinity:
-      preferredDuringSchedulingIgnoredDuringExecution:
-        - weight: 50
-          preference:
-            matchExpressions: [{key: zone, operator: In, values: [a]}]
   tolerations:
     - {key: spot, operator: Exists, effect: NoExecute, tolerationSeconds: 120}
 training_worker:
@@ -247,6 +241,11 @@ training_worker:
   priorityClassName: training-high
   labels: {kueue.x-k8s.io/queue-name: team-a}
   affinity:
+    nodeAffinity:
+      preferredDuringSchedulingIgnoredDuringExecution:
+        - weight: 50
+          preference:
+            matchExpressions: [{key: zone, operator: In, values: [a]}]
     podAntiAffinity:
       preferredDuringSchedulingIgnoredDuringExecution:
         - weight: 10
@@ -299,7 +298,7 @@ def test_every_field_reaches_the_tfjob_replicas(tmp_path):
     assert spec["tolerations"][0]["tolerationSeconds"] == 300
     assert spec["priorityClassName"] == "training-high"
     assert spec["imagePullSecrets"] == [{"name": "regcred"}]
-    assert spec["affinity"]["podAntiAffinity"]
+    assert spec["affinity"]["podAntiAffinity"] and spec["affinity"]["nodeAffinity"]
     assert template["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
     assert spec["securityContext"]["runAsNonRoot"] and spec["securityContext"]["fsGroup"]
     container = spec["containers"][0]
@@ -317,9 +316,6 @@ def test_every_field_reaches_the_launcher_pod(tmp_path):
     assert [s["secretName"] for s in platform["imagePullSecret"]] == ["regcred"]
     assert platform["nodeSelector"] == {"labels": {"pool": "cpu"}}
     assert platform["tolerations"][0]["tolerationSeconds"] == "120"  # int64 in proto JSON
-    (affinity,) = platform["nodeAffinity"]
-    assert affinity["weight"] == 50
-    assert affinity["matchExpressions"] == [{"key": "zone", "operator": "In", "values": ["a"]}]
 
 
 def test_all_errors_of_a_profile_are_reported_at_once(tmp_path):
@@ -349,7 +345,9 @@ def test_all_errors_of_a_profile_are_reported_at_once(tmp_path):
 
 
 def test_kfp_steps_refuse_what_kfp_cannot_give_their_pod(tmp_path):
-    with pytest.raises(ProfileError, match="etl.affinity.podAffinity: a kfp step's pod cannot"):
-        resources.validate_profile({"etl": {"affinity": {"podAffinity": {}}}})
+    # The KFP 2.5 driver ignores node affinity (kubeflow/pipelines 2.5.0 driver.go has no
+    # GetNodeAffinity; 2.14.0 k8s.go has): refused, not silently dropped.
+    with pytest.raises(ProfileError, match="training_launcher.affinity: a kfp step's pod cannot"):
+        resources.validate_profile({"training_launcher": {"affinity": {"nodeAffinity": {}}}})
     with pytest.raises(ProfileError, match="given twice"):
         resources.validate_profile({"etl": {"nodeSelector": {}, "node_selector": {}}})

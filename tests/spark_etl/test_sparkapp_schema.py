@@ -67,19 +67,6 @@ def _full_manifest() -> dict:
                         "tolerationSeconds": 9,
                     },
                 ],
-                "affinity": {
-                    "nodeAffinity": {
-                        "requiredDuringSchedulingIgnoredDuringExecution": {
-                            "nodeSelectorTerms": [
-                                {
-                                    "matchExpressions": [
-                                        {"key": "z", "operator": "In", "values": ["a"]}
-                                    ]
-                                }
-                            ]
-                        }
-                    }
-                },
                 "labels": {"kueue.x-k8s.io/queue-name": "etl"},
             },
             "images": {"imagePullSecrets": ["regcred"]},
@@ -122,7 +109,6 @@ def test_spark_pods_get_the_profile_placement_and_the_restricted_context():
         pod = spec[role]
         assert pod["nodeSelector"] == {"pool": "spark"}
         assert pod["tolerations"][1]["tolerationSeconds"] == 9
-        assert pod["affinity"]["nodeAffinity"]
         assert pod["labels"]["kueue.x-k8s.io/queue-name"] == "etl"
         assert pod["labels"]["app.kubernetes.io/part-of"] == "kfp-edge"
         assert pod["podSecurityContext"]["runAsNonRoot"] is True
