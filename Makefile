@@ -11,7 +11,7 @@ export PYTHONUNBUFFERED := 1
 RUN_ARGS ?= --dataset sensor --param model=mlp --param epochs=20 \
 	--param 'variants=[float32,float16,dynamic_int8,full_int8,pruned_int8]'
 
-.PHONY: install run lint test golden bench compile clean
+.PHONY: install run lint test golden bench compile clean e2e
 
 install: $(STAMP)
 
@@ -37,6 +37,11 @@ test: lint
 # SparkApplication manifests. The one way to regenerate them; tests/test_goldens.py checks them.
 golden: $(STAMP)
 	$(PY) -m kfp_edge.app.golden
+
+# Opt-in, against a real cluster (docs/deploy.md, "End-to-end test"): skipped, saying what is
+# missing, unless KUBECONFIG, KF_PIPELINES_ENDPOINT and the KFP_EDGE_S3_* variables are set.
+e2e: $(STAMP)
+	KFP_EDGE_E2E=1 $(PY) -m pytest -rs -p no:cacheprovider tests/e2e $(TEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks $(BENCH_ARGS)

@@ -12,12 +12,19 @@ Authentication follows what ``kfp.Client`` supports, in this order:
 
 Without ``--host``, ``kfp.Client`` takes ``KF_PIPELINES_ENDPOINT`` or, inside the cluster, the
 in-cluster service address. Tokens are never printed or logged.
+
+Before it creates a run, ``submit`` reads the server's version (``tag_name`` of
+``/apis/v2beta1/healthz``, which the API server fills from its ``TAG_NAME``) and refuses a
+backend older than the compiled pipelines need (:data:`kfp_edge.pipelines.edge_pipeline.
+MIN_KFP_BACKEND`). A server that does not say its version (a dev build) is let through with a
+warning.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -106,6 +113,54 @@ def make_client(host: str | None, namespace: str | None = None, ui_host: str | N
         return kfp.Client(**kwargs)
 
 
+class BackendTooOld(ValueError):
+    """The KFP server is older than the compiled pipelines need."""
+
+
+def backend_version(client) -> str:
+    """Returns the KFP server's ``tag_name`` (e.g. ``2.5.0``), or ``""`` when it has none.
+
+    ``kfp.Client.get_kfp_healthz`` drops the field (its model has ``multi_user`` only), so the
+    JSON is read through the client's own authenticated API client.
+    """
+    response = client._healthz_api.api_client.call_api(
+        "/apis/v2beta1/healthz",
+        "GET",
+        auth_settings=["Bearer"],
+        _preload_content=False,
+        _return_http_data_only=True,
+    )
+    tag = json.loads(response.data or b"{}").get("tag_name") or ""
+    return "" if tag == "unknown" else tag
+
+
+def _release(tag: str) -> tuple[int, ...] | None:
+    match = re.match(r"^v?(\d+)\.(\d+)\.(\d+)", tag)
+    return tuple(int(x) for x in match.groups()) if match else None
+
+
+def check_backend(tag: str, minimum: str) -> None:
+    """Raises :class:`BackendTooOld` (one line) when ``tag`` is a release older than ``minimum``.
+
+    A pre-release of the minimum (``2.5.0-rc.1``) counts as older; an unparsable or empty tag
+    only warns.
+    """
+    release, wanted = _release(tag), _release(minimum)
+    if release is None:
+        warnings.warn(
+            f"the KFP server does not report a release ({tag or 'no tag_name'}); "
+            f"kfp-edge needs {minimum} or later",
+            stacklevel=2,
+        )
+        return
+    prerelease = release == wanted and bool(re.match(r"^v?\d+\.\d+\.\d+-", tag))
+    if release < wanted or prerelease:
+        raise BackendTooOld(
+            f"the KFP backend is {tag}; kfp-edge pipelines need {minimum} or later "
+            "(see docs/deploy.md)"
+        )
+
+
 def run_url(client, host: str | None, ui_host: str | None, run_id: str) -> str:
     """Returns the UI address of a run (``<ui>/#/runs/details/<id>``)."""
     base = os.environ.get(UI_ENDPOINT_ENV) or ui_host or host
@@ -164,6 +219,9 @@ def submit(
             raise FileNotFoundError(f"pipeline package {package} does not exist")
         typed = coerce_arguments(arguments or {}, pipeline_parameters(package))
         client = make_client(host, namespace, ui_host)
+        from kfp_edge.pipelines.edge_pipeline import MIN_KFP_BACKEND
+
+        check_backend(backend_version(client), MIN_KFP_BACKEND)
         name = run_name or (
             f"kfp-edge {pipeline} {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H-%M-%S}"
         )

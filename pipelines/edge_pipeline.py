@@ -4,6 +4,12 @@ Spark ETL -> TFJob training -> compression -> LiteRT evaluation -> SLO gate -> m
 
 Every step mounts the workspace PVC (bulky data lives there; kfp artifacts carry metrics), and
 caching is off for all of them: kfp's cache key ignores PVC contents.
+
+The images of the pods created at run time (TFJob replicas, Spark driver and executors) are
+pipeline parameters whose defaults are fixed at compile time from the registry and the profile
+(the GPU training image for a GPU profile), so they follow ``KFP_EDGE_IMAGE_REGISTRY`` as the
+steps do. The compiled YAML needs a KFP backend of at least :data:`MIN_KFP_BACKEND` (see
+docs/deploy.md and tests/pipelines/test_backend_compat.py).
 """
 
 from kfp import dsl, kubernetes
@@ -18,6 +24,9 @@ WORKSPACE_PVC = "kfp-edge-workspace"
 MINIO_SECRET = "kfp-edge-minio"
 MINIO_ENDPOINT = "http://kfp-edge-minio:9000"
 DEFAULT_VARIANTS = COMPRESSION.variants
+#: The oldest KFP backend that runs the compiled pipelines (docs/deploy.md says why).
+MIN_KFP_BACKEND = "2.5.0"
+BACKEND_NOTE = f" Needs a Kubeflow Pipelines backend {MIN_KFP_BACKEND} or later."
 
 
 def on_workspace(task, step: str, profile: dict):
@@ -49,7 +58,7 @@ def build_edge_pipeline(profile: dict | None = None):
     @dsl.pipeline(
         name=PIPELINE_NAME,
         description="Raw data to a small, verified edge model: Spark ETL, TFJob training, "
-        "compression, LiteRT evaluation, SLO gate and a versioned model store.",
+        "compression, LiteRT evaluation, SLO gate and a versioned model store." + BACKEND_NOTE,
     )
     def edge_pipeline(
         workspace: str = CLUSTER_MOUNT_PATH,
@@ -76,6 +85,12 @@ def build_edge_pipeline(profile: dict | None = None):
         keep_last: int = PUBLISH.keep_last,
         s3_bucket: str = PUBLISH.s3_bucket,
         s3_prefix: str = PUBLISH.s3_prefix,
+        etl_engine: str = ETL.engine,
+        spark_namespace: str = ETL.namespace,
+        spark_service_account: str = ETL.service_account,
+        spark_s3_secret: str = MINIO_SECRET,
+        spark_image: str = resources.spark_image(profile),
+        training_image: str = resources.training_image(profile),
     ) -> int:
         """Trains, compresses, evaluates, gates and publishes one edge model.
 
@@ -107,6 +122,13 @@ def build_edge_pipeline(profile: dict | None = None):
                 (0 keeps all).
             s3_bucket: MinIO bucket to distribute the published version to (empty: no upload).
             s3_prefix: Key prefix in the bucket (``<prefix>/<name>/<version>/...``).
+            etl_engine: local (Spark local[*] in the ETL step's pod) or spark-operator (a
+                SparkApplication of the Kubeflow Spark Operator).
+            spark_namespace: Namespace of the SparkApplication; empty for the pipeline's own.
+            spark_service_account: Service account of the Spark driver.
+            spark_s3_secret: Secret with the S3 credentials for the Spark driver (s3:// input).
+            spark_image: Image of the Spark driver and executors.
+            training_image: Image of the TFJob replicas (the GPU flavour for GPU profiles).
 
         Returns:
             The published model version.
@@ -115,24 +137,22 @@ def build_edge_pipeline(profile: dict | None = None):
             workspace=workspace,
             run_id=run_id,
             job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-            parameters={
-                "dataset": dataset,
-                "input_path": input_path,
-                "label_column": label_column,
-                "seed": seed,
-                "model": model,
-                "epochs": epochs,
-                "batch_size": batch_size,
-                "learning_rate": learning_rate,
-                "workers": workers,
-                "training_engine": training_engine,
-                "model_name": model_name,
-                "min_accuracy": min_accuracy,
-                "max_accuracy_drop": max_accuracy_drop,
-                "max_size_bytes": max_size_bytes,
-                "max_latency_p50_us": max_latency_p50_us,
-                "max_latency_p95_us": max_latency_p95_us,
-            },
+            dataset=dataset,
+            input_path=input_path,
+            label_column=label_column,
+            seed=seed,
+            model=model,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            workers=workers,
+            training_engine=training_engine,
+            model_name=model_name,
+            min_accuracy=min_accuracy,
+            max_accuracy_drop=max_accuracy_drop,
+            max_size_bytes=max_size_bytes,
+            max_latency_p50_us=max_latency_p50_us,
+            max_latency_p95_us=max_latency_p95_us,
         )
         on_workspace(context, "run_context", profile)
         resolved_run_id = context.outputs["run_id"]
@@ -145,6 +165,12 @@ def build_edge_pipeline(profile: dict | None = None):
             label_column=label_column,
             seed=seed,
             max_bad_fraction=max_bad_fraction,
+            engine=etl_engine,
+            spark_image=spark_image,
+            namespace=spark_namespace,
+            service_account=spark_service_account,
+            s3_secret=spark_s3_secret,
+            pod_settings=resources.spark_pod_settings(profile),
         )
         on_workspace(etl, "etl", profile)
         use_s3_credentials(etl, secret_name=MINIO_SECRET, endpoint=MINIO_ENDPOINT)  # s3:// input
@@ -160,6 +186,7 @@ def build_edge_pipeline(profile: dict | None = None):
             workers=workers,
             engine=training_engine,
             replica_resources=replica_resources,
+            image=training_image,
         )
         on_workspace(training, "training_launcher", profile)
 

@@ -43,6 +43,8 @@ def build_retrain_pipeline(profile: dict | None = None):
     """
     from kfp_edge.drift_monitor.component import DriftMonitorOp, RetrainDataOp
     from kfp_edge.pipelines.edge_pipeline import (
+        BACKEND_NOTE,
+        MINIO_SECRET,
         build_edge_pipeline,
         on_workspace,
     )
@@ -53,7 +55,8 @@ def build_retrain_pipeline(profile: dict | None = None):
     @dsl.pipeline(
         name=PIPELINE_NAME,
         description="Drift check with ADWIN on new observations; when drift is found, retrain "
-        "on the biased reservoir (plus the original data when asked), gate and publish.",
+        "on the biased reservoir (plus the original data when asked), gate and publish."
+        + BACKEND_NOTE,
     )
     def retrain_pipeline(
         input_path: str,
@@ -89,6 +92,12 @@ def build_retrain_pipeline(profile: dict | None = None):
         keep_last: int = PUBLISH.keep_last,
         s3_bucket: str = PUBLISH.s3_bucket,
         s3_prefix: str = PUBLISH.s3_prefix,
+        etl_engine: str = ETL.engine,
+        spark_namespace: str = ETL.namespace,
+        spark_service_account: str = ETL.service_account,
+        spark_s3_secret: str = MINIO_SECRET,
+        spark_image: str = resources.spark_image(profile),
+        training_image: str = resources.training_image(profile),
     ):
         """Checks for drift and, when found, retrains, gates and publishes a new version.
 
@@ -129,6 +138,12 @@ def build_retrain_pipeline(profile: dict | None = None):
                 (0 keeps all).
             s3_bucket: MinIO bucket to distribute the new version to (empty: no upload).
             s3_prefix: Key prefix in the bucket (``<prefix>/<name>/<version>/...``).
+            etl_engine: local (Spark local[*] in the ETL step's pod) or spark-operator.
+            spark_namespace: Namespace of the SparkApplication; empty for the pipeline's own.
+            spark_service_account: Service account of the Spark driver.
+            spark_s3_secret: Secret with the S3 credentials for the Spark driver.
+            spark_image: Image of the Spark driver and executors.
+            training_image: Image of the TFJob replicas (the GPU flavour for GPU profiles).
         """
         drift = DriftMonitorOp(
             workspace=workspace,
@@ -160,9 +175,12 @@ def build_retrain_pipeline(profile: dict | None = None):
             )
             on_workspace(data, "evaluation", profile)
             data.set_display_name(RETRAIN_DATA_STEP.replace("_", "-"))
-            edge_pipeline(
+            # Every input of the sub-pipeline is passed: backends before 2.14 do not fill in a
+            # sub-pipeline's defaults (tests/pipelines/test_backend_compat.py checks it).
+            retrain = edge_pipeline(
                 workspace=workspace,
                 run_id=data.outputs["train_run_id"],
+                dataset=ETL.dataset,
                 input_path=data.outputs["input_path"],
                 label_column=data.outputs["label_column"],
                 seed=seed,
@@ -184,7 +202,15 @@ def build_retrain_pipeline(profile: dict | None = None):
                 keep_last=keep_last,
                 s3_bucket=s3_bucket,
                 s3_prefix=s3_prefix,
-            ).set_display_name("retrain")
+                etl_engine=etl_engine,
+                spark_namespace=spark_namespace,
+                spark_service_account=spark_service_account,
+                spark_s3_secret=spark_s3_secret,
+                spark_image=spark_image,
+                training_image=training_image,
+            )
+            retrain.set_display_name("retrain")
+            retrain.set_caching_options(False)  # the sub-pipeline reads the PVC like its steps
 
     return retrain_pipeline
 

@@ -153,9 +153,12 @@ class FakeKfpApi:
     records every request. Anything else gets a 404.
     """
 
-    def __init__(self, token: str | None = None, multi_user: bool = False):
+    def __init__(
+        self, token: str | None = None, multi_user: bool = False, tag_name: str = "2.15.0"
+    ):
         self.token = token
         self.multi_user = multi_user
+        self.tag_name = tag_name  # the server's release, as its healthz reports it
         self.requests: list[dict] = []
         self.experiments: list[dict] = []
         self.runs: list[dict] = []
@@ -216,7 +219,12 @@ class FakeKfpApi:
 
     def route(self, method: str, path: str, query: dict, body):
         if method == "GET" and path == "/apis/v2beta1/healthz":
-            return 200, {"multi_user": self.multi_user}
+            # What the API server's handler writes (backend/src/apiserver/main.go).
+            return 200, {
+                "commit_sha": "0" * 40,
+                "tag_name": self.tag_name,
+                "multi_user": self.multi_user,
+            }
         if method == "GET" and path == "/apis/v2beta1/experiments":
             wanted = json.loads(query.get("filter", '{"predicates": []}'))["predicates"]
             names = {p["stringValue"] for p in wanted if p["key"] == "display_name"}

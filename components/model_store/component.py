@@ -103,10 +103,10 @@ def use_s3_credentials(
 
     from kfp_edge.s3 import ENV_BUCKET, ENV_ENDPOINT, SECRET_KEY_TO_ENV
 
-    # optional: without the Secret the pod still starts, and only an upload (a bucket set)
-    # fails, with an error naming the missing variables.
+    # Not optional: KFP backends before 2.15 ignore `optional` (the pod then waits for the
+    # Secret anyway), and kfp-edge supports 2.5; manifests/base creates the Secret.
     kubernetes.use_secret_as_env(
-        task, secret_name=secret_name, secret_key_to_env=SECRET_KEY_TO_ENV, optional=True
+        task, secret_name=secret_name, secret_key_to_env=SECRET_KEY_TO_ENV, optional=False
     )
     task.set_env_variable(ENV_ENDPOINT, endpoint)
     if bucket:

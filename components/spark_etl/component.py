@@ -28,8 +28,12 @@ def SparkEtlOp(
     driver_cores: int = 1,
     driver_memory: str = "2g",
     workspace_pvc: str = "kfp-edge-workspace",
-    namespace: str = "kubeflow",
+    namespace: str = "",
     timeout_seconds: int = 3600,
+    service_account: str = "spark-operator-spark",
+    s3_secret: str = "",
+    pod_settings: dict = {},  # noqa: B006 - kfp needs a literal default
+    time_to_live_seconds: int = 86400,
 ) -> NamedTuple("Outputs", [("data_dir", str)]):
     """Cleans raw data into stratified TFRecord and Parquet splits on the workspace.
 
@@ -56,8 +60,14 @@ def SparkEtlOp(
         driver_cores: Driver cores.
         driver_memory: Driver memory (also the local session's heap).
         workspace_pvc: Workspace PVC mounted in the driver and executors.
-        namespace: Namespace of the SparkApplication.
+        namespace: Namespace of the SparkApplication; empty for the pipeline's own.
         timeout_seconds: How long to wait for the SparkApplication.
+        service_account: Service account of the Spark driver (it creates the executors).
+        s3_secret: Secret (keys accesskey, secretkey) given to the Spark driver for s3://
+            input; empty for none.
+        pod_settings: Placement of the Spark pods: node_selector, tolerations, affinity,
+            labels and image_pull_secrets (the etl step of the resource profile).
+        time_to_live_seconds: The operator deletes the finished SparkApplication after this.
 
     Returns:
         data_dir: The ETL output directory (manifest.json, shards, Parquet splits).
@@ -97,6 +107,10 @@ def SparkEtlOp(
             driver_cores=driver_cores,
             driver_memory=driver_memory,
             timeout_seconds=timeout_seconds,
+            service_account=service_account,
+            s3_secret=s3_secret,
+            pod_settings=pod_settings,
+            time_to_live_seconds=time_to_live_seconds,
         )
     else:
         raise ValueError(f"engine must be 'local' or 'spark-operator', got {engine!r}")

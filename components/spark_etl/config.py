@@ -47,5 +47,22 @@ class EtlConfig:
     workspace_pvc: str = param(
         "kfp-edge-workspace", "Workspace PVC mounted in the driver and executors."
     )
-    namespace: str = param("kubeflow", "Namespace of the SparkApplication.")
+    namespace: str = param("", "Namespace of the SparkApplication; empty for the pipeline's own.")
     timeout_seconds: int = param(3600, "How long to wait for the SparkApplication.")
+    service_account: str = param(
+        "spark-operator-spark",
+        "Service account of the Spark driver (it creates the executors).",
+    )
+    s3_secret: str = param(
+        "",
+        "Secret (keys accesskey, secretkey) given to the Spark driver for s3:// input; empty "
+        "for none.",
+    )
+    pod_settings: dict = param(
+        {},
+        "Placement of the Spark pods: node_selector, tolerations, affinity, labels and "
+        "image_pull_secrets (the etl step of the resource profile).",
+    )
+    time_to_live_seconds: int = param(
+        86400, "The operator deletes the finished SparkApplication after this."
+    )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from kfp_edge import pod_spec
 from kfp_edge.tfjob_training.config import TrainingConfig
 from kfp_edge.workspace import CLUSTER_MOUNT_PATH
 
@@ -99,47 +100,6 @@ def trainer_args(
     ]
 
 
-def _resources(spec: dict) -> dict:
-    requests, limits = {}, {}
-    if spec.get("cpu_request"):
-        requests["cpu"] = str(spec["cpu_request"])
-    if spec.get("memory_request"):
-        requests["memory"] = str(spec["memory_request"])
-    if spec.get("cpu_limit"):
-        limits["cpu"] = str(spec["cpu_limit"])
-    if spec.get("memory_limit"):
-        limits["memory"] = str(spec["memory_limit"])
-    gpus = int(spec.get("gpu_count") or 0)
-    if gpus < 0:
-        raise ValueError(f"gpu_count must be >= 0, got {gpus}")
-    if gpus:
-        # Extended resources: the limit is what the scheduler counts (request defaults to it).
-        limits[spec.get("gpu_resource") or "nvidia.com/gpu"] = str(gpus)
-    out = {}
-    if requests:
-        out["requests"] = requests
-    if limits:
-        out["limits"] = limits
-    return out
-
-
-def _tolerations(spec: dict) -> list[dict]:
-    out = []
-    for i, t in enumerate(spec.get("tolerations") or []):
-        if not isinstance(t, dict) or not (t.get("key") or t.get("operator") == "Exists"):
-            raise ValueError(f"toleration {i} needs a 'key' (or operator Exists): {t!r}")
-        item = {
-            "key": t.get("key"),
-            "operator": t.get("operator", "Equal"),
-            "value": t.get("value"),
-            "effect": t.get("effect"),
-        }
-        if t.get("tolerationSeconds") is not None:
-            item["tolerationSeconds"] = int(t["tolerationSeconds"])
-        out.append({k: v for k, v in item.items() if v is not None})
-    return out
-
-
 def _replica(
     replicas: int,
     restart_policy: str,
@@ -159,28 +119,26 @@ def _replica(
         "env": [{"name": k, "value": str(v)} for k, v in sorted(env.items())],
         "ports": [{"name": "tfjob-port", "containerPort": DEFAULT_PORT}],
         "volumeMounts": [{"name": "workspace", "mountPath": mount_path}],
+        "securityContext": pod_spec.container_security_context(),
     }
-    res = _resources(resources)
+    res = pod_spec.container_resources(resources)
     if res:
         container["resources"] = res
-    pod_spec: dict[str, Any] = {
+    spec: dict[str, Any] = {
         "containers": [container],
         "volumes": [{"name": "workspace", "persistentVolumeClaim": {"claimName": pvc_name}}],
+        "securityContext": pod_spec.pod_security_context(),
+        **pod_spec.scheduling_fields(resources),
     }
-    if resources.get("node_selector"):
-        pod_spec["nodeSelector"] = {str(k): str(v) for k, v in resources["node_selector"].items()}
-    tolerations = _tolerations(resources)
-    if tolerations:
-        pod_spec["tolerations"] = tolerations
     return {
         "replicas": int(replicas),
         "restartPolicy": restart_policy,
         "template": {
             "metadata": {
-                "labels": dict(labels),
+                "labels": {**(resources.get("labels") or {}), **labels},
                 "annotations": {"sidecar.istio.io/inject": "false"},
             },
-            "spec": pod_spec,
+            "spec": spec,
         },
     }
 
@@ -215,7 +173,9 @@ def build_tfjob(
         workers: Training replicas in total, the chief included (>= 1).
         replica_resources: ``{"chief": spec, "worker": spec}`` with the step-spec keys of
             :mod:`kfp_edge.resources` (cpu/memory requests and limits, gpu_count, gpu_resource,
-            node_selector, tolerations).
+            node_selector, tolerations, affinity, labels, priority_class_name,
+            image_pull_secrets). Every replica runs under the restricted security context of
+            :mod:`kfp_edge.pod_spec` (non-root, RuntimeDefault seccomp, no capabilities).
         pvc_name: Workspace PVC mounted in every replica.
         mount_path: Where the workspace is mounted.
         restart_policy: Replica restart policy; ``ExitCode`` retries exit codes >= 128 only.

@@ -70,7 +70,8 @@ def _pipeline_defaults(pipeline) -> dict:
 
 
 # pipeline parameter -> (config, field) where the names differ
-RENAMED = {"training_engine": None}
+# Pipeline parameters resolved at compile time where the stage config says "empty: default".
+RENAMED = {"training_engine": None, "spark_image": None}
 
 
 @pytest.mark.parametrize("name", ["edge", "retrain"])

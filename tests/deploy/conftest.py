@@ -66,3 +66,16 @@ def renderers():
     if shutil.which("kubectl"):
         found["kubectl"] = render_kubectl
     return found
+
+
+@pytest.fixture
+def isolated_kfp_context(tmp_path, monkeypatch):
+    """kfp.Client reads ~/.config/kfp/context.json; keep the user's own out of these tests."""
+    import kfp
+
+    from kfp_edge.app import submit
+
+    monkeypatch.setattr(kfp.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "kfp-context.json"))
+    for name in (submit.TOKEN_ENV, submit.UI_ENDPOINT_ENV, "KF_PIPELINES_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(submit.SA_TOKEN_PATH_ENV, str(tmp_path / "no-sa-token"))

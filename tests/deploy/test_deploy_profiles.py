@@ -223,3 +223,131 @@ def test_compile_cli_reports_a_bad_profile_by_key(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "ops.yaml: training_worker.gpu_count: 2.5 is not a GPU count kfp accepts" in err
     assert not output.exists()
+
+
+KUBERNETES_SHAPED = """
+images:
+  imagePullSecrets: [regcred]
+training_launcher:
+  resources: {requests: {cpu: 250m, memory: 512Mi}, limits: {memory: 1Gi}}
+  nodeSelector: {pool: cpu}
+  labels: {kueue.x-k8s.io/queue-name: team-a}
+  tolerations:
+    - {key: spot, operator: Exists, effect: NoExecute, tolerationSeconds: 120}
+training_worker:
+  resources:
+    requests: {cpu: "4", memory: 16Gi}
+    limits: {memory: 24Gi, nvidia.com/gpu: 1}
+  priorityClassName: training-high
+  labels: {kueue.x-k8s.io/queue-name: team-a}
+  affinity:
+    nodeAffinity:
+      preferredDuringSchedulingIgnoredDuringExecution:
+        - weight: 50
+          preference:
+            matchExpressions: [{key: zone, operator: In, values: [a]}]
+    podAntiAffinity:
+      preferredDuringSchedulingIgnoredDuringExecution:
+        - weight: 10
+          podAffinityTerm:
+            topologyKey: kubernetes.io/hostname
+            labelSelector: {matchLabels: {app.kubernetes.io/component: training}}
+  tolerations:
+    - {key: nvidia.com/gpu, operator: Exists, effect: NoExecute, tolerationSeconds: 300}
+"""
+
+
+def test_kubernetes_shape_reads_like_the_short_form(tmp_path):
+    path = tmp_path / "k8s.yaml"
+    path.write_text(KUBERNETES_SHAPED)
+    profile = resources.load_profile(path)
+    worker = profile["training_worker"]
+    assert worker["cpu_request"] == "4" and worker["memory_limit"] == "24Gi"
+    assert (worker["gpu_count"], worker["gpu_resource"]) == (1, "nvidia.com/gpu")
+    assert worker["priority_class_name"] == "training-high"
+    assert worker["tolerations"][0]["toleration_seconds"] == 300
+    short = resources.validate_step_spec(
+        {"cpu_request": "250m", "memory_request": "512Mi", "memory_limit": "1Gi"}, "x"
+    )
+    launcher = profile["training_launcher"]
+    assert {k: launcher[k] for k in short} == short
+    assert all(profile[s]["image_pull_secrets"] == ["regcred"] for s in resources.STEPS)
+
+
+def test_every_field_reaches_the_tfjob_replicas(tmp_path):
+    """The builder used to read ``tolerationSeconds`` only and drop ``toleration_seconds``."""
+    import kubernetes_validate
+
+    from kfp_edge.tfjob_training.tfjob_spec import build_tfjob, check_against_sdk
+
+    path = tmp_path / "k8s.yaml"
+    path.write_text(KUBERNETES_SHAPED)
+    profile = resources.load_profile(path)
+    job = build_tfjob(
+        "kfp-edge-train-k8s",
+        [],
+        image="i",
+        workers=2,
+        replica_resources=resources.training_replica_resources(profile),
+    )
+    check_against_sdk(job)
+    template = job["spec"]["tfReplicaSpecs"]["Worker"]["template"]
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": template["spec"]}
+    kubernetes_validate.validate(pod, "1.37.0", strict=True)
+    spec = template["spec"]
+    assert spec["tolerations"][0]["tolerationSeconds"] == 300
+    assert spec["priorityClassName"] == "training-high"
+    assert spec["imagePullSecrets"] == [{"name": "regcred"}]
+    assert spec["affinity"]["podAntiAffinity"] and spec["affinity"]["nodeAffinity"]
+    assert template["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    assert spec["securityContext"]["runAsNonRoot"] and spec["securityContext"]["fsGroup"]
+    container = spec["containers"][0]
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+
+
+def test_every_field_reaches_the_launcher_pod(tmp_path):
+    path = tmp_path / "k8s.yaml"
+    path.write_text(KUBERNETES_SHAPED)
+    spec = resources.load_profile(path)["training_launcher"]
+    container_resources, platform = _compile(tmp_path, spec)
+    assert container_resources["resourceCpuRequest"] == "250m"
+    assert platform["podMetadata"]["labels"] == {"kueue.x-k8s.io/queue-name": "team-a"}
+    assert [s["secretName"] for s in platform["imagePullSecret"]] == ["regcred"]
+    assert platform["nodeSelector"] == {"labels": {"pool": "cpu"}}
+    assert platform["tolerations"][0]["tolerationSeconds"] == "120"  # int64 in proto JSON
+
+
+def test_all_errors_of_a_profile_are_reported_at_once(tmp_path):
+    path = tmp_path / "ops.yaml"
+    path.write_text(
+        "etl: {cpu_request: lots, nodeSelector: {pool: 1}}\n"
+        "compression: {resources: {requests: {memory: 1.5Gi}}}\n"
+        "gate: {priorityClassName: high, resources: {limits: {ephemeral-storage: 1Gi}}}\n"
+        "trainer: {}\n"
+        "training: {workers: 0}\n"
+    )
+    with pytest.raises(ProfileError) as info:
+        resources.load_profile(path)
+    lines = str(info.value).splitlines()
+    assert lines[0] == "7 errors in the profile:"
+    keys = [line.split(": ")[1] for line in lines[1:]]
+    assert keys == [
+        "trainer",
+        "etl.cpu_request",
+        "etl.nodeSelector.pool",  # as the profile spells it
+        "compression.resources.requests.memory",
+        "gate.resources.limits.ephemeral-storage",
+        "gate.priorityClassName",
+        "training.workers",
+    ]
+    assert all(line.startswith(f"{path}: ") for line in lines[1:])
+
+
+def test_kfp_steps_refuse_what_kfp_cannot_give_their_pod(tmp_path):
+    # The KFP 2.5 driver ignores node affinity (kubeflow/pipelines 2.5.0 driver.go has no
+    # GetNodeAffinity; 2.14.0 k8s.go has): refused, not silently dropped.
+    with pytest.raises(ProfileError, match="training_launcher.affinity: a kfp step's pod cannot"):
+        resources.validate_profile({"training_launcher": {"affinity": {"nodeAffinity": {}}}})
+    with pytest.raises(ProfileError, match="given twice"):
+        resources.validate_profile({"etl": {"nodeSelector": {}, "node_selector": {}}})

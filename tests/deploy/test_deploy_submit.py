@@ -34,15 +34,7 @@ def package(tmp_path):
     return path
 
 
-@pytest.fixture(autouse=True)
-def _isolated_kfp_context(tmp_path, monkeypatch):
-    """kfp.Client reads ~/.config/kfp/context.json; keep the user's own out of these tests."""
-    import kfp
-
-    monkeypatch.setattr(kfp.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "kfp-context.json"))
-    for name in (submit.TOKEN_ENV, submit.UI_ENDPOINT_ENV, "KF_PIPELINES_ENDPOINT"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv(submit.SA_TOKEN_PATH_ENV, str(tmp_path / "no-sa-token"))
+pytestmark = pytest.mark.usefixtures("isolated_kfp_context")
 
 
 def test_submit_creates_a_typed_run_with_the_token(fake_kfp, package, monkeypatch):

@@ -56,6 +56,7 @@ class _FakeKubernetesApi(BaseHTTPRequestHandler):
     """Fake Kubernetes API (no cluster on this machine): stores SparkApplications."""
 
     apps: dict = {}
+    deleted: list = []
     script: list = []  # states reported on successive GETs
     on_create = None
 
@@ -90,6 +91,13 @@ class _FakeKubernetesApi(BaseHTTPRequestHandler):
             body["status"] = {"applicationState": {"state": state, "errorMessage": "boom"}}
         return self._send(200, body)
 
+    def do_DELETE(self):  # noqa: N802 - like the API server: 404 for a missing object
+        name = self.path.rsplit("/", 1)[-1]
+        if self.apps.pop(name, None) is None:
+            return self._send(404, {"kind": "Status", "code": 404})
+        type(self).deleted.append(name)
+        return self._send(200, {"kind": "Status", "status": "Success"})
+
     def log_message(self, *args):
         pass
 
@@ -99,6 +107,7 @@ def fake_api():
     from kubernetes import client
 
     _FakeKubernetesApi.apps = {}
+    _FakeKubernetesApi.deleted = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeKubernetesApi)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -152,3 +161,67 @@ def test_wait_times_out(fake_api):
             poll_seconds=0.01,
             log=lambda m: None,
         )
+
+
+def test_timeout_deletes_the_application(fake_api):
+    _FakeKubernetesApi.script = ["RUNNING"]
+    manifest = manifests.sparkapplication()
+    with pytest.raises(SparkApplicationError, match="not finished"):
+        submit_and_wait(manifest, fake_api, timeout_seconds=0.05, poll_seconds=0.01, log=print)
+    assert _FakeKubernetesApi.deleted == [manifest["metadata"]["name"]]
+
+
+def test_resubmission_adopts_a_running_application(fake_api):
+    manifest = manifests.sparkapplication()
+    name = manifest["metadata"]["name"]
+    _FakeKubernetesApi.apps[name] = {**manifest, "metadata": {**manifest["metadata"], "uid": "1"}}
+    _FakeKubernetesApi.script = ["RUNNING", "COMPLETED"]
+    logs = []
+    submit_and_wait(manifest, fake_api, poll_seconds=0.01, log=logs.append)
+    assert _FakeKubernetesApi.apps[name]["metadata"]["uid"] == "1"  # the same object
+    assert any("adopting it" in line for line in logs)
+    assert _FakeKubernetesApi.deleted == []
+
+
+def test_resubmission_replaces_a_failed_application(fake_api):
+    manifest = manifests.sparkapplication()
+    name = manifest["metadata"]["name"]
+    _FakeKubernetesApi.apps[name] = {**manifest, "metadata": {**manifest["metadata"], "uid": "1"}}
+    _FakeKubernetesApi.script = ["FAILED", "COMPLETED"]  # the old one failed, the new one works
+    submit_and_wait(manifest, fake_api, poll_seconds=0.01, log=lambda m: None)
+    assert _FakeKubernetesApi.deleted == [name]
+    assert "uid" not in _FakeKubernetesApi.apps[name]["metadata"]  # created anew
+
+
+def test_cancelled_step_deletes_the_application(fake_api):
+    """kfp cancels a run by stopping the step's pod (SIGTERM): the Spark pods must go too."""
+    import os
+    import signal
+
+    from kfp_edge.spark_etl.sparkapp import StepCancelled
+
+    _FakeKubernetesApi.script = ["RUNNING"]
+    manifest = manifests.sparkapplication()
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    with pytest.raises(StepCancelled):
+        submit_and_wait(manifest, fake_api, timeout_seconds=30, poll_seconds=0.01, log=print)
+    assert _FakeKubernetesApi.deleted == [manifest["metadata"]["name"]]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is restored
+
+
+def test_main_application_file_is_where_the_spark_image_installs_kfp_edge():
+    """docker/spark/Dockerfile's venv, Python and entrypoint match what the manifest expects."""
+    from kfp_edge.app.golden import ROOT
+    from kfp_edge.spark_etl import sparkapp
+
+    dockerfile = (ROOT / "docker" / "spark" / "Dockerfile").read_text()
+    venv = sparkapp.IMAGE_SITE_PACKAGES.split("/lib/")[0]
+    python = sparkapp.IMAGE_SITE_PACKAGES.split("/lib/")[1].split("/")[0]
+    assert f"python -m venv {venv}" in dockerfile
+    assert f"PYTHON_BASE=python:{python.removeprefix('python')}." in dockerfile
+    assert f"SPARK_HOME={sparkapp.IMAGE_SITE_PACKAGES}/pyspark" in dockerfile
+    assert 'ENTRYPOINT ["/opt/kfp-edge/entrypoint.sh"]' in dockerfile
+    main_file = sparkapp.MAIN_APPLICATION_FILE.removeprefix("local://")
+    relative = main_file.removeprefix(sparkapp.IMAGE_SITE_PACKAGES + "/kfp_edge/")
+    assert (ROOT / "components" / relative).is_file()  # the package maps kfp_edge to components/
