@@ -72,6 +72,11 @@ def build_edge_pipeline(profile: dict | None = None):
         epochs: int = TRAINING.epochs,
         batch_size: int = TRAINING.batch_size,
         learning_rate: float = TRAINING.learning_rate,
+        search_space: dict = TRAINING.search_space,
+        search_algorithm: str = TRAINING.search_algorithm,
+        search_max_trials: int = TRAINING.search_max_trials,
+        search_parallel_trials: int = TRAINING.search_parallel_trials,
+        search_size_penalty: float = TRAINING.search_size_penalty,
         workers: int = int(profile["training"]["workers"]),
         training_engine: str = "kubernetes",
         variants: list = COMPRESSION.variants,
@@ -106,6 +111,12 @@ def build_edge_pipeline(profile: dict | None = None):
             epochs: Training epochs.
             batch_size: Per-replica batch size.
             learning_rate: Adam learning rate.
+            search_space: Hyperparameter search of the training step ({name: {type, min, max,
+                scale, step, values}}); empty: train once.
+            search_algorithm: Search algorithm: random or grid.
+            search_max_trials: Trials of the search at most.
+            search_parallel_trials: Trials running at the same time.
+            search_size_penalty: Objective penalty per million parameters.
             workers: Training replicas of the TFJob (chief included).
             training_engine: kubernetes (a TFJob on the cluster) or local (replicas as
                 processes in the step's pod).
@@ -187,6 +198,11 @@ def build_edge_pipeline(profile: dict | None = None):
             engine=training_engine,
             replica_resources=replica_resources,
             image=training_image,
+            search_space=search_space,
+            search_algorithm=search_algorithm,
+            search_max_trials=search_max_trials,
+            search_parallel_trials=search_parallel_trials,
+            search_size_penalty=search_size_penalty,
         )
         on_workspace(training, "training_launcher", profile)
 

@@ -80,6 +80,11 @@ def build_retrain_pipeline(profile: dict | None = None):
         epochs: int = TRAINING.epochs,
         batch_size: int = TRAINING.batch_size,
         learning_rate: float = TRAINING.learning_rate,
+        search_space: dict = TRAINING.search_space,
+        search_algorithm: str = TRAINING.search_algorithm,
+        search_max_trials: int = TRAINING.search_max_trials,
+        search_parallel_trials: int = TRAINING.search_parallel_trials,
+        search_size_penalty: float = TRAINING.search_size_penalty,
         workers: int = int(profile["training"]["workers"]),
         training_engine: str = "kubernetes",
         variants: list = COMPRESSION.variants,
@@ -125,6 +130,12 @@ def build_retrain_pipeline(profile: dict | None = None):
             epochs: Training epochs.
             batch_size: Per-replica batch size.
             learning_rate: Adam learning rate.
+            search_space: Hyperparameter search of the training step ({name: {type, min, max,
+                scale, step, values}}); empty: train once.
+            search_algorithm: Search algorithm: random or grid.
+            search_max_trials: Trials of the search at most.
+            search_parallel_trials: Trials running at the same time.
+            search_size_penalty: Objective penalty per million parameters.
             workers: Training replicas of the TFJob (chief included).
             training_engine: kubernetes (a TFJob on the cluster) or local.
             variants: Compressed variants to produce and evaluate.
@@ -189,6 +200,11 @@ def build_retrain_pipeline(profile: dict | None = None):
                 epochs=epochs,
                 batch_size=batch_size,
                 learning_rate=learning_rate,
+                search_space=search_space,
+                search_algorithm=search_algorithm,
+                search_max_trials=search_max_trials,
+                search_parallel_trials=search_parallel_trials,
+                search_size_penalty=search_size_penalty,
                 workers=workers,
                 training_engine=training_engine,
                 variants=variants,

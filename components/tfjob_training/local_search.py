@@ -26,6 +26,7 @@ from pathlib import Path
 from kfp_edge.tfjob_training.search_space import as_trainer_options, suggest
 from kfp_edge.workspace import write_json_atomic
 
+SEARCH_DIR = "search"  # <run dir>/search/trial-<n>/
 SEARCH_FILE = "search.json"
 STOP_FILE = "STOP"
 

@@ -218,10 +218,16 @@ def run_training(
     width: int = TrainingConfig.width,
     depth: int = TrainingConfig.depth,
     seed: int = TrainingConfig.seed,
+    search: dict | None = None,
     stream: TextIO | None = None,
     api_client=None,
 ) -> dict:
     """Trains into ``<run dir>/training`` on the chosen engine and records the run report.
+
+    With a ``search`` (``{"space", "algorithm", "max_trials", "parallel_trials",
+    "size_penalty", "early_stopping"}``, a non-empty space) the step runs a hyperparameter
+    search instead of one job: trials in parallel on the local engine, or a Katib Experiment
+    with TFJob trials on the cluster; the best trial's model becomes the step's model.
 
     Args:
         workspace: Workspace root (the PVC mount path in the cluster).
@@ -248,6 +254,7 @@ def run_training(
         width: Hidden width (0: model default).
         depth: Hidden layers (0: model default).
         seed: Random seed.
+        search: The hyperparameter search (see above); None or an empty space trains once.
         stream: Where the chief's log goes (stdout when None).
         api_client: Kubernetes ``ApiClient`` for the kubernetes engine; in-cluster
             configuration when None.
@@ -275,7 +282,11 @@ def run_training(
         backoff_limit=attempt_limit,
         active_deadline_seconds=timeout_seconds,
     )
-    if engine == "local":
+    if search and search.get("space"):
+        run = functools.partial(
+            _search, engine, rdir, data_dir, output_dir, search, common, stream, api_client
+        )
+    elif engine == "local":
         run = functools.partial(train_local, data_dir, output_dir, job=job, stream=stream, **common)
     else:
         launch_options = dict(
@@ -330,3 +341,37 @@ def _train_on_kubernetes(
 def _pod_namespace() -> str:
     path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
     return path.read_text().strip() if path.exists() else "kubeflow"
+
+
+def _search(engine, rdir, data_dir, output_dir, search, common, stream, api_client) -> dict:
+    """Runs the search, then makes the best trial's model and report the step's own."""
+    from kfp_edge.tfjob_training.local_search import SEARCH_DIR, run_search
+
+    if engine != "local":
+        raise ValueError(
+            "a hyperparameter search on the cluster runs as a Katib Experiment: generate it "
+            "with kfp_edge.tfjob_training.katib.build_experiment and apply it (see the "
+            "tfjob_training README); the pipeline's search runs on the local engine"
+        )
+    fixed = {k: v for k, v in common.items() if k not in ("workers", "replica_resources")}
+    summary = run_search(
+        data_dir,
+        rdir / SEARCH_DIR,
+        search["space"],
+        algorithm=search.get("algorithm", "random"),
+        max_trials=int(search.get("max_trials", 4)),
+        parallel_trials=int(search.get("parallel_trials", 2)),
+        size_penalty=float(search.get("size_penalty", 0.0)),
+        early_stopping=bool(search.get("early_stopping", True)),
+        stream=stream,
+        **fixed,
+    )
+    best = rdir / SEARCH_DIR / summary["best"]
+    if output_dir.exists():
+        shutil.rmtree(output_dir)
+    shutil.copytree(best, output_dir, ignore=shutil.ignore_patterns("backup"))
+    report = json.loads((output_dir / REPORT_FILE).read_text())
+    report["saved_model_dir"] = str(output_dir / "saved_model")
+    report["search"] = summary
+    write_json_atomic(output_dir / REPORT_FILE, report)
+    return report

@@ -19,6 +19,11 @@ def result(tmp_path_factory):
         dataset="iris",
         workers=2,
         forest_configs=["10x4"],  # the second model family joins the candidates
+        # a search of two trials in parallel instead of one job: the best goes on
+        search_space={"learning_rate": {"type": "categorical", "values": [0.04, 0.02]}},
+        search_algorithm="grid",
+        search_max_trials=2,
+        search_parallel_trials=2,
     )
 
 
@@ -38,6 +43,15 @@ def test_the_gate_chooses_across_model_families(result):
     forest = next(v for v in report["evaluation"]["variants"] if v["name"] == "random_forest_10x4")
     assert forest["technique"] == "random_forest" and forest["accuracy"] >= 0.9
     assert "random_forest_10x4" in report["gate"]["results"]
+
+
+def test_the_search_trained_trials_and_its_best_went_on(result):
+    search = result["report"]["training"]["search"]
+    assert [t["assignment"]["learning_rate"] for t in search["trials"]] == [0.04, 0.02]
+    assert all(t["status"] == "succeeded" for t in search["trials"])
+    best = next(t for t in search["trials"] if t["name"] == search["best"])
+    assert best["objective"] == max(t["objective"] for t in search["trials"])
+    assert result["report"]["training"]["validation"]["accuracy"] == best["validation_accuracy"]
     assert report["forest_export"]["candidates"][0]["params"]["max_abs_diff_vs_spark"] <= 1e-5
 
 
