@@ -283,9 +283,16 @@ def run_training(
         active_deadline_seconds=timeout_seconds,
     )
     if search and search.get("space"):
-        run = functools.partial(
-            _search, engine, rdir, data_dir, output_dir, search, common, stream, api_client
+        cluster = dict(
+            namespace=namespace,
+            image=image,
+            pvc_name=pvc_name,
+            mount_path=mount_path or str(workspace),
+            timeout_seconds=timeout_seconds,
+            api_client=api_client,
         )
+        run = functools.partial(_search, engine, rdir, data_dir, output_dir, search, common, stream)
+        run = functools.partial(run, cluster)
     elif engine == "local":
         run = functools.partial(train_local, data_dir, output_dir, job=job, stream=stream, **common)
     else:
@@ -343,29 +350,26 @@ def _pod_namespace() -> str:
     return path.read_text().strip() if path.exists() else "kubeflow"
 
 
-def _search(engine, rdir, data_dir, output_dir, search, common, stream, api_client) -> dict:
+def _search(engine, rdir, data_dir, output_dir, search, common, stream, cluster) -> dict:
     """Runs the search, then makes the best trial's model and report the step's own."""
     from kfp_edge.tfjob_training.local_search import SEARCH_DIR, run_search
 
-    if engine != "local":
-        raise ValueError(
-            "a hyperparameter search on the cluster runs as a Katib Experiment: generate it "
-            "with kfp_edge.tfjob_training.katib.build_experiment and apply it (see the "
-            "tfjob_training README); the pipeline's search runs on the local engine"
-        )
     fixed = {k: v for k, v in common.items() if k not in ("workers", "replica_resources")}
-    summary = run_search(
-        data_dir,
-        rdir / SEARCH_DIR,
-        search["space"],
-        algorithm=search.get("algorithm", "random"),
-        max_trials=int(search.get("max_trials", 4)),
-        parallel_trials=int(search.get("parallel_trials", 2)),
-        size_penalty=float(search.get("size_penalty", 0.0)),
-        early_stopping=bool(search.get("early_stopping", True)),
-        stream=stream,
-        **fixed,
-    )
+    if engine == "local":
+        summary = run_search(
+            data_dir,
+            rdir / SEARCH_DIR,
+            search["space"],
+            algorithm=search.get("algorithm", "random"),
+            max_trials=int(search.get("max_trials", 4)),
+            parallel_trials=int(search.get("parallel_trials", 2)),
+            size_penalty=float(search.get("size_penalty", 0.0)),
+            early_stopping=bool(search.get("early_stopping", True)),
+            stream=stream,
+            **fixed,
+        )
+    else:
+        summary = _search_on_katib(rdir / SEARCH_DIR, data_dir, search, common, cluster)
     best = rdir / SEARCH_DIR / summary["best"]
     if output_dir.exists():
         shutil.rmtree(output_dir)
@@ -375,3 +379,46 @@ def _search(engine, rdir, data_dir, output_dir, search, common, stream, api_clie
     report["search"] = summary
     write_json_atomic(output_dir / REPORT_FILE, report)
     return report
+
+
+def _search_on_katib(search_dir: Path, data_dir, search: dict, common: dict, cluster: dict) -> dict:
+    """The search as a Katib Experiment with TFJob trials; returns the local search's summary."""
+    from kfp_edge.images import TENSORFLOW_IMAGE
+    from kfp_edge.tfjob_training.katib import build_experiment
+    from kfp_edge.tfjob_training.katib_launcher import run_experiment
+
+    search_dir.mkdir(parents=True, exist_ok=True)
+    trainer = ("model", "epochs", "batch_size", "learning_rate", "width", "depth", "seed")
+    experiment = build_experiment(
+        search_dir.parent.name,
+        search["space"],
+        str(data_dir),  # the replicas mount the workspace where this step does
+        str(search_dir),
+        namespace=cluster["namespace"] or _pod_namespace(),
+        algorithm=search.get("algorithm", "random"),
+        max_trials=int(search.get("max_trials", 4)),
+        parallel_trials=int(search.get("parallel_trials", 2)),
+        early_stopping=bool(search.get("early_stopping", True)),
+        image=cluster["image"] or TENSORFLOW_IMAGE,
+        workers=common["workers"],
+        replica_resources=common["replica_resources"],
+        pvc_name=cluster["pvc_name"],
+        mount_path=cluster["mount_path"],
+        **{k: common[k] for k in trainer},
+    )
+    write_json_atomic(search_dir / "experiment.json", experiment)
+    best = run_experiment(
+        experiment,
+        api_client=cluster["api_client"],
+        timeout_seconds=cluster["timeout_seconds"],
+        poll_seconds=float(search.get("poll_seconds", 15.0)),
+    )
+    return {
+        "engine": "katib",
+        "experiment": experiment["metadata"]["name"],
+        "algorithm": experiment["spec"]["algorithm"]["algorithmName"],
+        "space": search["space"],
+        "best": best["name"],
+        "best_assignments": best["assignments"],
+        "best_metrics": best["metrics"],
+    }

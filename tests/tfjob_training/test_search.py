@@ -153,3 +153,66 @@ def test_local_search_trains_trials_in_parallel_stops_a_poor_one_and_picks_the_b
     assert best["validation_accuracy"] >= 0.8 and best["num_params"] > 0
     assert (tmp_path / "search" / summary["best"] / "saved_model" / "saved_model.pb").exists()
     assert (tmp_path / "search" / SEARCH_FILE).exists()
+
+
+@pytest.fixture
+def fake_katib(tmp_path):
+    """The FAKE Katib API (no cluster here); its controller runs the trials for real."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).with_name("fake_katib.py")
+    spec = importlib.util.spec_from_file_location("fake_katib", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    katib, api_client, server = module.serve(tmp_path / "katib-logs")
+    (tmp_path / "katib-logs").mkdir()
+    yield katib, api_client
+    server.shutdown()
+
+
+def test_the_search_on_katib_trains_real_trials_and_takes_the_best(
+    iris_data_dir, tmp_path, fake_katib
+):
+    from kfp_edge.tfjob_training.training_step import run_training
+
+    katib, api_client = fake_katib
+    katib.get_errors = [503, 503]  # a restarting API server: retried, not fatal
+    workspace = tmp_path / "ws"
+    report = run_training(
+        str(workspace),
+        "katib-run",
+        str(iris_data_dir),
+        engine="kubernetes",
+        namespace="ml",
+        epochs=8,
+        workers=1,
+        mount_path=str(workspace),
+        api_client=api_client,
+        search={
+            "space": {"learning_rate": {"type": "categorical", "values": [0.05, 1e-5]}},
+            "algorithm": "grid",
+            "max_trials": 2,
+            "parallel_trials": 1,
+            "poll_seconds": 0.2,
+        },
+    )
+    search = report["search"]
+    assert search["engine"] == "katib" and search["best"].endswith("-000")
+    assert float(search["best_assignments"]["learning_rate"]) == 0.05
+    assert report["validation"]["accuracy"] >= 0.6
+    assert (
+        workspace / "runs" / "katib-run" / "training" / "saved_model" / "saved_model.pb"
+    ).exists()
+    assert katib.created == 1
+
+
+def test_a_failed_katib_experiment_is_named_and_deleted(iris_data_dir, tmp_path, fake_katib):
+    from kfp_edge.tfjob_training.katib_launcher import ExperimentFailed, run_experiment
+
+    katib, api_client = fake_katib
+    katib.fail_next = True
+    experiment = manifests.katib_experiment()
+    with pytest.raises(ExperimentFailed, match="failed: trial template is invalid"):
+        run_experiment(experiment, api_client=api_client, poll_seconds=0.1, say=lambda m: None)
+    assert katib.deleted == []  # a failed experiment stays for kubectl describe
