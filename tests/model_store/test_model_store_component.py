@@ -288,12 +288,12 @@ def test_failed_upload_keeps_the_local_version_and_push_retries_it(
     assert store_for(workspace).versions("iris-push") == []  # checked before publishing
     # Another store already put an object where version 1 goes: the upload fails after the
     # local publish, which stays and is recorded; push retries once the conflict is gone.
-    client.put_object(bucket_name, "p/iris-push/1/model.tflite", io.BytesIO(b"x"), 1)
+    client.put_object(bucket_name, "p/iris-push/1/model.tflite.gz", io.BytesIO(b"x"), 1)
     with pytest.raises(RuntimeError, match="kfp-edge push --workspace .* --version 1"):
         publish_run(**kwargs, s3_bucket=bucket_name, s3_prefix="p")
     assert store_for(workspace).versions("iris-push") == [1]
     assert read_report(trained_run["run_dir"])["publish"]["model_name"] == "iris-push"
-    client.remove_object(bucket_name, "p/iris-push/1/model.tflite")
+    client.remove_object(bucket_name, "p/iris-push/1/model.tflite.gz")
     argv = [
         "push",
         "--workspace",
