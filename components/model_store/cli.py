@@ -1,4 +1,4 @@
-"""``kfp-edge pull``, ``rollback``, ``models``, ``push``, ``keys`` and ``s3-check``.
+"""The model store commands: pull, rollback, models, push, keys, s3-check, check-credentials.
 
 Imports neither TensorFlow nor PySpark (nor kfp): this is what runs on the edge device. Every
 error of these commands, OS errors (disk full, permissions) and S3 errors included, prints one
@@ -133,6 +133,13 @@ def register(subparsers) -> None:
     c.add_argument("--s3", dest="s3_uri", required=True, help="s3://bucket/prefix to probe")
     c.set_defaults(func=_exits_2(_cmd_s3_check))
 
+    d = subparsers.add_parser(
+        "check-credentials",
+        help="refuse placeholder or shared MinIO keys before deploying the manifests",
+    )
+    d.add_argument("directory", help="the manifests directory with *.env files (manifests/base)")
+    d.set_defaults(func=_exits_2(_cmd_check_credentials))
+
 
 def _cmd_pull(args) -> int:
     from contextlib import nullcontext
@@ -266,4 +273,16 @@ def _cmd_s3_check(args) -> int:
     failed = [name for name, ok, _ in results if not ok]
     if failed:
         raise ValueError(f"{args.s3_uri}: the server does not honour {', '.join(failed)}")
+    return 0
+
+
+def _cmd_check_credentials(args) -> int:
+    from kfp_edge.model_store.credentials_check import check_credentials
+
+    problems = check_credentials(args.directory)
+    for problem in problems[:-1]:
+        print(problem, file=sys.stderr)
+    if problems:
+        raise ValueError(f"{problems[-1]}; do not deploy with these credentials")
+    print(f"{args.directory}: every credential file is set, with its own keys")
     return 0
