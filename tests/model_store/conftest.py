@@ -49,3 +49,18 @@ def model_files(tmp_path):
     tflite = tmp_path / "src" / "model.tflite"
     tflite.write_bytes(os.urandom(5000))
     return {"saved_model": str(saved), "model.tflite": str(tflite)}
+
+
+@pytest.fixture
+def signed_store(tmp_path, model_files, signer):
+    """A workspace store (``tmp_path/ws/models``) with signed versions 1 and 2 of ``edge``."""
+    import os
+    from pathlib import Path
+
+    from kfp_edge.model_store.store import ModelStore
+
+    store = ModelStore(tmp_path / "ws" / "models")
+    store.publish("edge", model_files, {"variant": "float32"}, signer=signer)
+    Path(model_files["model.tflite"]).write_bytes(os.urandom(7000))
+    store.publish("edge", model_files, {"variant": "full_int8"}, signer=signer)
+    return store

@@ -30,13 +30,9 @@ from kfp_edge.model_versions import MAX_MANIFEST_BYTES, verify_directory
 
 
 @pytest.fixture
-def store(tmp_path, model_files, signer):
-    """A workspace store with signed versions 1 and 2 of ``edge``."""
-    store = ModelStore(tmp_path / "ws" / "models")
-    store.publish("edge", model_files, {"variant": "float32"}, signer=signer)
-    Path(model_files["model.tflite"]).write_bytes(os.urandom(6000))
-    store.publish("edge", model_files, {"variant": "int8"}, signer=signer)
-    return store
+def store(signed_store):
+    """A workspace store with signed versions 1 and 2 of ``edge`` (tests/model_store/conftest)."""
+    return signed_store
 
 
 def _ws(store) -> str:

@@ -24,14 +24,10 @@ from kfp_edge.model_versions import verify_directory
 
 
 @pytest.fixture
-def store(tmp_path, model_files, signer):
+def store(signed_store, model_files, signer):
     """A local store with signed versions 1 and 2 of ``edge`` and version 1 of ``edge-2``."""
-    store = ModelStore(tmp_path / "ws" / "models")
-    store.publish("edge", model_files, {"variant": "float32"}, signer=signer)
-    Path(model_files["model.tflite"]).write_bytes(os.urandom(7000))
-    store.publish("edge", model_files, {"variant": "full_int8"}, signer=signer)
-    store.publish("edge-2", model_files, {"variant": "other"}, signer=signer)
-    return store
+    signed_store.publish("edge-2", model_files, {"variant": "other"}, signer=signer)
+    return signed_store
 
 
 def _keys(client, bucket):
