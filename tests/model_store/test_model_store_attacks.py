@@ -347,3 +347,38 @@ def test_s3_check_reports_what_the_server_honours(bucket, capsys):
         assert f"ok    {guarantee}" in out
     client = s3.client_from_env()
     assert list(client.list_objects(name, recursive=True)) == []  # probes removed
+
+
+def test_a_download_past_its_deadline_is_abandoned(tmp_path, bucket):
+    client, name = bucket
+    client.put_object(name, "obj", io.BytesIO(b"x" * 1000), 1000)
+    with pytest.raises(TimeoutError, match="exceeded its deadline"):
+        s3_releases.download_file(client, name, "obj", tmp_path / "o", 1000, time.monotonic() - 1)
+
+
+def test_the_shipped_copy_is_checked_before_and_after_decompression(tmp_path, bucket, store):
+    import gzip
+
+    client, name = bucket
+    s3_releases.upload_version(s3.connect_from_env(), name, "", store.get("edge", 1))
+    dest = tmp_path / "device"
+    key = "edge/1/model.tflite.gz"
+    shipped = client.get_object(name, key).read()
+    bad = shipped[:-9] + bytes([shipped[-9] ^ 1]) + shipped[-8:]
+    client.put_object(name, key, io.BytesIO(bad), len(bad))
+    with pytest.raises(ValueError, match=r"model\.tflite\.gz is corrupted"):
+        pull("edge", dest, s3_uri=f"s3://{name}")
+    # A gzip that is genuine per the manifest but holds other bytes cannot exist without the
+    # signing key; the raw check after decompression is what catches a wrong decoder.
+    raw = gzip.decompress(shipped)
+    assert (store.get("edge", 1) / "model.tflite").read_bytes() == raw
+    client.put_object(name, key, io.BytesIO(shipped), len(shipped))
+    assert pull("edge", dest, s3_uri=f"s3://{name}")["version"] == 1
+    assert (dest / "current" / "model.tflite").read_bytes() == raw
+    assert not (dest / "current" / "model.tflite.gz").exists()  # the device keeps raw bytes
+
+
+def test_only_must_keep_the_model(tmp_path, store, capsys):
+    argv = ["pull", "--name", "edge", "--dest", str(tmp_path / "d"), "--workspace", _ws(store)]
+    assert main([*argv, "--only", "saved_model/*"]) == 2
+    assert "--only must keep model.tflite" in capsys.readouterr().err
