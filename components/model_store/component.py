@@ -30,8 +30,8 @@ def ModelStoreOp(
     the version is also uploaded (manifest last); the endpoint and credentials are read from
     the KFP_EDGE_S3_ENDPOINT, KFP_EDGE_S3_ACCESS_KEY and KFP_EDGE_S3_SECRET_KEY environment
     variables (a Kubernetes Secret in the cluster), never from parameters. The manifest is
-    signed with the Ed25519 key in the file KFP_EDGE_SIGNING_KEY_FILE names (a mounted Secret,
-    see use_signing_key); devices install only signed releases.
+    signed with the Ed25519 key of the mounted Secret (see use_signing_key) or of the file
+    KFP_EDGE_SIGNING_KEY_FILE names; devices install only signed releases.
 
     Args:
         workspace: Root of the workspace volume (the PVC mount path in the cluster).
@@ -121,7 +121,6 @@ def use_s3_credentials(
 # The Secret holding the publisher's Ed25519 private key (``kfp-edge keys generate``), key
 # ``private.pem``; mounted read-only as a file, never passed as a parameter or env value.
 DEFAULT_SIGNING_SECRET = "kfp-edge-signing-key"
-SIGNING_KEY_MOUNT = "/var/run/secrets/kfp-edge-signing"
 S3_CLIENT_LABEL = "kfp-edge/s3-client"
 
 
@@ -131,8 +130,10 @@ def use_signing_key(
     """Mounts the release signing key from a Kubernetes Secret into a publish task.
 
     The compiled YAML names the Secret and the mount path, never the key. The step signs each
-    version's manifest with it; without the Secret the pod does not start, so a release is
-    never published unsigned by accident.
+    version's manifest with the file it finds there (``signing.DEFAULT_SIGNING_KEY_FILE``);
+    without the Secret the pod does not start, so a release is never published unsigned by
+    accident in the cluster. (A local run mounts nothing and publishes unsigned, with a
+    warning.)
 
     Args:
         task: The ``ModelStoreOp`` task.
@@ -141,10 +142,12 @@ def use_signing_key(
     Returns:
         The task.
     """
+    import posixpath
+
     from kfp import kubernetes
 
-    from kfp_edge.model_store.signing import ENV_SIGNING_KEY_FILE
+    from kfp_edge.model_store.signing import DEFAULT_SIGNING_KEY_FILE
 
-    kubernetes.use_secret_as_volume(task, secret_name=secret_name, mount_path=SIGNING_KEY_MOUNT)
-    task.set_env_variable(ENV_SIGNING_KEY_FILE, f"{SIGNING_KEY_MOUNT}/private.pem")
+    mount = posixpath.dirname(DEFAULT_SIGNING_KEY_FILE)
+    kubernetes.use_secret_as_volume(task, secret_name=secret_name, mount_path=mount)
     return task

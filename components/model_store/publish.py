@@ -74,9 +74,9 @@ def publish_run(
             the ``KFP_EDGE_S3_*`` environment variables.
         s3_prefix: Key prefix in the bucket.
 
-    The manifest is signed with the Ed25519 key in the file named by
-    ``KFP_EDGE_SIGNING_KEY_FILE`` (mounted from a Kubernetes Secret); without it the version is
-    published unsigned, and devices refuse it.
+    The manifest is signed with the Ed25519 key mounted from the Kubernetes Secret (or the file
+    named by ``KFP_EDGE_SIGNING_KEY_FILE``); without a key the version is published unsigned,
+    and devices refuse it.
 
     Returns:
         ``{"model_name", "version", "model_dir", "variant", "model_bytes", "shipped_bytes",
@@ -130,8 +130,8 @@ def publish_run(
     signer = signer_from_env()  # before anything is published: a bad key fails here
     if signer is None:
         print(
-            f"warning: {ENV_SIGNING_KEY_FILE} is not set; the version is published unsigned "
-            "and devices will refuse it"
+            f"warning: no signing key ({ENV_SIGNING_KEY_FILE} unset, no Secret mounted); the "
+            "version is published unsigned and devices will refuse it"
         )
     bucket = s3_bucket or os.environ.get(ENV_BUCKET, "")
     conn = None

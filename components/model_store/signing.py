@@ -6,7 +6,8 @@ metrics, gate and lineage sections. A device pins one or more trusted public key
 only a release whose signature one of them verifies.
 
 Keys are PEM files: the private key (PKCS#8, unencrypted, mode 0600) reaches the publish step
-only as a file mounted from a Kubernetes Secret, named by ``KFP_EDGE_SIGNING_KEY_FILE``; public
+only as a file mounted from a Kubernetes Secret (``DEFAULT_SIGNING_KEY_FILE``, or the file named
+by ``KFP_EDGE_SIGNING_KEY_FILE``); public
 keys (SubjectPublicKeyInfo) are what devices get. ``kfp-edge keys generate`` makes a pair.
 """
 
@@ -21,6 +22,9 @@ from pathlib import Path
 from typing import Any
 
 ENV_SIGNING_KEY_FILE = "KFP_EDGE_SIGNING_KEY_FILE"
+# Where the publish pod finds the key when the variable is unset: the mount of the Secret
+# ``kfp-edge-signing-key`` (``use_signing_key``). A local run has no such file: unsigned.
+DEFAULT_SIGNING_KEY_FILE = "/var/run/secrets/kfp-edge-signing/private.pem"
 ENV_TRUSTED_KEYS = "KFP_EDGE_TRUSTED_KEYS"
 ALGORITHM = "ed25519"
 SIGNATURE_KEY = "signature"
@@ -121,10 +125,13 @@ def load_public_keys(paths: Iterable[str | os.PathLike]) -> dict:
 
 
 def signer_from_env(environ: Mapping[str, str] | None = None):
-    """Returns a function that signs a manifest with the key in ``KFP_EDGE_SIGNING_KEY_FILE``.
+    """Returns a function that signs a manifest with the publisher's private key.
+
+    The key is the file ``KFP_EDGE_SIGNING_KEY_FILE`` names or, when that is unset, the
+    mounted Secret at ``DEFAULT_SIGNING_KEY_FILE`` if it exists.
 
     Returns:
-        ``sign(manifest) -> signature entry``, or None when the variable is unset.
+        ``sign(manifest) -> signature entry``, or None when there is no key.
 
     Raises:
         ValueError: If the variable names a file that is not an Ed25519 private key.
@@ -132,7 +139,9 @@ def signer_from_env(environ: Mapping[str, str] | None = None):
     env = os.environ if environ is None else environ
     path = env.get(ENV_SIGNING_KEY_FILE)
     if not path:
-        return None
+        if not os.path.isfile(DEFAULT_SIGNING_KEY_FILE):
+            return None
+        path = DEFAULT_SIGNING_KEY_FILE
     key = load_private_key(path)
     return lambda manifest: sign(manifest, key)
 
