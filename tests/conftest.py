@@ -291,3 +291,61 @@ def fake_kfp():
     api.url = api.start()
     yield api
     api.stop()
+
+
+# -- S3: one server for every S3 test (model store, pull, ETL input) ------------------------------
+# KFP_EDGE_TEST_S3_ENDPOINT / _ACCESS_KEY / _SECRET_KEY (/ _REGION) point the tests at a running
+# S3 server (.ci/run does so with Ceph RGW, tests/ceph_rgw.sh); unset, moto's server is started
+# on 127.0.0.1. Each test gets its own bucket, emptied and deleted afterwards.
+TEST_S3_ENV = "KFP_EDGE_TEST_S3_"
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """``(endpoint, access key, secret key, region)`` of the S3 server the tests use."""
+    if os.environ.get(TEST_S3_ENV + "ENDPOINT"):
+        yield (
+            os.environ[TEST_S3_ENV + "ENDPOINT"],
+            os.environ[TEST_S3_ENV + "ACCESS_KEY"],
+            os.environ[TEST_S3_ENV + "SECRET_KEY"],
+            os.environ.get(TEST_S3_ENV + "REGION", "us-east-1"),
+        )
+        return
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}", "kfp-edge-test-access", "kfp-edge-test-secret", "us-east-1"
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    """Sets the KFP_EDGE_S3_* variables for the test server and returns them."""
+    endpoint, access, secret, region = s3_server
+    env = {
+        "KFP_EDGE_S3_ENDPOINT": endpoint,
+        "KFP_EDGE_S3_ACCESS_KEY": access,
+        "KFP_EDGE_S3_SECRET_KEY": secret,
+        "KFP_EDGE_S3_REGION": region,
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+@pytest.fixture
+def bucket(s3_env):
+    """A fresh bucket on the test server; returns ``(client, bucket_name)``; deleted after."""
+    import uuid
+
+    from kfp_edge.s3 import client_from_env
+
+    client = client_from_env()
+    name = f"kfp-edge-test-{uuid.uuid4().hex[:12]}"
+    client.make_bucket(name)
+    yield client, name
+    for obj in client.list_objects(name, recursive=True):
+        client.remove_object(name, obj.object_name)
+    client.remove_bucket(name)
