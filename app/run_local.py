@@ -6,10 +6,13 @@ the PersistentVolume, and training runs the same TFJob spec on the local TFJob e
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
+import sys
 from pathlib import Path
 
+from kfp_edge.app.progress import LOGS_DIR, ProgressView, RunMonitor, log_tail
 from kfp_edge.workspace import DEFAULT_LOCAL_WORKSPACE, read_report, run_dir
 
 
@@ -36,35 +39,70 @@ def parse_params(pairs: list[str]) -> dict:
 
 
 def run_pipeline_locally(
-    pipeline, workspace: str | None, run_id: str, **params
+    pipeline, workspace: str | None, run_id: str, verbose: bool = False, **params
 ) -> tuple[Path, str | None]:
     """Runs a kfp-edge pipeline function under kfp.local's SubprocessRunner in this environment.
+
+    The user's own kfp.local configuration (``kfp.local.init``) is restored afterwards. kfp.local's
+    full output goes to ``<run>/logs/`` (see :mod:`kfp_edge.app.progress`); the screen shows one
+    line per step and progress bars, or, with ``verbose``, the full output as well.
 
     Args:
         pipeline: A ``@dsl.pipeline`` function with ``workspace`` and ``run_id`` parameters.
         workspace: Directory standing for the workspace PV (default ``./.kfp-edge``).
         run_id: Run id passed to the pipeline.
+        verbose: Stream kfp.local's full output instead of the progress display.
         **params: Other pipeline parameters; ``training_engine`` defaults to ``local``.
 
     Returns:
         ``(workspace path, error)``: the resolved workspace and the failure message or None.
     """
     from kfp import local
+    from kfp.local import config as local_config
 
     workspace_path = Path(workspace or DEFAULT_LOCAL_WORKSPACE).resolve()
     workspace_path.mkdir(parents=True, exist_ok=True)
+    params.setdefault("training_engine", "local")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    users_config = local_config.LocalExecutionConfig.instance
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(workspace_path / "kfp-local"),
         raise_on_error=True,
     )
-    params.setdefault("training_engine", "local")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    screen = sys.stdout
+    view = None if verbose else ProgressView(screen)
+    monitor = RunMonitor(
+        run_dir(workspace_path, run_id) / LOGS_DIR,
+        task_names(pipeline),
+        view=view,
+        echo=screen if verbose else None,
+    )
+    error = None
     try:
-        pipeline(workspace=str(workspace_path), run_id=run_id, **params)
+        with view or contextlib.nullcontext(), monitor:
+            with contextlib.redirect_stdout(monitor), contextlib.redirect_stderr(monitor):
+                pipeline(workspace=str(workspace_path), run_id=run_id, **params)
     except RuntimeError as exc:  # kfp.local raises when a task fails; its log says why
-        return workspace_path, str(exc)
-    return workspace_path, None
+        error = _failure(monitor, exc)
+    finally:
+        local_config.LocalExecutionConfig.instance = users_config
+    return workspace_path, error
+
+
+def task_names(pipeline) -> dict[str, str]:
+    """Returns ``{kfp task name: display name}`` of a pipeline's top-level tasks."""
+    tasks = pipeline.pipeline_spec.root.dag.tasks
+    return {name: task.task_info.name or name for name, task in tasks.items()}
+
+
+def _failure(monitor: RunMonitor, exc: Exception) -> str:
+    """The failure message: which step failed and the end of its log."""
+    step = monitor.failed_step
+    if step is None:
+        return f"{exc} (logs: {monitor.logs_dir})"
+    log = monitor.step_log(step)
+    return f"step {step} failed; the end of {log}:\n{log_tail(log)}"
 
 
 def run_local(workspace: str | None = None, run_id: str | None = None, **params) -> dict:

@@ -534,6 +534,9 @@ def train(args: argparse.Namespace, environ=None) -> dict | None:
                 state = _read_json(progress_path)
                 state["epochs_done"] = epoch + 1
                 state["logs"] = {k: float(v) for k, v in (logs or {}).items()}
+                # The curves of the run report; an epoch redone after a restart replaces its row.
+                earlier = [h for h in state.get("history", []) if h["epoch"] <= epoch]
+                state["history"] = earlier + [{"epoch": epoch + 1, **state["logs"]}]
                 write_json_atomic(progress_path, state)
 
     callbacks = [keras.callbacks.BackupAndRestore(str(backup_dir)), Progress()]
@@ -589,6 +592,7 @@ def train(args: argparse.Namespace, environ=None) -> dict | None:
         "steps_per_epoch": steps_per_epoch,
         "train_rows": train_rows,
         "final_train_metrics": final,
+        "history": progress.get("history", []),
         "validation": evaluation.get("validation"),
         "test": evaluation.get("test"),
         "fit_seconds": round(fit_seconds, 3),
