@@ -41,8 +41,13 @@ class ProgressView:
 
     def __init__(self, stream, live: bool | None = None):
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-        from rich.progress import TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         # force_jupyter=False: in a notebook, plain text on the cell's stream, not HTML displays.
         self.console = Console(file=stream, highlight=False, soft_wrap=True, force_jupyter=False)
@@ -192,4 +197,3 @@ def log_tail(path: Path, lines: int = 15) -> str:
         return ""
     text = [t for t in path.read_text(encoding="utf-8", errors="replace").splitlines() if t.strip()]
     return "\n".join("    " + t.strip() for t in text[-lines:])
-

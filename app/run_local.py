@@ -12,30 +12,15 @@ import os
 import sys
 from pathlib import Path
 
+from kfp_edge.app.params import coerce_arguments, function_parameters
 from kfp_edge.app.progress import LOGS_DIR, ProgressView, RunMonitor, log_tail
+from kfp_edge.report_html import write_run_report
 from kfp_edge.workspace import DEFAULT_LOCAL_WORKSPACE, read_report, run_dir
 
 
 def new_run_id() -> str:
     """Returns a fresh run id of the form ``edge-YYYYmmdd-HHMMSS-ffffff`` (UTC)."""
     return "edge-" + _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
-
-
-def parse_params(pairs: list[str]) -> dict:
-    """Parses ``NAME=VALUE`` pairs; values are read as YAML (numbers, lists, booleans).
-
-    Raises:
-        ValueError: If a pair has no ``=``.
-    """
-    import yaml
-
-    params = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise ValueError(f"pipeline parameter {pair!r} is not NAME=VALUE")
-        params[name.strip()] = yaml.safe_load(value) if value else ""
-    return params
 
 
 def run_pipeline_locally(
@@ -105,34 +90,56 @@ def _failure(monitor: RunMonitor, exc: Exception) -> str:
     return f"step {step} failed; the end of {log}:\n{log_tail(log)}"
 
 
-def run_local(workspace: str | None = None, run_id: str | None = None, **params) -> dict:
+def run_local(
+    workspace: str | None = None, run_id: str | None = None, verbose: bool = False, **params
+) -> dict:
     """Runs the edge pipeline locally and returns what it produced.
+
+    Shows one line per step and progress bars while it runs; kfp.local's full output goes to
+    ``<run>/logs/``. Afterwards ``<run>/report.html`` shows the run, finished or failed.
 
     Args:
         workspace: Directory standing for the workspace PV (default ``./.kfp-edge``).
         run_id: Run id (default: a fresh timestamped id).
+        verbose: Also stream kfp.local's full output.
         **params: Other pipeline parameters (see ``kfp_edge.pipelines.edge_pipeline``);
             ``training_engine`` defaults to ``local``.
 
     Returns:
-        A dict with ``run_id``, ``run_dir``, ``report`` (the run's report.json), ``published``
-        (bool), ``model_dir`` (or None) and ``error`` (the failure message, or None).
+        A dict with ``run_id``, ``run_dir``, ``report`` (the run's report.json), ``report_html``
+        (its page), ``published`` (bool), ``model_dir`` (or None) and ``error`` (the failure
+        message, or None).
+
+    Raises:
+        ValueError: An unknown parameter (naming the nearest valid ones) or a value of the
+            wrong type, before anything runs.
     """
     from kfp_edge.pipelines.edge_pipeline import build_edge_pipeline
 
+    pipeline = build_edge_pipeline()
     run_id = run_id or new_run_id()
-    workspace_path, error = run_pipeline_locally(build_edge_pipeline(), workspace, run_id, **params)
+    run_dir(".", run_id)  # an invalid run id fails here, before anything runs
+    params = coerce_arguments(params, runnable_parameters(pipeline))
+    workspace_path, error = run_pipeline_locally(pipeline, workspace, run_id, verbose, **params)
     directory = run_dir(workspace_path, run_id)
     report = read_report(directory)
+    page = write_run_report(directory) if report else None
     publish = report.get("publish") or {}
     return {
         "run_id": run_id,
         "run_dir": str(directory),
         "report": report,
+        "report_html": str(page) if page else None,
         "published": bool(publish) and error is None,
         "model_dir": publish.get("model_dir"),
         "error": error,
     }
+
+
+def runnable_parameters(pipeline) -> dict:
+    """The pipeline's parameters a local run takes (workspace and run id are its own)."""
+    params = function_parameters(pipeline)
+    return {k: v for k, v in params.items() if k not in ("workspace", "run_id")}
 
 
 def variant_table(report: dict) -> list[dict]:
@@ -195,7 +202,8 @@ def print_summary(result: dict) -> None:
     rows = variant_table(report)
     if rows:
         print(format_table(rows))
-    print(f"\nrun report: {Path(result['run_dir']) / 'report.json'}")
+    page = result.get("report_html") or Path(result["run_dir"]) / "report.json"
+    print(f"\nrun report: {page}")
     if result["published"]:
         publish = report["publish"]
         print(

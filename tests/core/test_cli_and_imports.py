@@ -4,7 +4,8 @@ import sys
 import pytest
 
 from kfp_edge.app.cli import build_parser, main
-from kfp_edge.app.run_local import format_table, parse_params, variant_table
+from kfp_edge.app.params import parse_params
+from kfp_edge.app.run_local import format_table, variant_table
 
 
 def _modules_after(code: str) -> set[str]:
