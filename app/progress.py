@@ -135,15 +135,16 @@ class RunMonitor(io.TextIOBase):
     def flush(self) -> None:  # noqa: D102
         if self._echo is not None:
             self._echo.flush()
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
 
     def close(self) -> None:  # noqa: D102
         if self._buffer:
             self._line(self._buffer)
             self._buffer = ""
         self._end_step_log()
+        super().close()  # flushes first
         self._log.close()
-        super().close()
 
     def step_log(self, step: str) -> Path:
         """Returns the log file of one step (by its shown name)."""
@@ -191,7 +192,21 @@ class RunMonitor(io.TextIOBase):
             self._step_log = None
 
 
-def log_tail(path: Path, lines: int = 15) -> str:
+_EXCEPTION = re.compile(r"^\s*([\w.]+(Error|Exception|Exit)\b.*)$")
+
+
+def failure_line(path: Path) -> str | None:
+    """Returns the last exception line (``SomeError: why``) of a step's log, or None."""
+    if not path.is_file():
+        return None
+    found = None
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if m := _EXCEPTION.match(line):
+            found = m.group(1).strip()
+    return found
+
+
+def log_tail(path: Path, lines: int = 10) -> str:
     """Returns the last ``lines`` non-empty lines of a log file, indented."""
     if not path.is_file():
         return ""

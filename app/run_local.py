@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from kfp_edge.app.params import coerce_arguments, function_parameters
-from kfp_edge.app.progress import LOGS_DIR, ProgressView, RunMonitor, log_tail
+from kfp_edge.app.progress import LOGS_DIR, ProgressView, RunMonitor, failure_line, log_tail
 from kfp_edge.report_html import write_run_report
 from kfp_edge.workspace import DEFAULT_LOCAL_WORKSPACE, read_report, run_dir
 
@@ -87,6 +87,9 @@ def _failure(monitor: RunMonitor, exc: Exception) -> str:
     if step is None:
         return f"{exc} (logs: {monitor.logs_dir})"
     log = monitor.step_log(step)
+    why = failure_line(log)
+    if why:
+        return f"step {step} failed: {why}\n  its full log: {log}"
     return f"step {step} failed; the end of {log}:\n{log_tail(log)}"
 
 
@@ -195,15 +198,17 @@ def print_summary(result: dict) -> None:
     print()
     etl = report.get("etl") or {}
     if etl:
+        splits = ", ".join(f"{k} {v}" for k, v in (etl.get("rows_per_split") or {}).items())
         print(
-            f"ETL: {etl.get('rows_good', '?')} good rows, {etl.get('rows_bad', 0)} quarantined, "
-            f"splits {etl.get('rows_per_split', {})}"
+            f"ETL: {etl.get('rows_good', '?')} good rows, {etl.get('rows_bad', 0)} quarantined"
+            f" -> {etl.get('examples', '?')} examples ({splits})"
         )
     rows = variant_table(report)
     if rows:
         print(format_table(rows))
     page = result.get("report_html") or Path(result["run_dir"]) / "report.json"
     print(f"\nrun report: {page}")
+    print(f"logs: {Path(result['run_dir']) / LOGS_DIR}")
     if result["published"]:
         publish = report["publish"]
         print(
