@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import inspect
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -38,15 +37,9 @@ class _HelpWithParameters(argparse.Action):
 
     def __call__(self, parser, namespace, values, option_string=None):
         from kfp_edge.app.params import describe
-        from kfp_edge.app.run_local import runnable_parameters
         from kfp_edge.pipelines.edge_pipeline import build_edge_pipeline
 
-        pipeline = build_edge_pipeline()
-        defaults = {
-            name: value.default
-            for name, value in inspect.signature(pipeline.python_func).parameters.items()
-        }
-        parser.epilog = describe(runnable_parameters(pipeline), defaults)
+        parser.epilog = describe(build_edge_pipeline())
         parser.print_help()
         parser.exit()
 

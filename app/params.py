@@ -117,11 +117,12 @@ def coerce_arguments(raw: dict, parameters: dict) -> dict:
     return out
 
 
-def describe(parameters: dict, defaults: dict | None = None) -> str:
-    """Returns a help text listing every parameter with its type (and default)."""
-    defaults = defaults or {}
+def describe(pipeline, skip=("workspace", "run_id")) -> str:
+    """Returns a help text listing a pipeline's parameters: name, default and description."""
     rows = []
-    for name, kind in sorted(parameters.items()):
-        default = f" (default {defaults[name]!r})" if name in defaults else ""
-        rows.append(f"  {name:<20} {kind.lower().replace('_', ' ')}{default}")
-    return "pipeline parameters (--param NAME=VALUE):\n" + "\n".join(rows)
+    for name, spec in sorted(pipeline.component_spec.inputs.items()):
+        if name in skip:
+            continue
+        default = json.dumps(spec.default) if spec.default is not None else "-"
+        rows.append(f"  {name:<20} {default:<12} {' '.join((spec.description or '').split())}")
+    return "pipeline parameters (--param NAME=VALUE), with their defaults:\n" + "\n".join(rows)

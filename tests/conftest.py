@@ -160,6 +160,7 @@ class FakeKfpApi:
         self.experiments: list[dict] = []
         self.runs: list[dict] = []
         self.recurring_runs: list[dict] = []
+        self.run_states = ["PENDING"]
         self._server = None
 
     def start(self) -> str:
@@ -261,6 +262,13 @@ class FakeKfpApi:
             }
             self.runs.append({**body, **run})
             return 200, run
+        if method == "GET" and path.startswith("/apis/v2beta1/runs/"):
+            found = [r for r in self.runs if r["run_id"] == path.rsplit("/", 1)[1]]
+            if not found:
+                return 404, {"error": "no such run"}
+            # A run moves through run_states, one per look, and stays in the last one.
+            state = self.run_states.pop(0) if len(self.run_states) > 1 else self.run_states[0]
+            return 200, {**found[0], "state": state}
         return 404, {"error": f"{method} {path} is not part of this fake"}
 
     @staticmethod
