@@ -7,17 +7,13 @@ missing; in CI (``CI`` set, as ``.ci/run`` does) a missing Chromium fails it.
 """
 
 import importlib.util
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
 STEPS = ("run-context", "etl", "training-launcher", "compression", "evaluation", "gate", "publish")
 
 
@@ -31,26 +27,10 @@ def _cdp():
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """One `kfp-edge run` through the console script, its output piped (no terminal)."""
-    workspace = tmp_path_factory.mktemp("ws")
-    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TERM")}
-    command = [
-        str(Path(sys.executable).with_name("kfp-edge")),
-        "run",
-        "--workspace",
-        str(workspace),
-        "--run-id",
-        "cli-run",
-        "--workers",
-        "1",
-        "--epochs",
-        "60",
-        "--param",
-        "variants=[float32, dynamic_int8]",
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900, cwd=REPO)
-    return done, workspace / "runs" / "cli-run"
+def run(edge_cli_run):
+    """`kfp-edge run --dataset iris --workers 2`, shared with tests/pipelines (conftest.py)."""
+    done, run_dir, _ = edge_cli_run
+    return done, run_dir
 
 
 def test_run_prints_one_line_per_step_and_the_table_on_one_screen(run):
@@ -61,8 +41,8 @@ def test_run_prints_one_line_per_step_and_the_table_on_one_screen(run):
     assert len(above_table) <= 40, done.stdout
     for step in STEPS:
         assert sum(bool(re.match(rf"✓ {step}\s+\d+\.\d s$", t)) for t in lines) == 1, step
-    assert re.search(r"training-launcher\s+60/60 loss [\d.]+ accuracy [\d.]+", done.stdout)
-    assert "compression        2/2 dynamic_int8" in done.stdout
+    assert re.search(r"training-launcher\s+100/100 loss [\d.]+ accuracy [\d.]+", done.stdout)
+    assert "compression        4/4 full_int8" in done.stdout
     # kfp.local's own output stays in the logs: no executor input, no warnings, no colours.
     for noise in ("executorInput", "Executing task", "UserWarning", "\x1b["):
         assert noise not in done.stdout + done.stderr, noise
@@ -75,7 +55,7 @@ def test_full_logs_go_to_the_run_directory(run):
     logs = directory / "logs"
     assert {p.stem for p in logs.glob("*.log")} == {*STEPS, "pipeline"}
     assert "Executing task 'sparketlop'" in (logs / "pipeline.log").read_text()
-    assert "Epoch 60/60" in (logs / "training-launcher.log").read_text()
+    assert "Epoch 100/100" in (logs / "training-launcher.log").read_text()
 
 
 def test_report_command_prints_the_page_of_the_latest_run(run, capsys):
@@ -99,8 +79,8 @@ def test_report_page_draws_its_charts_and_tables_in_chromium(run):
         browser.open(page)
         count = "document.querySelectorAll('{}').length".format
         assert browser.evaluate(count("#variants svg.scatter")) == 2
-        # 1 reference + 2 variants, drawn as circles with a real position on each chart
-        assert browser.evaluate(count("#variants svg.scatter circle.point")) == 6
+        # 1 reference + 4 variants, drawn as circles with a real position on each chart
+        assert browser.evaluate(count("#variants svg.scatter circle.point")) == 10
         box = browser.evaluate(
             "(() => { const r = document.querySelector('svg.scatter').getBoundingClientRect();"
             " return [r.width, r.height]; })()"
@@ -109,8 +89,8 @@ def test_report_page_draws_its_charts_and_tables_in_chromium(run):
         rows = browser.evaluate(
             "[...document.querySelectorAll('table.variants tr')].map(r => r.innerText)"
         )
-        assert len(rows) == 4 and any("chosen" in r for r in rows)
-        assert browser.evaluate(count("#confusion table.matrix")) == 3
+        assert len(rows) == 6 and any("chosen" in r for r in rows)
+        assert browser.evaluate(count("#confusion table.matrix")) == 5
         assert browser.evaluate(count("#training svg.lines polyline.series")) >= 2
         assert "150" in browser.evaluate("document.querySelector('table.etl-counts').innerText")
         assert "Chosen:" in browser.evaluate("document.querySelector('#gate').innerText")
