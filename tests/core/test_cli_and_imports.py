@@ -45,8 +45,8 @@ def test_parse_params_reads_yaml_values():
 
 
 def test_run_needs_label_with_input(capsys):
-    with pytest.raises(SystemExit, match="--label"):
-        main(["run", "--input", "data.csv"])
+    assert main(["run", "--input", "data.csv"]) == 2
+    assert "kfp-edge run: error: --input needs --label COLUMN" in capsys.readouterr().err
 
 
 def test_subcommands_registered():
