@@ -49,8 +49,16 @@ class ProgressView:
             TimeElapsedColumn,
         )
 
-        # force_jupyter=False: in a notebook, plain text on the cell's stream, not HTML displays.
-        self.console = Console(file=stream, highlight=False, soft_wrap=True, force_jupyter=False)
+        # In a notebook: plain lines on the cell's stream, neither HTML displays nor a live bar
+        # (ipykernel's stream claims to be a terminal; its cell output keeps every redraw).
+        jupyter = Console(file=io.StringIO()).is_jupyter
+        self.console = Console(
+            file=stream,
+            highlight=False,
+            soft_wrap=True,
+            force_jupyter=False,
+            force_terminal=False if jupyter else None,
+        )
         self.live = self.console.is_terminal if live is None else live
         self._progress = Progress(
             TextColumn("  {task.description:<18}"),
