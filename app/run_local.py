@@ -76,9 +76,10 @@ def run_pipeline_locally(
 
 
 def task_names(pipeline) -> dict[str, str]:
-    """Returns ``{kfp task name: display name}`` of a pipeline's top-level tasks."""
-    tasks = pipeline.pipeline_spec.root.dag.tasks
-    return {name: task.task_info.name or name for name, task in tasks.items()}
+    """Returns ``{kfp task name: display name}`` of a pipeline's tasks, nested DAGs included."""
+    spec = pipeline.pipeline_spec
+    dags = [spec.root.dag] + [c.dag for c in spec.components.values() if c.HasField("dag")]
+    return {name: task.task_info.name or name for dag in dags for name, task in dag.tasks.items()}
 
 
 def _failure(monitor: RunMonitor, exc: Exception) -> str:
