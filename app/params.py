@@ -29,7 +29,7 @@ def add_param_option(parser) -> None:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="pipeline parameter, value read as YAML (repeatable; --help lists the names)",
+        help="pipeline parameter, value read as YAML (repeatable; run --help lists them)",
     )
 
 
