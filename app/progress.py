@@ -31,6 +31,11 @@ _EPOCH = re.compile(r"^\s*Epoch (\d+)/(\d+)\s*$")
 _EPOCH_DONE = re.compile(r"loss: ([\d.eE+-]+) - accuracy: ([\d.eE+-]+)")
 
 
+def strip_ansi(text: str) -> str:
+    """Returns ``text`` without ANSI colour codes (kfp.local colours its messages)."""
+    return _ANSI.sub("", text)
+
+
 class ProgressView:
     """Draws step events: a line per finished step and a bar for steps that report progress.
 
@@ -159,7 +164,7 @@ class RunMonitor(io.TextIOBase):
         return self.logs_dir / f"{step}.log"
 
     def _line(self, raw: str) -> None:
-        line = _ANSI.sub("", raw)
+        line = strip_ansi(raw)
         self._log.write(line + "\n")
         if self._step_log is not None:
             self._step_log.write(line + "\n")

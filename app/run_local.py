@@ -13,7 +13,14 @@ import sys
 from pathlib import Path
 
 from kfp_edge.app.params import coerce_arguments, function_parameters
-from kfp_edge.app.progress import LOGS_DIR, ProgressView, RunMonitor, failure_line, log_tail
+from kfp_edge.app.progress import (
+    LOGS_DIR,
+    ProgressView,
+    RunMonitor,
+    failure_line,
+    log_tail,
+    strip_ansi,
+)
 from kfp_edge.report_html import write_run_report
 from kfp_edge.workspace import DEFAULT_LOCAL_WORKSPACE, read_report, run_dir
 
@@ -49,12 +56,6 @@ def run_pipeline_locally(
     workspace_path.mkdir(parents=True, exist_ok=True)
     params.setdefault("training_engine", "local")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    users_config = local_config.LocalExecutionConfig.instance
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(workspace_path / "kfp-local"),
-        raise_on_error=True,
-    )
     screen = sys.stdout
     view = None if verbose else ProgressView(screen)
     monitor = RunMonitor(
@@ -63,8 +64,14 @@ def run_pipeline_locally(
         view=view,
         echo=screen if verbose else None,
     )
+    users_config = local_config.LocalExecutionConfig.instance
     error = None
     try:
+        local.init(
+            runner=local.SubprocessRunner(use_venv=False),
+            pipeline_root=str(workspace_path / "kfp-local"),
+            raise_on_error=True,
+        )
         with view or contextlib.nullcontext(), monitor:
             with contextlib.redirect_stdout(monitor), contextlib.redirect_stderr(monitor):
                 pipeline(workspace=str(workspace_path), run_id=run_id, **params)
@@ -86,7 +93,7 @@ def _failure(monitor: RunMonitor, exc: Exception) -> str:
     """The failure message: which step failed and the end of its log."""
     step = monitor.failed_step
     if step is None:
-        return f"{exc} (logs: {monitor.logs_dir})"
+        return f"{strip_ansi(str(exc))} (logs: {monitor.logs_dir})"
     log = monitor.step_log(step)
     why = failure_line(log)
     if why:
