@@ -16,13 +16,13 @@ from kfp_edge.workspace import read_report
 
 REPORT_HTML = "report.html"
 _STYLE = (
-    "body{font-family:sans-serif;margin:1.5em;max-width:1200px}"
+    "body{font-family:sans-serif;margin:1.5em;max-width:1400px}"
     "table{border-collapse:collapse;margin:.5em 0}"
     "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
     "td:first-child,th:first-child{text-align:left}"
     "tr.chosen{font-weight:bold;background:#eef7ee}"
     ".pass{color:#1a7f37}.fail{color:#b42318}"
-    ".matrix td{min-width:2.5em;text-align:center}"
+    ".matrix{font-size:12px}.matrix td{min-width:2em;text-align:center}"
     "section{margin-bottom:1.5em}.charts{display:flex;flex-wrap:wrap;gap:1em}"
 )
 _VARIANT_HEADER = (
