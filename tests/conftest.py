@@ -163,6 +163,7 @@ class FakeKfpApi:
         self.experiments: list[dict] = []
         self.runs: list[dict] = []
         self.recurring_runs: list[dict] = []
+        self.run_states = ["PENDING"]
         self._server = None
 
     def start(self) -> str:
@@ -269,6 +270,13 @@ class FakeKfpApi:
             }
             self.runs.append({**body, **run})
             return 200, run
+        if method == "GET" and path.startswith("/apis/v2beta1/runs/"):
+            found = [r for r in self.runs if r["run_id"] == path.rsplit("/", 1)[1]]
+            if not found:
+                return 404, {"error": "no such run"}
+            # A run moves through run_states, one per look, and stays in the last one.
+            state = self.run_states.pop(0) if len(self.run_states) > 1 else self.run_states[0]
+            return 200, {**found[0], "state": state}
         return 404, {"error": f"{method} {path} is not part of this fake"}
 
     @staticmethod
@@ -349,3 +357,37 @@ def bucket(s3_env):
     for obj in client.list_objects(name, recursive=True):
         client.remove_object(name, obj.object_name)
     client.remove_bucket(name)
+
+
+@pytest.fixture(scope="session")
+def edge_cli_run(tmp_path_factory):
+    """One real ``kfp-edge run`` on Iris through the console script, its output piped.
+
+    Shared by the end-to-end checks of the pipeline and of what the command prints, so the
+    suite trains the edge pipeline once. Returns the completed process, the run directory and
+    the run's summary in the shape of ``run_local``'s result.
+    """
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from kfp_edge.workspace import read_report
+
+    workspace = tmp_path_factory.mktemp("edge-cli-ws")
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TERM")}
+    command = [str(Path(sys.executable).with_name("kfp-edge")), "run", "--dataset", "iris"]
+    command += ["--workspace", str(workspace), "--run-id", "e2e-iris", "--workers", "2"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1200)
+    run_dir = workspace / "runs" / "e2e-iris"
+    report = read_report(run_dir)
+    publish = report.get("publish") or {}
+    result = {
+        "run_id": "e2e-iris",
+        "run_dir": str(run_dir),
+        "report": report,
+        "published": bool(publish) and done.returncode == 0,
+        "model_dir": publish.get("model_dir"),
+        "error": None if done.returncode == 0 else done.stdout[-2000:] + done.stderr[-2000:],
+    }
+    return done, run_dir, result

@@ -9,11 +9,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    from kfp_edge.app.run_local import run_local
-
-    workspace = tmp_path_factory.mktemp("ws")
-    return run_local(workspace=str(workspace), run_id="e2e-iris", dataset="iris", workers=2)
+def result(edge_cli_run):
+    """The run of ``kfp-edge run --dataset iris --workers 2`` (tests/conftest.py)."""
+    return edge_cli_run[2]
 
 
 def test_run_publishes_a_model(result):
