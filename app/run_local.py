@@ -6,10 +6,22 @@ the PersistentVolume, and training runs the same TFJob spec on the local TFJob e
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
+import sys
 from pathlib import Path
 
+from kfp_edge.app.params import coerce_arguments, function_parameters
+from kfp_edge.app.progress import (
+    LOGS_DIR,
+    ProgressView,
+    RunMonitor,
+    failure_line,
+    log_tail,
+    strip_ansi,
+)
+from kfp_edge.report_html import write_run_report
 from kfp_edge.workspace import DEFAULT_LOCAL_WORKSPACE, read_report, run_dir
 
 
@@ -18,83 +30,127 @@ def new_run_id() -> str:
     return "edge-" + _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
 
 
-def parse_params(pairs: list[str]) -> dict:
-    """Parses ``NAME=VALUE`` pairs; values are read as YAML (numbers, lists, booleans).
-
-    Raises:
-        ValueError: If a pair has no ``=``.
-    """
-    import yaml
-
-    params = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise ValueError(f"pipeline parameter {pair!r} is not NAME=VALUE")
-        params[name.strip()] = yaml.safe_load(value) if value else ""
-    return params
-
-
 def run_pipeline_locally(
-    pipeline, workspace: str | None, run_id: str, **params
+    pipeline, workspace: str | None, run_id: str, verbose: bool = False, **params
 ) -> tuple[Path, str | None]:
     """Runs a kfp-edge pipeline function under kfp.local's SubprocessRunner in this environment.
+
+    The user's own kfp.local configuration (``kfp.local.init``) is restored afterwards. kfp.local's
+    full output goes to ``<run>/logs/`` (see :mod:`kfp_edge.app.progress`); the screen shows one
+    line per step and progress bars, or, with ``verbose``, the full output as well.
 
     Args:
         pipeline: A ``@dsl.pipeline`` function with ``workspace`` and ``run_id`` parameters.
         workspace: Directory standing for the workspace PV (default ``./.kfp-edge``).
         run_id: Run id passed to the pipeline.
+        verbose: Stream kfp.local's full output instead of the progress display.
         **params: Other pipeline parameters; ``training_engine`` defaults to ``local``.
 
     Returns:
         ``(workspace path, error)``: the resolved workspace and the failure message or None.
     """
     from kfp import local
+    from kfp.local import config as local_config
 
     workspace_path = Path(workspace or DEFAULT_LOCAL_WORKSPACE).resolve()
     workspace_path.mkdir(parents=True, exist_ok=True)
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(workspace_path / "kfp-local"),
-        raise_on_error=True,
-    )
     params.setdefault("training_engine", "local")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    screen = sys.stdout
+    view = None if verbose else ProgressView(screen)
+    monitor = RunMonitor(
+        run_dir(workspace_path, run_id) / LOGS_DIR,
+        task_names(pipeline),
+        view=view,
+        echo=screen if verbose else None,
+    )
+    users_config = local_config.LocalExecutionConfig.instance
+    error = None
     try:
-        pipeline(workspace=str(workspace_path), run_id=run_id, **params)
+        local.init(
+            runner=local.SubprocessRunner(use_venv=False),
+            pipeline_root=str(workspace_path / "kfp-local"),
+            raise_on_error=True,
+        )
+        with view or contextlib.nullcontext(), monitor:
+            with contextlib.redirect_stdout(monitor), contextlib.redirect_stderr(monitor):
+                pipeline(workspace=str(workspace_path), run_id=run_id, **params)
     except RuntimeError as exc:  # kfp.local raises when a task fails; its log says why
-        return workspace_path, str(exc)
-    return workspace_path, None
+        error = _failure(monitor, exc)
+    finally:
+        local_config.LocalExecutionConfig.instance = users_config
+    return workspace_path, error
 
 
-def run_local(workspace: str | None = None, run_id: str | None = None, **params) -> dict:
+def task_names(pipeline) -> dict[str, str]:
+    """Returns ``{kfp task name: display name}`` of a pipeline's tasks, nested DAGs included."""
+    spec = pipeline.pipeline_spec
+    dags = [spec.root.dag] + [c.dag for c in spec.components.values() if c.HasField("dag")]
+    return {name: task.task_info.name or name for dag in dags for name, task in dag.tasks.items()}
+
+
+def _failure(monitor: RunMonitor, exc: Exception) -> str:
+    """The failure message: which step failed and the end of its log."""
+    step = monitor.failed_step
+    if step is None:
+        return f"{strip_ansi(str(exc))} (logs: {monitor.logs_dir})"
+    log = monitor.step_log(step)
+    why = failure_line(log)
+    if why:
+        return f"step {step} failed: {why}\n  its full log: {log}"
+    return f"step {step} failed; the end of {log}:\n{log_tail(log)}"
+
+
+def run_local(
+    workspace: str | None = None, run_id: str | None = None, verbose: bool = False, **params
+) -> dict:
     """Runs the edge pipeline locally and returns what it produced.
+
+    Shows one line per step and progress bars while it runs; kfp.local's full output goes to
+    ``<run>/logs/``. Afterwards ``<run>/report.html`` shows the run, finished or failed.
 
     Args:
         workspace: Directory standing for the workspace PV (default ``./.kfp-edge``).
         run_id: Run id (default: a fresh timestamped id).
+        verbose: Also stream kfp.local's full output.
         **params: Other pipeline parameters (see ``kfp_edge.pipelines.edge_pipeline``);
             ``training_engine`` defaults to ``local``.
 
     Returns:
-        A dict with ``run_id``, ``run_dir``, ``report`` (the run's report.json), ``published``
-        (bool), ``model_dir`` (or None) and ``error`` (the failure message, or None).
+        A dict with ``run_id``, ``run_dir``, ``report`` (the run's report.json), ``report_html``
+        (its page), ``published`` (bool), ``model_dir`` (or None) and ``error`` (the failure
+        message, or None).
+
+    Raises:
+        ValueError: An unknown parameter (naming the nearest valid ones) or a value of the
+            wrong type, before anything runs.
     """
     from kfp_edge.pipelines.edge_pipeline import build_edge_pipeline
 
+    pipeline = build_edge_pipeline()
     run_id = run_id or new_run_id()
-    workspace_path, error = run_pipeline_locally(build_edge_pipeline(), workspace, run_id, **params)
+    run_dir(".", run_id)  # an invalid run id fails here, before anything runs
+    params = coerce_arguments(params, runnable_parameters(pipeline))
+    workspace_path, error = run_pipeline_locally(pipeline, workspace, run_id, verbose, **params)
     directory = run_dir(workspace_path, run_id)
     report = read_report(directory)
+    page = write_run_report(directory) if report else None
     publish = report.get("publish") or {}
     return {
         "run_id": run_id,
         "run_dir": str(directory),
         "report": report,
+        "report_html": str(page) if page else None,
         "published": bool(publish) and error is None,
         "model_dir": publish.get("model_dir"),
         "error": error,
     }
+
+
+def runnable_parameters(pipeline) -> dict:
+    """The pipeline's parameters a local run takes (workspace and run id are its own)."""
+    params = function_parameters(pipeline)
+    return {k: v for k, v in params.items() if k not in ("workspace", "run_id")}
 
 
 def variant_table(report: dict) -> list[dict]:
@@ -150,14 +206,17 @@ def print_summary(result: dict) -> None:
     print()
     etl = report.get("etl") or {}
     if etl:
+        splits = ", ".join(f"{k} {v}" for k, v in (etl.get("rows_per_split") or {}).items())
         print(
-            f"ETL: {etl.get('rows_good', '?')} good rows, {etl.get('rows_bad', 0)} quarantined, "
-            f"splits {etl.get('rows_per_split', {})}"
+            f"ETL: {etl.get('rows_good', '?')} good rows, {etl.get('rows_bad', 0)} quarantined"
+            f" -> {etl.get('examples', '?')} examples ({splits})"
         )
     rows = variant_table(report)
     if rows:
         print(format_table(rows))
-    print(f"\nrun report: {Path(result['run_dir']) / 'report.json'}")
+    page = result.get("report_html") or Path(result["run_dir"]) / "report.json"
+    print(f"\nrun report: {page}")
+    print(f"logs: {Path(result['run_dir']) / LOGS_DIR}")
     if result["published"]:
         publish = report["publish"]
         print(

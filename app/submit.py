@@ -22,12 +22,21 @@ warning.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import tempfile
+import time
 import warnings
 from pathlib import Path
+
+from kfp_edge.app.params import (
+    add_param_option,
+    coerce_arguments,
+    parse_params,
+    pipeline_parameters,
+)
 
 TOKEN_ENV = "KF_PIPELINES_TOKEN"
 SA_TOKEN_PATH_ENV = "KF_PIPELINES_SA_TOKEN_PATH"
@@ -35,67 +44,94 @@ SA_TOKEN_DEFAULT_PATH = "/var/run/secrets/kubeflow/pipelines/token"
 UI_ENDPOINT_ENV = "KF_PIPELINES_UI_ENDPOINT"
 DEFAULT_EXPERIMENT = "kfp-edge"
 
-# Parameter types of the kfp v2 IR -> Python types a run's runtime config carries.
-_IR_TYPES = {
-    "STRING": str,
-    "NUMBER_INTEGER": int,
-    "NUMBER_DOUBLE": float,
-    "BOOLEAN": bool,
-    "LIST": list,
-    "STRUCT": dict,
-}
+
+class ConnectionProblem(ValueError):
+    """The KFP API could not be reached or refused us; the message is one line for the user."""
 
 
-def pipeline_parameters(package: str | os.PathLike) -> dict:
-    """Returns ``{name: IR parameter type}`` of a compiled pipeline's inputs."""
-    import yaml
-
-    with open(package, encoding="utf-8") as f:
-        spec = next(d for d in yaml.safe_load_all(f) if d)
-    params = spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {})
-    return {name: p["parameterType"] for name, p in params.items()}
-
-
-def coerce_arguments(raw: dict, parameters: dict) -> dict:
-    """Checks ``name=value`` arguments against the pipeline's parameters and converts them.
-
-    Args:
-        raw: Arguments as parsed from the command line (YAML scalars, lists, mappings).
-        parameters: ``{name: IR parameter type}`` from :func:`pipeline_parameters`.
-
-    Returns:
-        The arguments with the types the pipeline declares.
+def check_host(host: str | None) -> None:
+    """Refuses a malformed ``--host``, and a missing one outside a cluster.
 
     Raises:
-        ValueError: Unknown parameter, or a value that does not fit its type (naming both).
+        ValueError: Naming the address and what a valid one looks like.
     """
-    out = {}
-    for name, value in raw.items():
-        if name not in parameters:
-            raise ValueError(
-                f"unknown pipeline parameter {name!r}; the pipeline takes "
-                f"{', '.join(sorted(parameters))}"
-            )
-        kind = parameters[name]
-        expected = _IR_TYPES.get(kind)
-        if expected is str:
-            value = "" if value is None else value if isinstance(value, str) else json.dumps(value)
-        elif expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        ok = expected is None or (
-            isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
-        )
-        if not ok:
-            raise ValueError(
-                f"pipeline parameter {name}={value!r}: expected {kind.lower().replace('_', ' ')}"
-            )
-        out[name] = value
-    return out
+    import urllib.parse
+
+    host = host or os.environ.get("KF_PIPELINES_ENDPOINT")
+    if not host:
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            return  # in a pod kfp.Client finds the in-cluster API itself
+        raise ValueError("no KFP API address: give --host URL or set KF_PIPELINES_ENDPOINT")
+    url = urllib.parse.urlsplit(host)
+    if url.scheme not in ("http", "https") or not url.hostname or " " in host:
+        raise ValueError(f"malformed KFP API address {host!r}: expected http(s)://HOST[:PORT]")
+    try:
+        url.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as exc:
+        raise ValueError(f"malformed KFP API address {host!r}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def talking_to(host: str | None):
+    """Turns connection, DNS, TLS and auth failures of kfp.Client into one-line errors."""
+    import urllib3
+    from kfp_server_api.exceptions import ApiException
+
+    where = host or os.environ.get("KF_PIPELINES_ENDPOINT") or "the in-cluster KFP API"
+    try:
+        yield
+    except urllib3.exceptions.MaxRetryError as exc:
+        reason = exc.reason
+        if isinstance(reason, urllib3.exceptions.NameResolutionError):
+            raise ConnectionProblem(f"cannot resolve the host of {where}") from None
+        if isinstance(reason, urllib3.exceptions.SSLError):
+            raise ConnectionProblem(f"TLS failed with {where}: {_first_line(reason)}") from None
+        raise ConnectionProblem(f"cannot connect to {where}: {_first_line(reason)}") from None
+    except ApiException as exc:
+        if exc.status in (401, 403):
+            raise ConnectionProblem(
+                f"{where} refused the credentials (HTTP {exc.status}): set {TOKEN_ENV} to a "
+                "valid bearer token"
+            ) from None
+        detail = _api_error(exc.body) or exc.reason
+        raise ConnectionProblem(f"{where} answered HTTP {exc.status}: {detail}") from None
+
+
+def _api_error(body) -> str:
+    """The ``error``/``message`` field of a KFP API error body, if it has one."""
+    try:
+        data = json.loads(body or "")
+    except (TypeError, ValueError):
+        return ""
+    return (
+        str(data.get("error") or data.get("message") or "")[:300] if isinstance(data, dict) else ""
+    )
+
+
+def _first_line(reason) -> str:
+    text = str(reason)
+    # urllib3 wraps the socket error: "HTTPConnection(...): Failed to ...: [Errno 111] ..."
+    return text.split("): ", 1)[-1].splitlines()[0][:200]
+
+
+def _client_class():
+    import kfp
+
+    class Client(kfp.Client):
+        """A kfp.Client that asks healthz once; the first answer is final.
+
+        kfp tries five times, 5 s apart, on any error (a 401 included), logging a traceback
+        each time.
+        """
+
+        def get_kfp_healthz(self, sleep_duration: int = 5):
+            return self._healthz_api.healthz_service_get_healthz()
+
+    return Client
 
 
 def make_client(host: str | None, namespace: str | None = None, ui_host: str | None = None):
     """Returns a ``kfp.Client`` authenticated as described in this module's docstring."""
-    import kfp
     from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
 
     kwargs: dict = {"host": host, "ui_host": ui_host}
@@ -110,7 +146,7 @@ def make_client(host: str | None, namespace: str | None = None, ui_host: str | N
     with warnings.catch_warnings():
         # kfp.Client warns on every construction that it needs KFP >= 2.0.0-beta.2: documented.
         warnings.filterwarnings("ignore", message="This client only works", category=FutureWarning)
-        return kfp.Client(**kwargs)
+        return _client_class()(**kwargs)
 
 
 class BackendTooOld(ValueError):
@@ -218,27 +254,56 @@ def submit(
         elif not Path(package).is_file():
             raise FileNotFoundError(f"pipeline package {package} does not exist")
         typed = coerce_arguments(arguments or {}, pipeline_parameters(package))
-        client = make_client(host, namespace, ui_host)
-        from kfp_edge.pipelines.edge_pipeline import MIN_KFP_BACKEND
-
-        check_backend(backend_version(client), MIN_KFP_BACKEND)
+        check_host(host)
         name = run_name or (
             f"kfp-edge {pipeline} {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H-%M-%S}"
         )
-        result = client.create_run_from_pipeline_package(
-            str(package),
-            arguments=typed,
-            run_name=name,
-            experiment_name=experiment,
-            namespace=namespace,
-            service_account=service_account,
-        )
+        with talking_to(host):
+            client = make_client(host, namespace, ui_host)
+            from kfp_edge.pipelines.edge_pipeline import MIN_KFP_BACKEND
+
+            check_backend(backend_version(client), MIN_KFP_BACKEND)
+            result = client.create_run_from_pipeline_package(
+                str(package),
+                arguments=typed,
+                run_name=name,
+                experiment_name=experiment,
+                namespace=namespace,
+                service_account=service_account,
+            )
     return {
         "run_id": result.run_id,
         "experiment": experiment,
         "url": run_url(client, host, ui_host, result.run_id),
         "arguments": typed,
     }
+
+
+# Run states of the KFP v2beta1 API after which a run changes no more.
+FINAL_STATES = ("SUCCEEDED", "SKIPPED", "FAILED", "CANCELED")
+
+
+def wait_for_run(client, run_id: str, host: str | None, poll_seconds: float = 10.0, say=print):
+    """Follows a run until it ends, saying each new state; returns the final state.
+
+    Args:
+        client: The ``kfp.Client`` the run was created with.
+        run_id: The run to follow.
+        host: The API address (for error messages).
+        poll_seconds: Seconds between two looks at the run.
+        say: Where each new state is reported (one line per change).
+    """
+    last = None
+    while True:
+        with talking_to(host):
+            state = str(client.get_run(run_id).state or "PENDING")
+        state = state.rsplit(".", 1)[-1].upper()  # an enum name or its plain string
+        if state != last:
+            say(f"run {run_id}: {state}")
+            last = state
+        if state in FINAL_STATES:
+            return state
+        time.sleep(poll_seconds)
 
 
 def register(subparsers) -> None:
@@ -253,25 +318,29 @@ def register(subparsers) -> None:
     p.add_argument("--host", default=None, help="KFP API URL (default: $KF_PIPELINES_ENDPOINT)")
     p.add_argument("--namespace", default=None, help="Kubeflow profile namespace")
     p.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="experiment name")
-    p.add_argument("--resources", default=None, help="resource profile: name or YAML file")
-    p.add_argument("--pipeline", default="edge", help="edge (default) or retrain")
+    p.add_argument(
+        "--resources",
+        default=None,
+        help="resource profile: cpu-small, gpu-single, gpu-multi or a YAML file",
+    )
+    p.add_argument("--pipeline", default="edge", choices=("edge", "retrain"), help="which one")
     p.add_argument("--run-name", default=None, help="display name of the run")
     p.add_argument("--service-account", default=None, help="service account of the run's pods")
     p.add_argument("--ui-host", default=None, help="UI URL for the printed link")
     p.add_argument("--package", default=None, help="submit this compiled YAML as it is")
-    p.add_argument("params", nargs="*", metavar="NAME=VALUE", help="pipeline parameters")
+    p.add_argument("--wait", action="store_true", help="follow the run; exit 0 if it succeeds")
+    p.add_argument("--poll-seconds", type=float, default=10.0, help="with --wait: poll interval")
+    add_param_option(p)
     p.set_defaults(func=_cmd_submit)
 
 
 def _cmd_submit(args) -> int:
-    from kfp_edge.app.run_local import parse_params
-
     result = submit(
         host=args.host,
         namespace=args.namespace,
         experiment=args.experiment,
         resources=args.resources,
-        arguments=parse_params(args.params),
+        arguments=parse_params(args.param),
         pipeline=args.pipeline,
         run_name=args.run_name,
         service_account=args.service_account,
@@ -280,4 +349,9 @@ def _cmd_submit(args) -> int:
     )
     print(f"run {result['run_id']} created in experiment {result['experiment']!r}")
     print(result["url"])
-    return 0
+    if not args.wait:
+        return 0
+    with talking_to(args.host):
+        client = make_client(args.host, args.namespace, args.ui_host)
+    state = wait_for_run(client, result["run_id"], args.host, args.poll_seconds)
+    return 0 if state in ("SUCCEEDED", "SKIPPED") else 1

@@ -4,11 +4,16 @@ Measured in one run on the same files:
 
 - ``copytree``: a plain ``shutil.copytree`` of the model (the baseline: no hashes, no fsync);
 - ``copy + sha256``: read, hash and write every file, without fsync (isolates the hashing);
-- ``publish``: ``ModelStore.publish`` (copy + sha256 + fsync + manifest + rename);
-- ``pull (workspace)``: ``pull`` from the PV (copy + verify + atomic swap);
+- ``publish (unsigned)``: ``ModelStore.publish`` (copy + sha256 + gzip of the .tflite + fsync +
+  manifest + rename);
+- ``publish (signed)``: the same with the Ed25519 signature of the manifest (target: the
+  signature costs less than 5 %);
+- ``pull (workspace)``: ``pull`` from the PV (signature check + copy + verify + atomic swap);
+- ``signature check`` / ``signing``: ``signing.verify`` / ``signing.sign`` of one manifest alone,
+  to set against a pull / a publish (target: less than 5 % of it);
 - ``plain PUT``: ``Minio.put_object`` of every file to a loopback S3 server (moto);
-- ``upload_version``: our upload (sha256 checksum headers, If-None-Match, manifest last);
-- ``pull (s3)``: ``pull --s3`` (download + verify + atomic swap).
+- ``upload_version``: our upload (streamed signed PUTs with If-None-Match, manifest last);
+- ``pull (s3)``: ``pull --s3`` (download + verify + decompress + atomic swap).
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ def run(quick: bool = False) -> dict:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one log line per request otherwise
 
     from kfp_edge import s3
-    from kfp_edge.model_store import s3_releases
+    from kfp_edge.model_store import s3_releases, signing
     from kfp_edge.model_store.pull import pull
     from kfp_edge.model_store.store import ModelStore
 
@@ -65,6 +70,10 @@ def run(quick: bool = False) -> dict:
         size = sum(p.stat().st_size for p in (tmp / "src").rglob("*") if p.is_file())
         store = ModelStore(tmp / "ws" / "models")
         counter = iter(range(10_000))
+        signing.generate_keys(tmp / "key.pem", tmp / "key.pub")
+        key = signing.load_private_key(tmp / "key.pem")
+        trusted = signing.load_public_keys([tmp / "key.pub"])
+        os.environ[signing.ENV_TRUSTED_KEYS] = str(tmp / "key.pub")
 
         def copytree():
             shutil.copytree(tmp / "src", tmp / f"copy-{next(counter)}")
@@ -81,8 +90,17 @@ def run(quick: bool = False) -> dict:
                     hashlib.sha256(data).hexdigest()
                     dst.write_bytes(data)
 
+        def publish_unsigned():
+            store.publish("bench-unsigned", files, {})
+
         def publish():
-            store.publish("bench", files, {})
+            store.publish("bench", files, {}, signer=lambda m: signing.sign(m, key))
+
+        def check_signature():
+            signing.verify(store.read_manifest("bench", 1), trusted, "bench")
+
+        def sign():
+            signing.sign(store.read_manifest("bench", 1), key)
 
         def pull_ws():
             pull("bench", tmp / f"dev-{next(counter)}", workspace=str(tmp / "ws"))
@@ -90,8 +108,11 @@ def run(quick: bool = False) -> dict:
         timings = {
             "copytree": _best(copytree, repeats),
             "copy + sha256 (no fsync)": _best(copy_and_hash, repeats),
-            "publish": _best(publish, repeats),
+            "publish (unsigned)": _best(publish_unsigned, repeats),
+            "publish (signed)": _best(publish, repeats),
             "pull (workspace)": _best(pull_ws, repeats),
+            "signature check": _best(check_signature, repeats),
+            "signing": _best(sign, repeats),
         }
 
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -104,7 +125,8 @@ def run(quick: bool = False) -> dict:
                 s3.ENV_SECRET_KEY: "bench-secret",
             }
             os.environ.update(env)
-            client: Minio = s3.client_from_env()
+            conn = s3.connect_from_env()
+            client: Minio = conn.client
             client.make_bucket("bench")
             version_dir = store.get("bench", 1)
             manifest_files = store.read_manifest("bench", 1)["files"]
@@ -119,7 +141,7 @@ def run(quick: bool = False) -> dict:
 
             def upload():
                 s3_releases.upload_version(
-                    client, "bench", "fleet", store.get("bench", next(versions))
+                    conn, "bench", "fleet", store.get("bench", next(versions))
                 )
 
             def pull_s3():
@@ -130,8 +152,8 @@ def run(quick: bool = False) -> dict:
             timings["pull (s3)"] = _best(pull_s3, repeats)
         finally:
             server.stop()
-            for key in env:
-                os.environ.pop(key, None)
+            for name in (*env, signing.ENV_TRUSTED_KEYS):
+                os.environ.pop(name, None)
 
     for name, seconds in timings.items():
         rows.append(
@@ -146,8 +168,16 @@ def run(quick: bool = False) -> dict:
         "name": "model_store",
         "rows": rows,
         "ratios": {
-            "publish / copytree": timings["publish"] / timings["copytree"],
-            "publish / copy_sha256": timings["publish"] / timings["copy + sha256 (no fsync)"],
+            "publish / copytree": timings["publish (signed)"] / timings["copytree"],
+            "publish / copy_sha256": timings["publish (signed)"]
+            / timings["copy + sha256 (no fsync)"],
+            "publish signed / unsigned (target < 1.05)": timings["publish (signed)"]
+            / timings["publish (unsigned)"],
+            "signing / publish (target < 0.05)": timings["signing"] / timings["publish (signed)"],
+            "signature check / pull_workspace (target < 0.05)": timings["signature check"]
+            / timings["pull (workspace)"],
+            "signature check / pull_s3 (target < 0.05)": timings["signature check"]
+            / timings["pull (s3)"],
             "pull_workspace / copytree": timings["pull (workspace)"] / timings["copytree"],
             "upload_version / plain_put": timings["upload_version"] / timings["plain PUT"],
         },

@@ -15,10 +15,12 @@ and the store alike. Only the standard library is used: the edge pull client imp
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
 import re
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,13 +32,30 @@ MODEL_FILE = "model.tflite"
 SAVED_MODEL_DIR = "saved_model"
 PREPROCESSING_FILE = "preprocessing.json"
 DATASET_MANIFEST_FILE = "dataset_manifest.json"
+# Files every release must hold: a device installs nothing without its model.
+REQUIRED_FILES = (MODEL_FILE,)
+# Files shipped compressed: gzip -9 without a name or time in the header, so the shipped bytes
+# are exactly ``gzip.compress(raw, 9, mtime=0)`` (the size the gate measures). gzip rather than
+# zstd: the standard library reads it on every device, and at -9 a .tflite compresses within a
+# few percent of zstd -19 (the weights dominate); the shipped file sits next to the raw one.
+SHIPPED_ENCODING = "gzip"
+SHIPPED = {MODEL_FILE: MODEL_FILE + ".gz"}
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 _CHUNK = 1 << 20
 
 # A model name is one path component: letters, digits, '.', '_', '-', not starting with '.'.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _VERSION_DIR = re.compile(r"[1-9][0-9]{0,17}")
 # Keys the store itself writes into a manifest; metadata may not override them.
-RESERVED_KEYS = ("format", "name", "version", "created_at", "files", "omitted_files")
+RESERVED_KEYS = (
+    "format",
+    "name",
+    "version",
+    "created_at",
+    "files",
+    "omitted_files",
+    "signature",
+)
 
 
 def models_root(workspace: str | os.PathLike) -> Path:
@@ -117,6 +136,67 @@ def sha256_file(path: str | os.PathLike) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+def gzip_file(src: str | os.PathLike, dst: str | os.PathLike) -> dict:
+    """Writes ``gzip -9`` of ``src`` to a new file ``dst`` (fsynced); returns its sha256 and size.
+
+    The bytes equal ``gzip.compress(raw, 9, mtime=0)``: no file name or time in the header, so
+    equal inputs give equal bytes.
+    """
+    digest = hashlib.sha256()
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # wbits 31: a gzip stream
+    size = 0
+    with open(src, "rb") as fin, open(dst, "xb") as fout:
+        while True:
+            chunk = fin.read(_CHUNK)
+            packed = packer.compress(chunk) if chunk else packer.flush()
+            digest.update(packed)
+            fout.write(packed)
+            size += len(packed)
+            if not chunk:
+                break
+        fout.flush()
+        os.fsync(fout.fileno())
+    return {"encoding": SHIPPED_ENCODING, "sha256": digest.hexdigest(), "size": size}
+
+
+def gunzip_file(src: str | os.PathLike, dst: str | os.PathLike, max_size: int) -> tuple[str, int]:
+    """Decompresses a gzip file into a new file, stopping once it exceeds ``max_size`` bytes.
+
+    Returns:
+        The sha256 and size of what was written (at most ``max_size + 1`` bytes).
+
+    Raises:
+        ValueError: If ``src`` is not valid gzip data.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with gzip.open(src, "rb") as fin, open(dst, "xb") as fout:
+            while size <= max_size and (chunk := fin.read(min(_CHUNK, max_size + 1 - size))):
+                digest.update(chunk)
+                fout.write(chunk)
+                size += len(chunk)
+            fout.flush()
+            os.fsync(fout.fileno())
+    except (OSError, EOFError, zlib.error) as exc:
+        if isinstance(exc, OSError) and not isinstance(exc, gzip.BadGzipFile) and exc.errno:
+            raise
+        raise ValueError(f"{src}: not valid gzip data ({exc})") from exc
+    return digest.hexdigest(), size
+
+
+def _good_entry(entry: Any) -> bool:
+    digest = entry.get("sha256") if isinstance(entry, dict) else None
+    size = entry.get("size") if isinstance(entry, dict) else None
+    return bool(
+        isinstance(digest, str)
+        and re.fullmatch(r"[0-9a-f]{64}", digest)
+        and isinstance(size, int)
+        and not isinstance(size, bool)
+        and size >= 0
+    )
+
+
 def check_manifest(manifest: Any, where: str) -> dict:
     """Checks the shape of a manifest read from disk or from S3 before anything trusts it.
 
@@ -128,8 +208,8 @@ def check_manifest(manifest: Any, where: str) -> dict:
         The manifest.
 
     Raises:
-        ValueError: If the name, version or files table is malformed, or a file path could
-            escape the version directory.
+        ValueError: If the name, version or files table is malformed, a file path could
+            escape the version directory, or a required file (``model.tflite``) is missing.
     """
     ok = isinstance(manifest, dict) and isinstance(manifest.get("files"), dict)
     if ok:
@@ -139,21 +219,85 @@ def check_manifest(manifest: Any, where: str) -> dict:
         raise ValueError(f"{where}: not a model manifest (needs name, version and files)")
     for relpath, entry in manifest["files"].items():
         validate_relpath(relpath)
-        digest = entry.get("sha256") if isinstance(entry, dict) else None
-        size = entry.get("size") if isinstance(entry, dict) else None
-        if not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)) or not (
-            isinstance(size, int) and size >= 0
+        shipped = entry.get("shipped") if isinstance(entry, dict) else None
+        if not _good_entry(entry) or (
+            shipped is not None
+            and not (
+                _good_entry(shipped)
+                and shipped.get("encoding") == SHIPPED_ENCODING
+                and shipped.get("file") == SHIPPED.get(relpath)
+            )
         ):
             raise ValueError(f"{where}: manifest entry of {relpath!r} needs sha256 and size")
+    missing = [f for f in REQUIRED_FILES if f not in manifest["files"]]
+    if missing:
+        raise ValueError(f"{where}: the release lacks {', '.join(missing)}; nothing to install")
     return manifest
 
 
-def verify_directory(directory: str | os.PathLike, manifest: Mapping[str, Any]) -> None:
+def read_json_bounded(path: str | os.PathLike) -> Any:
+    """Reads a manifest file of at most ``MAX_MANIFEST_BYTES`` and parses it.
+
+    Raises:
+        ValueError: If the file is larger than the cap or not valid JSON (naming the file).
+    """
+    with open(path, "rb") as f:
+        data = f.read(MAX_MANIFEST_BYTES + 1)
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise ValueError(f"{path}: manifest larger than {MAX_MANIFEST_BYTES} bytes; refused")
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        raise ValueError(f"{path}: manifest is not valid JSON ({exc})") from exc
+
+
+def damaged_files(
+    directory: str | os.PathLike, manifest: Mapping[str, Any], shipped: bool = True
+) -> dict[str, str]:
+    """Returns ``{relative path: what is wrong}`` for every listed file that does not match.
+
+    Args:
+        directory: A version directory (or an installed copy of one).
+        manifest: Its manifest.
+        shipped: Also check the compressed shipped copies (present in the store, not on a
+            device).
+    """
+    directory = Path(directory)
+    damaged = {}
+    for relpath, entry in sorted(manifest["files"].items()):
+        checks = [(validate_relpath(relpath), entry)]
+        if shipped and entry.get("shipped"):
+            checks.append((entry["shipped"]["file"], entry["shipped"]))
+        for rel, expected in checks:
+            path = directory / rel
+            if path.is_symlink() or not path.is_file():
+                damaged[rel] = f"{path}: missing (listed in the manifest)"
+                continue
+            size = path.stat().st_size
+            if size != expected["size"]:
+                damaged[rel] = (
+                    f"{path}: size {size} bytes, manifest says {expected['size']} "
+                    f"({'truncated' if size < expected['size'] else 'too long'})"
+                )
+                continue
+            digest, _ = sha256_file(path)
+            if digest != expected["sha256"]:
+                damaged[rel] = (
+                    f"{path}: sha256 {digest} does not match the manifest's "
+                    f"{expected['sha256']} (corrupted)"
+                )
+    return damaged
+
+
+def verify_directory(
+    directory: str | os.PathLike, manifest: Mapping[str, Any], shipped: bool = True
+) -> None:
     """Checks every file of a manifest (size, then sha256) and that no other file is present.
 
     Args:
         directory: A version directory (or a downloaded copy of one).
         manifest: Its manifest.
+        shipped: Also check the compressed shipped copies (see ``damaged_files``).
 
     Raises:
         ValueError: Naming the first file that is missing, truncated, extended, corrupted or
@@ -163,27 +307,16 @@ def verify_directory(directory: str | os.PathLike, manifest: Mapping[str, Any]) 
     files = manifest.get("files")
     if not isinstance(files, dict):
         raise ValueError(f"{directory}: manifest has no 'files' table")
-    for relpath, entry in sorted(files.items()):
-        validate_relpath(relpath)
-        path = directory / relpath
-        if not path.is_file():
-            raise ValueError(f"{path}: missing (listed in the manifest)")
-        size = path.stat().st_size
-        if size != entry["size"]:
-            raise ValueError(
-                f"{path}: size {size} bytes, manifest says {entry['size']} "
-                f"({'truncated' if size < entry['size'] else 'too long'})"
-            )
-        digest, _ = sha256_file(path)
-        if digest != entry["sha256"]:
-            raise ValueError(
-                f"{path}: sha256 {digest} does not match the manifest's {entry['sha256']} "
-                "(corrupted)"
-            )
+    damaged = damaged_files(directory, manifest, shipped)
+    if damaged:
+        raise ValueError(next(iter(damaged.values())))
+    listed = set(files)
+    if shipped:
+        listed.update(e["shipped"]["file"] for e in files.values() if e.get("shipped"))
     for path in directory.rglob("*"):
         if path.is_file():
             rel = path.relative_to(directory).as_posix()
-            if rel != MANIFEST_FILE and rel not in files:
+            if rel != MANIFEST_FILE and rel not in listed:
                 raise ValueError(f"{path}: not listed in the manifest")
 
 
@@ -266,7 +399,7 @@ class PublishedModels:
             name: The model name.
             version: A version number or ``latest``.
         """
-        return json.loads((self.get(name, version) / MANIFEST_FILE).read_text())
+        return read_json_bounded(self.get(name, version) / MANIFEST_FILE)
 
     def verify(self, name: str, version: int | str = "latest") -> dict:
         """Checks the sha256 and size of every file of a version against its manifest.
@@ -278,6 +411,6 @@ class PublishedModels:
             ValueError: Naming the first file that does not match.
         """
         directory = self.get(name, version)
-        manifest = json.loads((directory / MANIFEST_FILE).read_text())
+        manifest = read_json_bounded(directory / MANIFEST_FILE)
         verify_directory(directory, manifest)
         return manifest

@@ -1,96 +1,291 @@
-"""An HTML page of the evaluation: accuracy against size and latency (inline SVG), and the table.
+"""The run report as one self-contained HTML page: what a person looks at after a run.
 
-Needs nothing but the standard library, so the KFP UI shows it as it is.
+The page has no script and loads nothing: inline SVG charts and tables, so the KFP UI shows it as
+an HTML artifact and a browser opens ``<run>/report.html`` offline. Sections are drawn from
+whatever ``report.json`` holds; a section (or a field) a step did not write is left out.
 """
 
 from __future__ import annotations
 
 import html
-import math
+import os
+from pathlib import Path
 
-_W, _H, _PAD = 420, 280, 48
-_COLORS = [
-    "#1f77b4",
-    "#ff7f0e",
-    "#2ca02c",
-    "#d62728",
-    "#9467bd",
-    "#8c564b",
-    "#e377c2",
-    "#7f7f7f",
-    "#bcbd22",
-    "#17becf",
-    "#393b79",
-    "#637939",
-    "#8c6d31",
-]
+from kfp_edge.svg_charts import lines, scatter
+from kfp_edge.workspace import read_report
 
-
-def _scatter(points: list[tuple[str, float, float]], x_label: str, title: str) -> str:
-    """An SVG scatter plot of ``(label, x, accuracy)`` with a log x axis."""
-    xs = [max(p[1], 1e-9) for p in points]
-    ys = [p[2] for p in points]
-    lx_min, lx_max = math.log10(min(xs)), math.log10(max(xs))
-    if lx_max - lx_min < 1e-6:
-        lx_min, lx_max = lx_min - 0.5, lx_max + 0.5
-    y_min, y_max = min(ys), max(ys)
-    if y_max - y_min < 0.02:
-        y_min, y_max = y_min - 0.01, y_max + 0.01
-    span_x, span_y = lx_max - lx_min, y_max - y_min
-    lx_min, lx_max = lx_min - 0.08 * span_x, lx_max + 0.08 * span_x
-    y_min, y_max = y_min - 0.1 * span_y, y_max + 0.1 * span_y
-
-    def px(v: float) -> float:
-        return _PAD + (math.log10(max(v, 1e-9)) - lx_min) / (lx_max - lx_min) * (_W - 2 * _PAD)
-
-    def py(v: float) -> float:
-        return _H - _PAD - (v - y_min) / (y_max - y_min) * (_H - 2 * _PAD)
-
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{_H}" '
-        f'role="img" aria-label="{html.escape(title)}">',
-        f'<text x="{_W / 2}" y="16" text-anchor="middle" font-size="13">{html.escape(title)}'
-        "</text>",
-        f'<line x1="{_PAD}" y1="{_H - _PAD}" x2="{_W - _PAD}" y2="{_H - _PAD}" stroke="#333"/>',
-        f'<line x1="{_PAD}" y1="{_PAD}" x2="{_PAD}" y2="{_H - _PAD}" stroke="#333"/>',
-        f'<text x="{_W / 2}" y="{_H - 10}" text-anchor="middle" font-size="11">'
-        f"{html.escape(x_label)} (log scale)</text>",
-        f'<text x="12" y="{_H / 2}" font-size="11" transform="rotate(-90 12 {_H / 2})" '
-        'text-anchor="middle">accuracy</text>',
-    ]
-    for k in range(math.ceil(lx_min), math.floor(lx_max) + 1):
-        x = px(10.0**k)
-        parts.append(
-            f'<text x="{x:.1f}" y="{_H - _PAD + 14}" text-anchor="middle" '
-            f'font-size="10">1e{k}</text>'
-        )
-    for frac in (0.0, 0.5, 1.0):
-        v = y_min + frac * (y_max - y_min)
-        parts.append(
-            f'<text x="{_PAD - 4}" y="{py(v) + 3:.1f}" text-anchor="end" '
-            f'font-size="10">{v:.3f}</text>'
-        )
-    for i, (label, xv, yv) in enumerate(points):
-        color = _COLORS[i % len(_COLORS)]
-        parts.append(
-            f'<circle cx="{px(xv):.1f}" cy="{py(yv):.1f}" r="5" fill="{color}">'
-            f"<title>{html.escape(label)}: {xv:,.1f}, {yv:.4f}</title></circle>"
-        )
-        parts.append(
-            f'<text x="{px(xv) + 7:.1f}" y="{py(yv) - 6:.1f}" font-size="10" '
-            f'fill="{color}">{html.escape(label)}</text>'
-        )
-    parts.append("</svg>")
-    return "".join(parts)
+REPORT_HTML = "report.html"
+_STYLE = (
+    "body{font-family:sans-serif;margin:1.5em;max-width:1400px}"
+    "table{border-collapse:collapse;margin:.5em 0}"
+    "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
+    "td:first-child,th:first-child{text-align:left}"
+    "tr.chosen{font-weight:bold;background:#eef7ee}"
+    ".pass{color:#1a7f37}.fail{color:#b42318}"
+    ".matrix{font-size:12px}.matrix td{min-width:2em;text-align:center}"
+    "section{margin-bottom:1.5em}.charts{display:flex;flex-wrap:wrap;gap:1em}"
+)
+_VARIANT_HEADER = (
+    "variant",
+    "technique",
+    "size B",
+    "gzip B",
+    "accuracy",
+    "p50 µs",
+    "p95 µs",
+    "p99 µs",
+    "rows/s",
+    "peak memory B",
+    "builtin ops",
+    "in browser",
+    "browser p50 / p95 µs",
+    "gate",
+)
 
 
-def _rows(evaluation: dict) -> list[dict]:
-    rows = []
+def _num(value, fmt: str = ",.0f") -> str:
+    """Formats a number, or "n/a" for anything else."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "n/a"
+    return format(value, fmt)
+
+
+def _table(header, rows, css_class: str = "", row_classes=None) -> str:
+    """An HTML table; cells are escaped."""
+    row_classes = row_classes or [""] * len(rows)
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join(
+        (f'<tr class="{c}">' if c else "<tr>")
+        + "".join(f"<td>{html.escape(str(v))}</td>" for v in row)
+        + "</tr>"
+        for row, c in zip(rows, row_classes, strict=True)
+    )
+    cls = f' class="{css_class}"' if css_class else ""
+    return f"<table{cls}><tr>{head}</tr>{body}</table>"
+
+
+def _models(evaluation: dict) -> list[dict]:
+    """The reference (when measured) and every evaluated variant."""
     reference = evaluation.get("reference")
-    if reference:
-        rows.append({**reference, "name": "saved_model (reference)"})
-    rows.extend(evaluation.get("variants") or [])
-    return rows
+    models = [{**reference, "name": "saved_model (reference)"}] if reference else []
+    return models + list(evaluation.get("variants") or [])
+
+
+def _gate_cell(name: str, decision: dict) -> str:
+    result = (decision.get("results") or {}).get(name)
+    if result is None:
+        return ""
+    if name == decision.get("chosen"):
+        return "chosen"
+    return "pass" if result.get("passed") else "; ".join(result.get("reasons") or [])
+
+
+def _variant_row(m: dict, decision: dict) -> list[str]:
+    latency = m.get("latency_us") or {}
+    ops = {True: "yes", False: "NO: " + ", ".join(m.get("select_tf_ops") or [])}
+    return [
+        m.get("name", "?"),
+        m.get("technique", ""),
+        _num(m.get("size_bytes")),
+        _num(m.get("gzip_bytes")),
+        _num(m.get("accuracy"), ".4f"),
+        *(_num(latency.get(q), ".1f") for q in ("p50", "p95", "p99")),
+        _num(m.get("throughput_rows_per_s")),
+        _num(m.get("peak_memory_bytes")),
+        ops.get(m.get("ops_ok"), "n/a"),
+        *_browser_cells(m.get("browser")),
+        _gate_cell(m.get("name", ""), decision),
+    ]
+
+
+def _charts(models: list[dict]) -> str:
+    measured = [m for m in models if isinstance(m.get("accuracy"), int | float)]
+    size = [(m["name"], float(m.get("size_bytes") or 1), float(m["accuracy"])) for m in measured]
+    latency = [
+        (m["name"], float((m.get("latency_us") or {}).get("p50") or 1), float(m["accuracy"]))
+        for m in measured
+    ]
+    return (
+        '<div class="charts">'
+        + scatter(size, "size in bytes", "accuracy", "Accuracy vs size")
+        + scatter(latency, "p50 single-sample latency in µs", "accuracy", "Accuracy vs latency")
+        + "</div>"
+    )
+
+
+def _variants_section(evaluation: dict, decision: dict) -> str:
+    models = _models(evaluation)
+    if not models:
+        return ""
+    chosen = decision.get("chosen")
+    classes = ["chosen" if m.get("name") == chosen else "" for m in models]
+    rows = [_variant_row(m, decision) for m in models]
+    title = (
+        f"Variants on the {evaluation.get('split', '?')} split ({evaluation.get('rows', '?')} "
+        f"rows, {evaluation.get('num_threads', 1)} thread(s))"
+    )
+    unrunnable = [
+        [u.get("name", "?"), _num(u.get("size_bytes")), u.get("error", "")]
+        for u in evaluation.get("unrunnable") or []
+    ]
+    extra = (
+        "<h3>Variants this interpreter cannot run</h3>"
+        + _table(("variant", "size B", "error"), unrunnable)
+        if unrunnable
+        else ""
+    )
+    return (
+        f'<section id="variants"><h2>{html.escape(title)}</h2>{_charts(models)}'
+        f"{_table(_VARIANT_HEADER, rows, 'variants', classes)}{extra}</section>"
+    )
+
+
+def _matrix(name: str, classes: list, matrix: list) -> str:
+    peak = max((max(r) for r in matrix if r), default=0) or 1
+    head = "<tr><th>true \\ predicted</th>" + "".join(
+        f"<th>{html.escape(str(c))}</th>" for c in classes
+    )
+    body = ""
+    for label, row in zip(classes, matrix, strict=False):
+        cells = "".join(
+            f'<td style="background:rgba(31,119,180,{0.85 * v / peak:.2f})">{v}</td>' for v in row
+        )
+        body += f"<tr><th>{html.escape(str(label))}</th>{cells}</tr>"
+    return f'<div><h3>{html.escape(name)}</h3><table class="matrix">{head}</tr>{body}</table></div>'
+
+
+def _confusion_section(evaluation: dict, decision: dict) -> str:
+    classes = evaluation.get("classes") or []
+    models = [m for m in _models(evaluation) if m.get("confusion_matrix")]
+    if not models or not classes:
+        return ""
+    chosen = decision.get("chosen")
+    models.sort(key=lambda m: m.get("name") != chosen)  # the chosen variant first
+    tables = "".join(
+        _matrix(
+            m["name"] + (" (chosen)" if m["name"] == chosen else ""), classes, m["confusion_matrix"]
+        )
+        for m in models
+    )
+    return (
+        '<section id="confusion"><h2>Confusion matrices</h2>'
+        f'<div class="charts">{tables}</div></section>'
+    )
+
+
+def _gate_section(decision: dict) -> str:
+    if not decision:
+        return ""
+    chosen = decision.get("chosen")
+    verdict = (
+        f'<p class="pass">Chosen: <b>{html.escape(str(chosen))}</b></p>'
+        if chosen
+        else '<p class="fail">No variant met the service levels.</p>'
+    )
+    slo = [[k, v] for k, v in sorted((decision.get("slo") or {}).items())]
+    results = [
+        [name, "pass" if r.get("passed") else "fail", "; ".join(r.get("reasons") or []) or "-"]
+        for name, r in (decision.get("results") or {}).items()
+    ]
+    return (
+        f'<section id="gate"><h2>Gate</h2>{verdict}'
+        + (_table(("service level", "value"), slo) if slo else "")
+        + (_table(("variant", "result", "reasons"), results, "gate") if results else "")
+        + "</section>"
+    )
+
+
+def _etl_section(etl: dict) -> str:
+    if not etl:
+        return ""
+    counts = [
+        [k.replace("_", " "), _num(etl.get(k), ",")]
+        for k in ("rows_in", "rows_good", "rows_bad", "examples")
+        if k in etl
+    ]
+    counts.append(["bad fraction", _num(etl.get("bad_fraction"), ".2%")])
+    reasons = [
+        [r.replace("_", " "), _num(n, ",")] for r, n in (etl.get("bad_by_reason") or {}).items()
+    ]
+    splits = [[s, _num(n, ",")] for s, n in (etl.get("rows_per_split") or {}).items()]
+    per_class = [[c, _num(n, ",")] for c, n in (etl.get("rows_per_class") or {}).items()]
+    return (
+        f'<section id="etl"><h2>ETL ({html.escape(str(etl.get("source", "")))})</h2>'
+        '<div class="charts">'
+        + _table(("count", ""), counts, "etl-counts")
+        + (_table(("quarantine reason", "rows"), reasons, "quarantine") if reasons else "")
+        + (_table(("split", "examples"), splits) if splits else "")
+        + (_table(("class", "examples"), per_class) if per_class else "")
+        + "</div></section>"
+    )
+
+
+def _training_section(training: dict) -> str:
+    if not training:
+        return ""
+    history = [h for h in training.get("history") or [] if isinstance(h, dict)]
+    keys = sorted({k for h in history for k in h if k != "epoch"})
+
+    def curve(key):
+        return [(float(h["epoch"]), float(h[key])) for h in history if key in h and "epoch" in h]
+
+    losses = {k: curve(k) for k in keys if "loss" in k}
+    metrics = {k: curve(k) for k in keys if "loss" not in k}
+    summary = [
+        [k.replace("_", " "), training[k]]
+        for k in ("model", "epochs", "replicas", "strategy", "examples_per_second", "fit_seconds")
+        if k in training
+    ]
+    for split in ("validation", "test"):
+        if isinstance(training.get(split), dict):
+            summary.append([f"{split} accuracy", _num(training[split].get("accuracy"), ".4f")])
+    return (
+        '<section id="training"><h2>Training</h2><div class="charts">'
+        + lines(losses, "epoch", "Training loss")
+        + lines(metrics, "epoch", "Training accuracy")
+        + _table(("", ""), summary)
+        + "</div></section>"
+    )
+
+
+def _header(report: dict) -> str:
+    run = report.get("run") or {}
+    publish = report.get("publish") or {}
+    title = f"kfp-edge run {run.get('run_id', '')}".strip()
+    facts = [f"started {run['started_at']}"] if run.get("started_at") else []
+    if publish:
+        facts.append(
+            f"published {publish.get('model_name', '?')} version {publish.get('version', '?')} "
+            f"({publish.get('variant', '?')})"
+        )
+    line = f"<p>{html.escape(' · '.join(facts))}</p>" if facts else ""
+    return f"<h1>{html.escape(title)}</h1>{line}"
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_STYLE}</style></head><body>{body}</body></html>"
+    )
+
+
+def render_report(report: dict) -> str:
+    """Returns the page of a whole run: gate, variants and charts, confusion, ETL, training.
+
+    Args:
+        report: The run's ``report.json`` (any subset of its sections).
+    """
+    evaluation = report.get("evaluation") or {}
+    decision = report.get("gate") or {}
+    body = (
+        _header(report)
+        + _gate_section(decision)
+        + _variants_section(evaluation, decision)
+        + _confusion_section(evaluation, decision)
+        + _etl_section(report.get("etl") or {})
+        + _training_section(report.get("training") or {})
+    )
+    return _page(f"kfp-edge run {(report.get('run') or {}).get('run_id', '')}", body)
 
 
 def _browser_cells(browser: dict | None) -> list[str]:
@@ -104,80 +299,19 @@ def _browser_cells(browser: dict | None) -> list[str]:
 
 
 def render_html(evaluation: dict, decision: dict | None = None) -> str:
-    """Returns a self-contained HTML page with two charts and the table of every variant.
+    """Returns the evaluation's page: the two charts and the table of every variant.
 
     Args:
         evaluation: The evaluation dict (``evaluation.json``).
         decision: The gate's decision, to show which variant passed and why others lost.
     """
-    rows = _rows(evaluation)
-    results = (decision or {}).get("results") or {}
-    chosen = (decision or {}).get("chosen")
-    size_points = [(r["name"], float(r["size_bytes"]), float(r["accuracy"])) for r in rows]
-    latency_points = [
-        (r["name"], float(r["latency_us"]["p50"]), float(r["accuracy"])) for r in rows
-    ]
-    header = [
-        "variant",
-        "technique",
-        "size B",
-        "gzip B",
-        "accuracy",
-        "p50 µs",
-        "p95 µs",
-        "p99 µs",
-        "rows/s",
-        "peak memory B",
-        "builtin ops",
-        "in browser",
-        "browser p50 / p95 µs",
-        "gate",
-    ]
-    body = []
-    for r in rows:
-        gate = ""
-        if r["name"] in results:
-            res = results[r["name"]]
-            gate = (
-                "chosen"
-                if r["name"] == chosen
-                else ("pass" if res["passed"] else "; ".join(res["reasons"]))
-            )
-        peak = r.get("peak_memory_bytes")
-        cells = [
-            r["name"],
-            r.get("technique", ""),
-            f"{int(r['size_bytes']):,}",
-            f"{int(r['gzip_bytes']):,}",
-            f"{float(r['accuracy']):.4f}",
-            f"{r['latency_us']['p50']:.1f}",
-            f"{r['latency_us']['p95']:.1f}",
-            f"{r['latency_us']['p99']:.1f}",
-            f"{float(r.get('throughput_rows_per_s', 0)):,.0f}",
-            f"{int(peak):,}" if peak is not None else "n/a",
-            {True: "yes", False: "NO: " + ", ".join(r.get("select_tf_ops") or [])}.get(
-                r.get("ops_ok"), "n/a"
-            ),
-            *_browser_cells(r.get("browser")),
-            gate,
-        ]
-        style = ' style="font-weight:bold"' if r["name"] == chosen else ""
-        body.append(
-            f"<tr{style}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>"
-        )
-    split = html.escape(str(evaluation.get("split", "")))
-    return (
-        '<!DOCTYPE html><html><head><meta charset="utf-8"><title>kfp-edge evaluation</title>'
-        "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
-        "td:first-child,th:first-child{text-align:left}</style></head><body>"
-        f"<h2>Variants on the {split} split ({evaluation.get('rows', '?')} rows, "
-        f"{evaluation.get('num_threads', 1)} thread(s))</h2>"
-        f"<div>{_scatter(size_points, 'size in bytes', 'Accuracy vs size')}"
-        f"{_scatter(latency_points, 'p50 single-sample latency in µs', 'Accuracy vs latency')}"
-        "</div><table><tr>"
-        + "".join(f"<th>{html.escape(h)}</th>" for h in header)
-        + "</tr>"
-        + "".join(body)
-        + "</table></body></html>"
-    )
+    return _page("kfp-edge evaluation", _variants_section(evaluation, decision or {}))
+
+
+def write_run_report(run_directory: str | os.PathLike) -> Path:
+    """Writes ``<run>/report.html`` from ``<run>/report.json`` (atomically) and returns its path."""
+    path = Path(run_directory) / REPORT_HTML
+    tmp = path.with_name(f".{REPORT_HTML}.tmp")
+    tmp.write_text(render_report(read_report(run_directory)), encoding="utf-8")
+    os.replace(tmp, path)
+    return path

@@ -20,7 +20,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     """Parses the command line and creates the recurring run; returns the exit status."""
-    from kfp_edge.app.run_local import parse_params
+    from kfp_edge.app.params import parse_params
     from kfp_edge.app.schedule import DEFAULT_CRON, create_recurring_retrain
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

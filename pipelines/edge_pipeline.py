@@ -47,7 +47,7 @@ def build_edge_pipeline(profile: dict | None = None):
     from kfp_edge.evaluation.component import EvaluationOp
     from kfp_edge.forest_training.component import ForestExportOp, ForestTrainingOp
     from kfp_edge.gate.component import GateOp
-    from kfp_edge.model_store.component import ModelStoreOp, use_s3_credentials
+    from kfp_edge.model_store.component import ModelStoreOp, use_s3_credentials, use_signing_key
     from kfp_edge.run_context.component import RunContextOp
     from kfp_edge.spark_etl.component import SparkEtlOp
     from kfp_edge.tfjob_training.component import TfjobTrainingOp
@@ -267,6 +267,7 @@ def build_edge_pipeline(profile: dict | None = None):
         )
         on_workspace(publish, "publish", profile)
         use_s3_credentials(publish, secret_name=MINIO_SECRET, endpoint=MINIO_ENDPOINT)
+        use_signing_key(publish)
         return publish.outputs["version"]
 
     return edge_pipeline

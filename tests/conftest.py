@@ -163,6 +163,7 @@ class FakeKfpApi:
         self.experiments: list[dict] = []
         self.runs: list[dict] = []
         self.recurring_runs: list[dict] = []
+        self.run_states = ["PENDING"]
         self._server = None
 
     def start(self) -> str:
@@ -269,6 +270,13 @@ class FakeKfpApi:
             }
             self.runs.append({**body, **run})
             return 200, run
+        if method == "GET" and path.startswith("/apis/v2beta1/runs/"):
+            found = [r for r in self.runs if r["run_id"] == path.rsplit("/", 1)[1]]
+            if not found:
+                return 404, {"error": "no such run"}
+            # A run moves through run_states, one per look, and stays in the last one.
+            state = self.run_states.pop(0) if len(self.run_states) > 1 else self.run_states[0]
+            return 200, {**found[0], "state": state}
         return 404, {"error": f"{method} {path} is not part of this fake"}
 
     @staticmethod
@@ -291,3 +299,103 @@ def fake_kfp():
     api.url = api.start()
     yield api
     api.stop()
+
+
+# -- S3: one server for every S3 test (model store, pull, ETL input) ------------------------------
+# KFP_EDGE_TEST_S3_ENDPOINT / _ACCESS_KEY / _SECRET_KEY (/ _REGION) point the tests at a running
+# S3 server (.ci/run does so with Ceph RGW, tests/ceph_rgw.sh); unset, moto's server is started
+# on 127.0.0.1. Each test gets its own bucket, emptied and deleted afterwards.
+TEST_S3_ENV = "KFP_EDGE_TEST_S3_"
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """``(endpoint, access key, secret key, region)`` of the S3 server the tests use."""
+    if os.environ.get(TEST_S3_ENV + "ENDPOINT"):
+        yield (
+            os.environ[TEST_S3_ENV + "ENDPOINT"],
+            os.environ[TEST_S3_ENV + "ACCESS_KEY"],
+            os.environ[TEST_S3_ENV + "SECRET_KEY"],
+            os.environ.get(TEST_S3_ENV + "REGION", "us-east-1"),
+        )
+        return
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}", "kfp-edge-test-access", "kfp-edge-test-secret", "us-east-1"
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    """Sets the KFP_EDGE_S3_* variables for the test server and returns them."""
+    endpoint, access, secret, region = s3_server
+    env = {
+        "KFP_EDGE_S3_ENDPOINT": endpoint,
+        "KFP_EDGE_S3_ACCESS_KEY": access,
+        "KFP_EDGE_S3_SECRET_KEY": secret,
+        "KFP_EDGE_S3_REGION": region,
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+@pytest.fixture
+def bucket(s3_env):
+    """A fresh bucket on the test server; returns ``(client, bucket_name)``; deleted after."""
+    import uuid
+
+    from kfp_edge.s3 import client_from_env
+
+    client = client_from_env()
+    name = f"kfp-edge-test-{uuid.uuid4().hex[:12]}"
+    client.make_bucket(name)
+    yield client, name
+    for obj in client.list_objects(name, recursive=True):
+        client.remove_object(name, obj.object_name)
+    client.remove_bucket(name)
+
+
+@pytest.fixture(scope="session")
+def edge_cli_run(tmp_path_factory):
+    """One real ``kfp-edge run`` on Iris through the console script, its output piped.
+
+    Shared by the end-to-end checks of the pipeline and of what the command prints, so the
+    suite trains the edge pipeline once. Returns the completed process, the run directory and
+    the run's summary in the shape of ``run_local``'s result.
+    """
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from kfp_edge.workspace import read_report
+
+    workspace = tmp_path_factory.mktemp("edge-cli-ws")
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TERM")}
+    command = [str(Path(sys.executable).with_name("kfp-edge")), "run", "--dataset", "iris"]
+    command += ["--workspace", str(workspace), "--run-id", "e2e-iris", "--workers", "2"]
+    # the second model family joins the candidates, and a search of two trials in parallel
+    # takes the place of the single training job
+    command += ["--param", "forest_configs=[10x4]", "--param", "search_algorithm=grid"]
+    command += [
+        "--param",
+        "search_space={learning_rate: {type: categorical, values: [0.04, 0.02]}}",
+    ]
+    command += ["--param", "search_max_trials=2", "--param", "search_parallel_trials=2"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1200)
+    run_dir = workspace / "runs" / "e2e-iris"
+    report = read_report(run_dir)
+    publish = report.get("publish") or {}
+    result = {
+        "run_id": "e2e-iris",
+        "run_dir": str(run_dir),
+        "report": report,
+        "published": bool(publish) and done.returncode == 0,
+        "model_dir": publish.get("model_dir"),
+        "error": None if done.returncode == 0 else done.stdout[-2000:] + done.stderr[-2000:],
+    }
+    return done, run_dir, result

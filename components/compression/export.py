@@ -16,6 +16,7 @@ import numpy as np
 
 from kfp_edge.dataset import FEATURES_KEY, LABEL_KEY, load_split, read_manifest, shard_paths
 from kfp_edge.litert import gzip_bytes
+from kfp_edge.progress import report_progress
 from kfp_edge.tf_env import load_keras_model
 from kfp_edge.variants import ENTRY_SUFFIX, VARIANTS_FILE
 from kfp_edge.workspace import write_json_atomic
@@ -392,6 +393,7 @@ def export_variants(
         )
         path = out / f"{name}.tflite"
         _write_atomic(path, content)
+        report_progress(len(entries) + 1, len(variants), name)
         entry = {
             "name": name,
             "path": str(path.resolve()),

@@ -18,6 +18,7 @@ import numpy as np
 from kfp_edge import browser_model, litert
 from kfp_edge.dataset import load_split, read_manifest
 from kfp_edge.evaluation.metrics import classification_report
+from kfp_edge.progress import report_progress
 
 
 def evaluate_tflite(
@@ -224,7 +225,8 @@ def evaluate_variants(
             saved_model_dir, x, y, classes, runs, warmup, num_threads, batch_size, measure_memory
         )
     results, unrunnable = [], []
-    for entry in entries:
+    for done, entry in enumerate(entries):
+        report_progress(done, len(entries), entry["name"])
         path = Path(entry["path"])
         if not path.is_absolute():
             path = Path(variants_dir) / path

@@ -30,7 +30,8 @@ def GateOp(
         run_id: The run id; the decision goes to the gate section of its report.json.
         evaluation_path: The evaluation step's evaluation.json.
         confusion: Confusion matrix of the chosen variant on the held-out split.
-        report: HTML page with the charts and the table, marked with the gate's decision.
+        report: The run report page (also <run>/report.html): the gate's decision, variants,
+            charts, confusion matrices, ETL counts and training curves.
         min_accuracy: Minimum accuracy on the held-out split.
         max_accuracy_drop: Maximum accuracy lost against the float SavedModel.
         max_size_bytes: Maximum .tflite size in bytes.
@@ -42,10 +43,12 @@ def GateOp(
         chosen_path: Its .tflite file.
     """
     import json
+    import shutil
     from collections import namedtuple
 
     from kfp_edge.gate.gate import run_gate
-    from kfp_edge.report_html import render_html
+    from kfp_edge.report_html import write_run_report
+    from kfp_edge.workspace import run_dir
 
     decision = run_gate(
         workspace,
@@ -63,7 +66,6 @@ def GateOp(
         evaluation = json.load(f)
     chosen = next(v for v in evaluation["variants"] if v["name"] == decision["chosen"])
     confusion.log_confusion_matrix(list(evaluation["classes"]), chosen["confusion_matrix"])
-    with open(report.path, "w", encoding="utf-8") as f:
-        f.write(render_html(evaluation, decision))
+    shutil.copyfile(write_run_report(run_dir(workspace, run_id)), report.path)
     outputs = namedtuple("Outputs", ["chosen_variant", "chosen_path"])
     return outputs(decision["chosen"], decision["chosen_path"])

@@ -29,7 +29,9 @@ def ModelStoreOp(
     manifest of sha256 checksums, metrics, gate decision and lineage. With ``s3_bucket`` set,
     the version is also uploaded (manifest last); the endpoint and credentials are read from
     the KFP_EDGE_S3_ENDPOINT, KFP_EDGE_S3_ACCESS_KEY and KFP_EDGE_S3_SECRET_KEY environment
-    variables (a Kubernetes Secret in the cluster), never from parameters.
+    variables (a Kubernetes Secret in the cluster), never from parameters. The manifest is
+    signed with the Ed25519 key of the mounted Secret (see use_signing_key) or of the file
+    KFP_EDGE_SIGNING_KEY_FILE names; devices install only signed releases.
 
     Args:
         workspace: Root of the workspace volume (the PVC mount path in the cluster).
@@ -111,4 +113,41 @@ def use_s3_credentials(
     task.set_env_variable(ENV_ENDPOINT, endpoint)
     if bucket:
         task.set_env_variable(ENV_BUCKET, bucket)
+    # the label the NetworkPolicy in manifests/base/minio-setup.yaml admits to MinIO's S3 port
+    kubernetes.add_pod_label(task, S3_CLIENT_LABEL, "true")
+    return task
+
+
+# The Secret holding the publisher's Ed25519 private key (``kfp-edge keys generate``), key
+# ``private.pem``; mounted read-only as a file, never passed as a parameter or env value.
+DEFAULT_SIGNING_SECRET = "kfp-edge-signing-key"
+S3_CLIENT_LABEL = "kfp-edge/s3-client"
+
+
+def use_signing_key(
+    task: dsl.PipelineTask, secret_name: str = DEFAULT_SIGNING_SECRET
+) -> dsl.PipelineTask:
+    """Mounts the release signing key from a Kubernetes Secret into a publish task.
+
+    The compiled YAML names the Secret and the mount path, never the key. The step signs each
+    version's manifest with the file it finds there (``signing.DEFAULT_SIGNING_KEY_FILE``);
+    without the Secret the pod does not start, so a release is never published unsigned by
+    accident in the cluster. (A local run mounts nothing and publishes unsigned, with a
+    warning.)
+
+    Args:
+        task: The ``ModelStoreOp`` task.
+        secret_name: Secret with the key ``private.pem`` (PKCS#8 PEM, Ed25519).
+
+    Returns:
+        The task.
+    """
+    import posixpath
+
+    from kfp import kubernetes
+
+    from kfp_edge.model_store.signing import DEFAULT_SIGNING_KEY_FILE
+
+    mount = posixpath.dirname(DEFAULT_SIGNING_KEY_FILE)
+    kubernetes.use_secret_as_volume(task, secret_name=secret_name, mount_path=mount)
     return task

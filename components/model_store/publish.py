@@ -11,6 +11,7 @@ from pathlib import Path
 
 from kfp_edge import __version__, browser_model
 from kfp_edge.dataset import MANIFEST_FILE as DATASET_MANIFEST
+from kfp_edge.model_store.signing import ENV_SIGNING_KEY_FILE, signer_from_env
 from kfp_edge.model_store.store import ModelStore
 from kfp_edge.model_versions import (
     DATASET_MANIFEST_FILE,
@@ -74,8 +75,13 @@ def publish_run(
             the ``KFP_EDGE_S3_*`` environment variables.
         s3_prefix: Key prefix in the bucket.
 
+    The manifest is signed with the Ed25519 key mounted from the Kubernetes Secret (or the file
+    named by ``KFP_EDGE_SIGNING_KEY_FILE``); without a key the version is published unsigned,
+    and devices refuse it.
+
     Returns:
-        ``{"model_name", "version", "model_dir", "variant", "pruned", "s3"}``.
+        ``{"model_name", "version", "model_dir", "variant", "model_bytes", "shipped_bytes",
+        "signed", "pruned", "s3"}``.
 
     Raises:
         ValueError: If the gate chose no variant or rejected the chosen one.
@@ -99,6 +105,7 @@ def publish_run(
     dataset_manifest = data / DATASET_MANIFEST
     if not dataset_manifest.is_file():
         raise FileNotFoundError(f"{dataset_manifest}: no dataset manifest; did the ETL finish?")
+    # The file table of a release: relative path in the version -> source (file or directory).
     files = {
         SAVED_MODEL_DIR: saved_model_dir,
         MODEL_FILE: chosen_path,
@@ -125,18 +132,25 @@ def publish_run(
             "parameters": (report.get("run") or {}).get("parameters", {}),
         },
     }
+    signer = signer_from_env()  # before anything is published: a bad key fails here
+    if signer is None:
+        print(
+            f"warning: no signing key ({ENV_SIGNING_KEY_FILE} unset, no Secret mounted); the "
+            "version is published unsigned and devices will refuse it"
+        )
     bucket = s3_bucket or os.environ.get(ENV_BUCKET, "")
-    client = None
+    conn = None
     if bucket:  # check the S3 side before anything is published
         from kfp_edge import s3
         from kfp_edge.model_store import s3_releases
 
-        client = s3.client_from_env()
+        conn = s3.connect_from_env()
         with s3.readable_errors(f"s3://{bucket}"):
-            if not client.bucket_exists(bucket):
+            if not conn.client.bucket_exists(bucket):
                 raise ValueError(f"s3://{bucket}: the bucket does not exist")
     store = store_for(workspace)
-    published = store.publish(model_name, files, metadata)
+    published = store.publish(model_name, files, metadata, signer=signer)
+    model_entry = published["manifest"]["files"][MODEL_FILE]
     pinned = pinned_versions or []
     pruned = store.prune(model_name, keep_last, pinned) if keep_last > 0 else []
     result = {
@@ -144,16 +158,19 @@ def publish_run(
         "version": published["version"],
         "model_dir": published["path"],
         "variant": chosen_variant,
+        "model_bytes": model_entry["size"],
+        "shipped_bytes": model_entry["shipped"]["size"],
+        "signed": signer is not None,
     }
     section = dict(result, **({"pruned": pruned} if pruned else {}))
     update_report(directory, "publish", section)
     uploaded = None
-    if client is not None:
+    if conn is not None:
         location = f"s3://{bucket}/{s3_prefix.strip('/')}"
         try:
             with s3.readable_errors(location):
-                uploaded = s3_releases.upload_version(client, bucket, s3_prefix, published["path"])
-        except (ValueError, FileExistsError) as exc:
+                uploaded = s3_releases.upload_version(conn, bucket, s3_prefix, published["path"])
+        except (ValueError, OSError) as exc:
             raise RuntimeError(
                 f"{model_name!r} version {published['version']} is published at "
                 f"{published['path']} but its upload to {location} failed: {exc}. Retry with "

@@ -3,36 +3,37 @@
 Layout in the bucket: ``<prefix>/<name>/<version>/<file>`` and
 ``<prefix>/<name>/<version>/manifest.json``. The manifest is uploaded last and only with
 ``If-None-Match: *``, so a version exists for readers exactly when its manifest does, and an
-existing version is never overwritten. Every object carries its sha256 in
-``x-amz-checksum-sha256`` (the server verifies it) and in the user metadata ``sha256``.
+existing version is never overwritten. A file with a shipped copy (``model.tflite``) is uploaded
+as that compressed copy (``model.tflite.gz``) only. Every object is streamed from its file in one
+PUT whose payload sha256 is signed, and carries its sha256 in the user metadata ``sha256``.
 
-Endpoint, bucket and credentials come from the environment, never from pipeline parameters:
-
-``KFP_EDGE_S3_ENDPOINT``
-    ``http://host:port`` or ``https://host:port`` (plain ``host:port`` means https).
-``KFP_EDGE_S3_ACCESS_KEY`` / ``KFP_EDGE_S3_SECRET_KEY``
-    Credentials. In the cluster: the Kubernetes Secret keys ``accesskey`` / ``secretkey``
-    (the keys of Kubeflow's ``mlpipeline-minio-artifact`` secret) mapped with kfp-kubernetes
-    ``use_secret_as_env``.
-``KFP_EDGE_S3_BUCKET``
-    Default bucket when none is given.
-``KFP_EDGE_S3_REGION``
-    Optional region.
+Reads are bounded: a manifest is read up to ``MAX_MANIFEST_BYTES`` and an object only up to the
+size its manifest declares (plus one byte, to tell that it is too long); a whole download stops at
+the connection's deadline. Endpoint, bucket and credentials: see ``kfp_edge.s3``.
 
 Uses the ``minio`` client only (``pip install kfp-edge[s3]``); never TensorFlow or PySpark.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
-from kfp_edge.model_versions import MANIFEST_FILE, parse_version, validate_name, validate_relpath
+from kfp_edge.model_versions import (
+    MANIFEST_FILE,
+    MAX_MANIFEST_BYTES,
+    parse_version,
+    read_json_bounded,
+    sha256_file,
+    validate_name,
+    validate_relpath,
+)
 
 _MAX_SINGLE_PUT = 5 * 1024**3
+_CHUNK = 1 << 16
 
 
 def _key(prefix: str, *parts: str) -> str:
@@ -49,22 +50,14 @@ def _is_code(exc: Exception, *codes: str) -> bool:
     return getattr(exc, "code", None) in codes
 
 
-def _put(client, bucket: str, key: str, data: bytes, content_type: str, create_only: bool) -> None:
-    """PUTs one object in a single request with its sha256 checksum.
-
-    ``Minio.put_object`` cannot send ``If-None-Match`` (it would become user metadata), so the
-    client's single-request PutObject is used directly with the exact headers we need.
-    """
-    digest = hashlib.sha256(data).digest()
-    headers = {
-        "Content-Type": content_type,
-        "x-amz-sdk-checksum-algorithm": "SHA256",
-        "x-amz-checksum-sha256": base64.b64encode(digest).decode(),
-        "x-amz-meta-sha256": digest.hex(),
-    }
-    if create_only:
-        headers["If-None-Match"] = "*"
-    client._put_object(bucket, key, data, headers=headers)
+def _put_file(conn, bucket: str, key: str, path: Path, digest: str, content_type: str) -> None:
+    """Streams one file to a new object (``If-None-Match: *``) with its signed sha256."""
+    size = path.stat().st_size
+    if size > _MAX_SINGLE_PUT:
+        raise ValueError(f"{path}: larger than 5 GiB, too large to publish")
+    headers = {"Content-Type": content_type, "If-None-Match": "*", "x-amz-meta-sha256": digest}
+    with open(path, "rb") as body:
+        conn.put_stream(bucket, key, body, size, digest, headers)
 
 
 def object_sha256(client, bucket: str, key: str) -> str | None:
@@ -81,7 +74,21 @@ def object_sha256(client, bucket: str, key: str) -> str | None:
     return meta.get("x-amz-meta-sha256", "")
 
 
-def upload_version(client, bucket: str, prefix: str, version_dir: str | os.PathLike) -> dict:
+def _upload_plan(version_dir: Path, manifest: dict) -> list[tuple[str, dict]]:
+    """Returns ``(relative path, entry)`` of the objects to upload: shipped copies for raw."""
+    plan = []
+    for relpath, entry in sorted(manifest["files"].items()):
+        validate_relpath(relpath)
+        shipped = entry.get("shipped")
+        plan.append((shipped["file"], shipped) if shipped else (relpath, entry))
+    for relpath, entry in plan:
+        digest, size = sha256_file(version_dir / relpath)
+        if digest != entry["sha256"] or size != entry["size"]:
+            raise ValueError(f"{version_dir / relpath}: does not match its manifest; not uploaded")
+    return plan
+
+
+def upload_version(conn, bucket: str, prefix: str, version_dir: str | os.PathLike) -> dict:
     """Uploads one store version (a directory with its manifest) to the bucket.
 
     Files go first, each created only if absent (an object left by an interrupted upload of
@@ -89,7 +96,7 @@ def upload_version(client, bucket: str, prefix: str, version_dir: str | os.PathL
     only if absent. A version that already has a manifest in the bucket is never touched.
 
     Args:
-        client: A ``minio.Minio`` client.
+        conn: An ``kfp_edge.s3.S3Connection``.
         bucket: The bucket (must exist).
         prefix: Key prefix (may be empty).
         version_dir: The local version directory, e.g. ``ModelStore.get(name, v)``.
@@ -101,28 +108,26 @@ def upload_version(client, bucket: str, prefix: str, version_dir: str | os.PathL
         FileExistsError: If the version already exists in the bucket, or one of its objects
             exists with different content.
         ValueError: If a local file does not match the manifest.
+        TimeoutError: If the upload takes longer than the connection's deadline.
     """
     from minio.error import S3Error
 
     version_dir = Path(version_dir)
-    manifest_bytes = (version_dir / MANIFEST_FILE).read_bytes()
-    manifest = json.loads(manifest_bytes)
+    manifest = read_json_bounded(version_dir / MANIFEST_FILE)
     name, version = validate_name(manifest["name"]), int(manifest["version"])
     base = version_prefix(prefix, name, version)
     manifest_key = base + MANIFEST_FILE
     location = f"s3://{bucket}/{manifest_key}"
+    client, deadline = conn.client, conn.deadline()
     if object_sha256(client, bucket, manifest_key) is not None:
         raise FileExistsError(f"{location}: version {version} of {name!r} already exists")
-    for relpath, entry in sorted(manifest["files"].items()):
-        validate_relpath(relpath)
-        data = (version_dir / relpath).read_bytes()
-        if len(data) > _MAX_SINGLE_PUT:
-            raise ValueError(f"{version_dir / relpath}: larger than 5 GiB, too large to publish")
-        if hashlib.sha256(data).hexdigest() != entry["sha256"] or len(data) != entry["size"]:
-            raise ValueError(f"{version_dir / relpath}: does not match its manifest; not uploaded")
+    plan = _upload_plan(version_dir, manifest)
+    for relpath, entry in plan:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{location}: upload exceeded {conn.deadline_s:g} s; retry")
         key = base + relpath
         try:
-            _put(client, bucket, key, data, "application/octet-stream", create_only=True)
+            _put_file(conn, bucket, key, version_dir / relpath, entry["sha256"], _TYPE)
         except S3Error as exc:
             if not _is_code(exc, "PreconditionFailed"):
                 raise
@@ -131,8 +136,10 @@ def upload_version(client, bucket: str, prefix: str, version_dir: str | os.PathL
                     f"s3://{bucket}/{key}: exists with other content; another publisher is "
                     f"writing version {version} of {name!r}"
                 ) from exc
+    manifest_path = version_dir / MANIFEST_FILE
     try:
-        _put(client, bucket, manifest_key, manifest_bytes, "application/json", create_only=True)
+        digest, _ = sha256_file(manifest_path)
+        _put_file(conn, bucket, manifest_key, manifest_path, digest, "application/json")
     except S3Error as exc:
         if _is_code(exc, "PreconditionFailed"):
             raise FileExistsError(
@@ -145,8 +152,11 @@ def upload_version(client, bucket: str, prefix: str, version_dir: str | os.PathL
         "name": name,
         "version": version,
         "manifest_key": manifest_key,
-        "objects": len(manifest["files"]) + 1,
+        "objects": len(plan) + 1,
     }
+
+
+_TYPE = "application/octet-stream"
 
 
 def _candidates(client, bucket: str, prefix: str, name: str) -> list[int]:
@@ -223,7 +233,7 @@ def read_manifest(client, bucket: str, prefix: str, name: str, version: int | st
     try:
         response = client.get_object(bucket, key)
         try:
-            data = response.read()
+            data = response.read(MAX_MANIFEST_BYTES + 1)
         finally:
             response.close()
             response.release_conn()
@@ -233,6 +243,8 @@ def read_manifest(client, bucket: str, prefix: str, name: str, version: int | st
                 f"s3://{bucket}/{key}: no version {number} of {name!r}"
             ) from exc
         raise
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise ValueError(f"s3://{bucket}/{key}: manifest larger than {MAX_MANIFEST_BYTES} bytes")
     try:
         manifest = json.loads(data)
     except ValueError as exc:
@@ -242,18 +254,40 @@ def read_manifest(client, bucket: str, prefix: str, name: str, version: int | st
     return manifest
 
 
-def download_file(client, bucket: str, key: str, dest: Path) -> tuple[str, int]:
-    """Streams one object to a new local file; returns its sha256 and size."""
+def download_file(
+    client, bucket: str, key: str, dest: Path, max_size: int, deadline: float
+) -> tuple[str, int]:
+    """Streams one object to a new local file, at most ``max_size + 1`` bytes of it.
+
+    Args:
+        client: A ``minio.Minio`` client.
+        bucket: The bucket.
+        key: The object key.
+        dest: The new local file.
+        max_size: The size the manifest declares; one byte more proves the object too long.
+        deadline: ``time.monotonic()`` value after which the download is abandoned.
+
+    Returns:
+        The sha256 and size of what was written.
+
+    Raises:
+        TimeoutError: If the deadline passes.
+    """
     digest = hashlib.sha256()
     size = 0
     dest.parent.mkdir(parents=True, exist_ok=True)
     response = client.get_object(bucket, key)
     try:
         with open(dest, "xb") as f:
-            for chunk in response.stream(1 << 20):
+            for chunk in response.stream(_CHUNK):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"s3://{bucket}/{key}: download exceeded its deadline")
+                chunk = chunk[: max_size + 1 - size]
                 digest.update(chunk)
                 f.write(chunk)
                 size += len(chunk)
+                if size > max_size:
+                    break
             f.flush()
             os.fsync(f.fileno())
     finally:

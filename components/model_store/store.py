@@ -32,7 +32,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,9 @@ from kfp_edge.model_versions import (
     MANIFEST_FILE,
     MANIFEST_FORMAT,
     RESERVED_KEYS,
+    SHIPPED,
     PublishedModels,
+    gzip_file,
     parse_version,
     validate_name,
     validate_relpath,
@@ -80,10 +82,22 @@ def _copy_file(src: Path, dst: Path) -> dict:
     return {"sha256": digest.hexdigest(), "size": size}
 
 
+def _refuse_symlink(path: Path) -> None:
+    if path.is_symlink():
+        raise ValueError(
+            f"{path}: is a symlink (to {os.readlink(path)}); refusing to publish it. Copy the "
+            "file it points to into the directory if it belongs to the model"
+        )
+
+
 def _iter_source(relpath: str, source: Path) -> Iterable[tuple[str, Path]]:
-    """Yields ``(relative path in the version, source file)`` for a file or a directory tree."""
-    if source.is_symlink() and source.is_dir():
-        raise ValueError(f"{source}: refusing to publish a symlinked directory")
+    """Yields ``(relative path in the version, source file)`` for a file or a directory tree.
+
+    Raises:
+        ValueError: If the source or anything inside it is a symlink (a link could carry a
+            file from outside the model, such as credentials, into every device).
+    """
+    _refuse_symlink(source)
     if source.is_file():
         yield relpath, source
         return
@@ -91,10 +105,26 @@ def _iter_source(relpath: str, source: Path) -> Iterable[tuple[str, Path]]:
         raise FileNotFoundError(f"{source}: no such file or directory to publish as {relpath!r}")
     for dirpath, dirnames, filenames in os.walk(source):
         dirnames.sort()
+        for name in dirnames:
+            _refuse_symlink(Path(dirpath) / name)
         for filename in sorted(filenames):
             path = Path(dirpath) / filename
+            _refuse_symlink(path)
+            if not path.is_file():
+                raise ValueError(f"{path}: not a regular file; refusing to publish it")
             rel = path.relative_to(source).as_posix()
             yield f"{relpath}/{rel}", path
+
+
+def _copy_sources(sources: list[tuple[str, Path]], tmp: Path) -> dict:
+    """Copies the sources into ``tmp`` and returns the files table (with shipped copies)."""
+    table = {}
+    for rel, src in sources:
+        table[rel] = _copy_file(src, tmp / rel)
+        if rel in SHIPPED:
+            shipped = gzip_file(tmp / rel, tmp / SHIPPED[rel])
+            table[rel]["shipped"] = {"file": SHIPPED[rel], **shipped}
+    return table
 
 
 def write_manifest(directory: Path, manifest: Mapping[str, Any]) -> None:
@@ -117,12 +147,19 @@ class ModelStore(PublishedModels):
 
     # -- writing ---------------------------------------------------------------------------
 
-    def publish(self, name: str, files: Mapping[str, str | os.PathLike], metadata: Mapping) -> dict:
+    def publish(
+        self,
+        name: str,
+        files: Mapping[str, str | os.PathLike],
+        metadata: Mapping,
+        signer: Callable[[Mapping], dict] | None = None,
+    ) -> dict:
         """Publishes a new version atomically.
 
         Files are copied (and hashed) into a temporary directory next to the versions, then
         the directory appears under its version number by one rename. A publish killed at any
-        point leaves only a hidden ``.tmp-*`` directory, which no reader looks at.
+        point leaves only a hidden ``.tmp-*`` directory, which no reader looks at. The files
+        of ``SHIPPED`` (``model.tflite``) also get their compressed shipped copy.
 
         Args:
             name: The model name.
@@ -130,12 +167,15 @@ class ModelStore(PublishedModels):
                 as a SavedModel) is copied recursively under that relative path.
             metadata: JSON-serialisable entries merged into the manifest (metrics, gate
                 decision, lineage, ...); must not use the keys the store writes itself.
+            signer: Returns the ``signature`` entry of a manifest (see
+                ``kfp_edge.model_store.signing``); None publishes an unsigned version.
 
         Returns:
             ``{"name", "version", "path", "manifest"}`` of the new version.
 
         Raises:
-            ValueError: On an invalid name, file path or metadata key, or an empty file set.
+            ValueError: On an invalid name, file path or metadata key, an empty file set or
+                a symlink among the sources.
             FileNotFoundError: If a source does not exist.
         """
         validate_name(name)
@@ -150,8 +190,11 @@ class ModelStore(PublishedModels):
             sources.extend(_iter_source(relpath, Path(source)))
         seen: set[str] = set()
         for relpath, _ in sources:
-            if relpath in seen:
-                raise ValueError(f"file {relpath!r} is given twice for model {name!r}")
+            if relpath in seen or relpath in SHIPPED.values():
+                raise ValueError(
+                    f"file {relpath!r} is given twice for model {name!r}"
+                    + (" (it is the shipped copy of another)" if relpath not in seen else "")
+                )
             seen.add(relpath)
         json.dumps(dict(metadata), default=str)  # fail before copying anything
 
@@ -160,7 +203,7 @@ class ModelStore(PublishedModels):
         tmp = model_dir / f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
         tmp.mkdir()
         try:
-            table = {rel: _copy_file(src, tmp / rel) for rel, src in sources}
+            table = _copy_sources(sources, tmp)
             created_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
             version = (self.latest(name) or 0) + 1
             while True:
@@ -172,6 +215,10 @@ class ModelStore(PublishedModels):
                     "created_at": created_at,
                     "files": table,
                 }
+                if signer is not None:
+                    # sign what readers will parse (the JSON round trip of default=str)
+                    manifest = json.loads(json.dumps(manifest, default=str))
+                    manifest["signature"] = signer(manifest)
                 write_manifest(tmp, manifest)
                 _fsync_tree(tmp)
                 target = model_dir / str(version)

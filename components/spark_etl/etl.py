@@ -43,6 +43,7 @@ from kfp_edge.dataset import (
     PREPROCESSING_FILE,
     SPLITS,
 )
+from kfp_edge.progress import report_progress
 from kfp_edge.spark_etl.schema import (
     BAD_ROW_REASONS,
     Schema,
@@ -887,8 +888,19 @@ def _process_classified(
     return summary, manifest
 
 
+# The phases of an ETL run, in order, as the summary's phase_seconds names them.
+ETL_PHASES = (
+    "read_classify_profile",
+    "quarantine",
+    "labels",
+    "split_standardize",
+    "tfrecord",
+    "parquet",
+)
+
+
 class _Phases:
-    """Wall time of each ETL phase, for the summary."""
+    """Wall time of each ETL phase, for the summary and the progress line."""
 
     def __init__(self):
         self.seconds: dict[str, float] = {}
@@ -898,6 +910,7 @@ class _Phases:
         now = time.perf_counter()
         self.seconds[name] = round(now - self._last, 3)
         self._last = now
+        report_progress(len(self.seconds), len(ETL_PHASES), name)
 
 
 def _profile_columns(frame) -> list[str]:

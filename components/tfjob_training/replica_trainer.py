@@ -570,6 +570,9 @@ def _progress_callback(keras, run: _Run, epoch_starts: list):
                 state = _read_json(run.progress_path)
                 state["epochs_done"] = epoch + 1
                 state["logs"] = {k: float(v) for k, v in (logs or {}).items()}
+                # The curves of the run report; an epoch redone after a restart replaces its row.
+                earlier = [h for h in state.get("history", []) if h["epoch"] <= epoch]
+                state["history"] = earlier + [{"epoch": epoch + 1, **state["logs"]}]
                 write_json_atomic(run.progress_path, state)
                 if run.args.report_metrics:
                     _report_epoch(run, epoch + 1, logs or {})
@@ -671,6 +674,7 @@ def _report(tf, model, run: _Run, history, fit_seconds: float, initial_epoch: in
         "steps_per_epoch": run.steps_per_epoch,
         "train_rows": run.train_rows,
         "final_train_metrics": {k: float(v[-1]) for k, v in history.history.items() if v},
+        "history": progress.get("history", []),
         "validation": evaluation.get("validation"),
         "test": evaluation.get("test"),
         "fit_seconds": round(fit_seconds, 3),

@@ -4,7 +4,8 @@ import sys
 import pytest
 
 from kfp_edge.app.cli import build_parser, main
-from kfp_edge.app.run_local import format_table, parse_params, variant_table
+from kfp_edge.app.params import parse_params
+from kfp_edge.app.run_local import format_table, variant_table
 
 
 def _modules_after(code: str) -> set[str]:
@@ -44,8 +45,8 @@ def test_parse_params_reads_yaml_values():
 
 
 def test_run_needs_label_with_input(capsys):
-    with pytest.raises(SystemExit, match="--label"):
-        main(["run", "--input", "data.csv"])
+    assert main(["run", "--input", "data.csv"]) == 2
+    assert "kfp-edge run: error: --input needs --label COLUMN" in capsys.readouterr().err
 
 
 def test_subcommands_registered():

@@ -14,15 +14,24 @@ REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
 KUSTOMIZATIONS = ("base", "overlays/local", "overlays/production")
 TEST_CREDENTIALS = {"accesskey": "render-test-user", "secretkey": "render-test-password"}
+# The other env files of the base (root user and read-only device keys): throwaway values too.
+OTHER_TEST_ENV_FILES = {
+    "minio-root.env": {"rootuser": "render-test-root", "rootpassword": "render-test-root-pw"},
+    "minio-device.env": {"accesskey": "render-test-device", "secretkey": "render-test-device-pw"},
+}
 
 
 @pytest.fixture(scope="session")
 def manifests_copy(tmp_path_factory) -> Path:
     """A copy of manifests/ with a throwaway credentials file (the real one is never touched)."""
     root = tmp_path_factory.mktemp("manifests") / "manifests"
-    shutil.copytree(MANIFESTS, root, ignore=shutil.ignore_patterns("minio-credentials.env"))
+    ignored = ("minio-credentials.env", *OTHER_TEST_ENV_FILES)
+    shutil.copytree(MANIFESTS, root, ignore=shutil.ignore_patterns(*ignored))
     env = "".join(f"{k}={v}\n" for k, v in TEST_CREDENTIALS.items())
     (root / "base" / "minio-credentials.env").write_text(env, encoding="utf-8")
+    for name, values in OTHER_TEST_ENV_FILES.items():
+        text = "".join(f"{k}={v}\n" for k, v in values.items())
+        (root / "base" / name).write_text(text, encoding="utf-8")
     return root
 
 

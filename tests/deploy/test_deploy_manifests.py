@@ -38,6 +38,11 @@ def test_every_kustomization_renders_the_same_objects(rendered):
         ("Deployment", "kfp-edge-minio"),
         ("Service", "kfp-edge-minio"),
         ("Secret", "kfp-edge-minio"),
+        ("Secret", "kfp-edge-minio-root"),
+        ("Secret", "kfp-edge-minio-device"),
+        ("ConfigMap", "kfp-edge-minio-policies"),
+        ("Job", "kfp-edge-minio-setup"),
+        ("NetworkPolicy", "kfp-edge-minio"),
         ("ServiceAccount", "kfp-edge-runner"),
         ("Role", "kfp-edge-runner"),
         ("RoleBinding", "kfp-edge-runner"),
@@ -146,8 +151,9 @@ def test_minio_credentials_come_from_the_generated_secret(rendered):
         refs = {
             e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e
         }
-        assert refs["MINIO_ROOT_USER"] == {"name": "kfp-edge-minio", "key": "accesskey"}
-        assert refs["MINIO_ROOT_PASSWORD"] == {"name": "kfp-edge-minio", "key": "secretkey"}
+        # MinIO's root user is its own Secret: the pipeline's keys are the publisher's only.
+        assert refs["MINIO_ROOT_USER"] == {"name": "kfp-edge-minio-root", "key": "rootuser"}
+        assert refs["MINIO_ROOT_PASSWORD"] == {"name": "kfp-edge-minio-root", "key": "rootpassword"}
         assert all("value" not in e or "secret" not in e["name"].lower() for e in container["env"])
 
 

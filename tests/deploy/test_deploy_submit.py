@@ -65,15 +65,66 @@ def test_submit_creates_a_typed_run_with_the_token(fake_kfp, package, monkeypatc
     assert [r["experiment_id"] for r in fake_kfp.runs] == ["exp-1", "exp-1"]
 
 
-def test_a_wrong_token_is_refused(fake_kfp, package, monkeypatch):
-    import kfp_server_api
-
+def test_a_wrong_token_is_refused_in_one_line(fake_kfp, package, monkeypatch, capsys):
     fake_kfp.token = "the-right-one"
     monkeypatch.setenv(submit.TOKEN_ENV, "a-wrong-one")
-    with pytest.raises(kfp_server_api.ApiException) as info:
+    with pytest.raises(submit.ConnectionProblem, match=r"refused the credentials \(HTTP 401\)"):
         submit.submit(host=fake_kfp.url, namespace="team-a", package=package)
-    assert info.value.status == 401
     assert fake_kfp.runs == []
+    assert cli.main(["submit", "--host", fake_kfp.url, "--package", str(package)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "a-wrong-one" not in err
+
+
+@pytest.mark.parametrize(
+    "host, message",
+    [
+        ("http://127.0.0.1:9", "cannot connect to http://127.0.0.1:9: "),
+        ("http://kfp.invalid:8080", "cannot resolve the host of http://kfp.invalid:8080"),
+        ("ht!tp://kfp 8080", "malformed KFP API address 'ht!tp://kfp 8080'"),
+        ("http://kfp:port", "malformed KFP API address 'http://kfp:port'"),
+        (None, "no KFP API address: give --host URL or set KF_PIPELINES_ENDPOINT"),
+    ],
+)
+def test_unreachable_hosts_exit_2_with_one_line(package, host, message, capsys, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    argv = ["submit", "--package", str(package)] + (["--host", host] if host else [])
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"kfp-edge submit: error: {message}")
+    assert err.count("\n") == 1, err
+
+
+def test_tls_failure_is_one_line(package, capsys, tmp_path):
+    """A plain-HTTP server spoken to over https: the TLS handshake fails, as with a bad cert."""
+    import http.server
+    import threading
+
+    class Quiet(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"https://127.0.0.1:{server.server_address[1]}"
+        assert cli.main(["submit", "--host", url, "--package", str(package)]) == 2
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = capsys.readouterr().err
+    assert (
+        err.startswith(f"kfp-edge submit: error: TLS failed with {url}: ") and err.count("\n") == 1
+    )
+
+
+@pytest.mark.parametrize("final, status", [("SUCCEEDED", 0), ("FAILED", 1)])
+def test_wait_follows_the_run_and_exits_by_its_outcome(fake_kfp, package, capsys, final, status):
+    fake_kfp.run_states = ["PENDING", "RUNNING", "RUNNING", final]
+    argv = ["submit", "--host", fake_kfp.url, "--package", str(package), "--wait"]
+    assert cli.main(argv + ["--poll-seconds", "0.01"]) == status
+    out = capsys.readouterr().out.splitlines()
+    assert out[-3:] == ["run run-0001: PENDING", "run run-0001: RUNNING", f"run run-0001: {final}"]
 
 
 def test_in_cluster_service_account_token_volume(fake_kfp, package, tmp_path, monkeypatch):
@@ -102,7 +153,9 @@ def test_cli_prints_the_run_url_and_never_the_token(fake_kfp, package, monkeypat
             str(package),
             "--ui-host",
             "https://kubeflow.example.org/pipeline",
+            "--param",
             "epochs=7",
+            "--param",
             "dataset=sensor",
         ]
     )
@@ -116,7 +169,9 @@ def test_cli_prints_the_run_url_and_never_the_token(fake_kfp, package, monkeypat
 
 
 def test_bad_parameters_are_refused_before_any_run(fake_kfp, package, capsys):
-    code = cli.main(["submit", "--host", fake_kfp.url, "--package", str(package), "epoch=3"])
+    code = cli.main(
+        ["submit", "--host", fake_kfp.url, "--package", str(package), "--param", "epoch=3"]
+    )
     assert code == 2
     assert "unknown pipeline parameter 'epoch'" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"min_accuracy='high': expected number double"):
@@ -129,7 +184,9 @@ def test_bad_parameters_are_refused_before_any_run(fake_kfp, package, capsys):
 
 
 def test_submit_compiles_the_edge_pipeline_with_a_profile(fake_kfp, capsys):
-    code = cli.main(["submit", "--host", fake_kfp.url, "--resources", "gpu-multi", "epochs=5"])
+    code = cli.main(
+        ["submit", "--host", fake_kfp.url, "--resources", "gpu-multi", "--param", "epochs=5"]
+    )
     assert code == 0, capsys.readouterr().err
     (run,) = fake_kfp.runs
     assert run["runtime_config"]["parameters"] == {"epochs": 5}

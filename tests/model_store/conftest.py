@@ -1,50 +1,39 @@
-"""Fixtures of the model store tests: a real S3-protocol server (moto) on loopback."""
+"""Fixtures of the model store tests: signing keys and a small model on disk.
+
+The S3 server and buckets come from ``tests/conftest.py`` (moto, or the server named by the
+``KFP_EDGE_TEST_S3_*`` variables).
+"""
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
-
-ACCESS_KEY = "kfp-edge-test-access"
-SECRET_KEY = "kfp-edge-test-secret"
 
 
 @pytest.fixture(scope="session")
-def s3_server():
-    """moto's S3 server on 127.0.0.1 (a free port), for the whole session; yields its URL."""
-    from moto.server import ThreadedMotoServer
+def signing_keys(tmp_path_factory):
+    """A publisher key pair: ``{"private", "public"}`` PEM paths."""
+    from kfp_edge.model_store.signing import generate_keys
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def s3_env(s3_server, monkeypatch):
-    """Sets the KFP_EDGE_S3_* variables for the loopback server and returns them."""
-    env = {
-        "KFP_EDGE_S3_ENDPOINT": s3_server,
-        "KFP_EDGE_S3_ACCESS_KEY": ACCESS_KEY,
-        "KFP_EDGE_S3_SECRET_KEY": SECRET_KEY,
-        "KFP_EDGE_S3_REGION": "us-east-1",
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return env
+    directory = tmp_path_factory.mktemp("keys")
+    keys = {"private": str(directory / "private.pem"), "public": str(directory / "public.pem")}
+    generate_keys(keys["private"], keys["public"])
+    return keys
 
 
 @pytest.fixture
-def bucket(s3_env):
-    """A fresh bucket on the loopback server; returns ``(client, bucket_name)``."""
-    from kfp_edge.s3 import client_from_env
+def signer(signing_keys):
+    """A function that signs a manifest with the test publisher's key."""
+    from kfp_edge.model_store.signing import load_private_key, sign
 
-    client = client_from_env()
-    name = f"models-{uuid.uuid4().hex[:12]}"
-    client.make_bucket(name)
-    return client, name
+    key = load_private_key(signing_keys["private"])
+    return lambda manifest: sign(manifest, key)
+
+
+@pytest.fixture(autouse=True)
+def trusted_device(signing_keys, monkeypatch):
+    """Publishing steps sign with the test key and devices trust it (as deployed)."""
+    monkeypatch.setenv("KFP_EDGE_SIGNING_KEY_FILE", signing_keys["private"])
+    monkeypatch.setenv("KFP_EDGE_TRUSTED_KEYS", signing_keys["public"])
 
 
 @pytest.fixture
@@ -60,3 +49,18 @@ def model_files(tmp_path):
     tflite = tmp_path / "src" / "model.tflite"
     tflite.write_bytes(os.urandom(5000))
     return {"saved_model": str(saved), "model.tflite": str(tflite)}
+
+
+@pytest.fixture
+def signed_store(tmp_path, model_files, signer):
+    """A workspace store (``tmp_path/ws/models``) with signed versions 1 and 2 of ``edge``."""
+    import os
+    from pathlib import Path
+
+    from kfp_edge.model_store.store import ModelStore
+
+    store = ModelStore(tmp_path / "ws" / "models")
+    store.publish("edge", model_files, {"variant": "float32"}, signer=signer)
+    Path(model_files["model.tflite"]).write_bytes(os.urandom(7000))
+    store.publish("edge", model_files, {"variant": "full_int8"}, signer=signer)
+    return store

@@ -288,12 +288,12 @@ def test_failed_upload_keeps_the_local_version_and_push_retries_it(
     assert store_for(workspace).versions("iris-push") == []  # checked before publishing
     # Another store already put an object where version 1 goes: the upload fails after the
     # local publish, which stays and is recorded; push retries once the conflict is gone.
-    client.put_object(bucket_name, "p/iris-push/1/model.tflite", io.BytesIO(b"x"), 1)
+    client.put_object(bucket_name, "p/iris-push/1/model.tflite.gz", io.BytesIO(b"x"), 1)
     with pytest.raises(RuntimeError, match="kfp-edge push --workspace .* --version 1"):
         publish_run(**kwargs, s3_bucket=bucket_name, s3_prefix="p")
     assert store_for(workspace).versions("iris-push") == [1]
     assert read_report(trained_run["run_dir"])["publish"]["model_name"] == "iris-push"
-    client.remove_object(bucket_name, "p/iris-push/1/model.tflite")
+    client.remove_object(bucket_name, "p/iris-push/1/model.tflite.gz")
     argv = [
         "push",
         "--workspace",
@@ -308,3 +308,42 @@ def test_failed_upload_keeps_the_local_version_and_push_retries_it(
     assert s3_releases.list_versions(client, bucket_name, "p", "iris-push") == [1]
     assert main(argv) == 2  # never overwritten
     assert "already exists" in capsys.readouterr().err
+
+
+def test_publish_signs_with_the_mounted_key_and_reports_raw_and_shipped_sizes(
+    trained_run, signing_keys, monkeypatch, capsys
+):
+    import gzip
+
+    from kfp_edge.model_store import signing
+
+    kwargs = _publish_kwargs(trained_run, "iris-signed")
+    result = publish_run(**kwargs)
+    store = store_for(kwargs["workspace"])
+    manifest = store.read_manifest("iris-signed", result["version"])
+    trusted = signing.load_public_keys([signing_keys["public"]])
+    signing.verify(manifest, trusted, "test")  # signed with the key the Secret would mount
+    raw = Path(kwargs["chosen_path"]).read_bytes()
+    section = read_report(trained_run["run_dir"])["publish"]
+    assert section["model_bytes"] == len(raw)
+    assert section["shipped_bytes"] == len(gzip.compress(raw, 9, mtime=0)) < len(raw)
+    private = Path(signing_keys["private"]).read_text()
+    body = private.splitlines()[1]
+    seen = json.dumps(manifest) + json.dumps(section) + capsys.readouterr().out
+    assert body not in seen and "PRIVATE KEY" not in seen  # the key never leaks
+    monkeypatch.setenv("KFP_EDGE_SIGNING_KEY_FILE", str(trained_run["run_dir"] / "report.json"))
+    with pytest.raises(ValueError, match="not an unencrypted PEM private key"):
+        publish_run(**kwargs)  # a wrong key fails before anything is published
+    assert store.versions("iris-signed") == [result["version"]]
+
+
+def _publish_kwargs(trained_run, model_name: str) -> dict:
+    return dict(
+        workspace=str(trained_run["workspace"]),
+        run_id="run-1",
+        model_name=model_name,
+        chosen_variant="float32",
+        chosen_path=str(trained_run["variants_dir"] / "float32.tflite"),
+        saved_model_dir=str(trained_run["saved"]),
+        data_dir=str(trained_run["data_dir"]),
+    )

@@ -56,13 +56,22 @@ def test_publish_layout_manifest_and_lookup(tmp_path, model_files):
     }
     tflite = Path(model_files["model.tflite"])
     entry = manifest["files"]["model.tflite"]
+    import gzip
     import hashlib
 
+    shipped = gzip.compress(tflite.read_bytes(), 9, mtime=0)  # what the gate measures
     assert entry == {
         "sha256": hashlib.sha256(tflite.read_bytes()).hexdigest(),
         "size": tflite.stat().st_size,
+        "shipped": {
+            "file": "model.tflite.gz",
+            "encoding": "gzip",
+            "sha256": hashlib.sha256(shipped).hexdigest(),
+            "size": len(shipped),
+        },
     }
     assert (store.get("edge", 1) / "model.tflite").read_bytes() == tflite.read_bytes()
+    assert (store.get("edge", 1) / "model.tflite.gz").read_bytes() == shipped
     with pytest.raises(FileNotFoundError, match="no version 7"):
         store.get("edge", 7)
     with pytest.raises(FileNotFoundError, match="no versions"):

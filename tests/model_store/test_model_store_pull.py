@@ -20,13 +20,13 @@ from kfp_edge.model_versions import verify_directory
 
 
 @pytest.fixture
-def workspace(tmp_path, model_files):
-    """A workspace whose store holds versions 1 and 2 of ``edge`` (different .tflite bytes)."""
+def workspace(tmp_path, model_files, signer):
+    """A workspace whose store holds signed versions 1 and 2 of ``edge`` (other .tflite bytes)."""
     ws = tmp_path / "ws"
     store = ModelStore(ws / "models")
-    store.publish("edge", model_files, {"variant": "float32"})
+    store.publish("edge", model_files, {"variant": "float32"}, signer=signer)
     Path(model_files["model.tflite"]).write_bytes(os.urandom(6000))
-    store.publish("edge", model_files, {"variant": "dynamic_int8"})
+    store.publish("edge", model_files, {"variant": "dynamic_int8"}, signer=signer)
     return ws
 
 
@@ -46,7 +46,8 @@ def test_pull_latest_then_older_then_rollback(tmp_path, workspace):
     assert _current_version(dest) == 2
     assert pull("edge", dest, "latest", workspace=str(workspace))["changed"] is False
 
-    assert pull("edge", dest, 1, workspace=str(workspace))["previous_version"] == 2
+    older = pull("edge", dest, 1, workspace=str(workspace), allow_downgrade=True)
+    assert older["previous_version"] == 2
     assert _current_version(dest) == 1
     assert rollback(dest)["version"] == 2
     assert _current_version(dest) == 2
@@ -156,13 +157,14 @@ def test_pull_client_imports_neither_tensorflow_nor_pyspark(tmp_path, workspace)
 
 _LOOPING_PULLER = """
 import sys
+from cryptography.hazmat.primitives import serialization  # imported before the kills start
 from kfp_edge.model_store.pull import pull
 dest, ws = sys.argv[1], sys.argv[2]
 print("ready", flush=True)
 v = 1
 while True:
     v = 3 - v
-    pull("edge", dest, v, workspace=ws)
+    pull("edge", dest, v, workspace=ws, allow_downgrade=True)
 """
 
 
@@ -188,7 +190,7 @@ def test_pulls_killed_at_random_points_leave_a_complete_current_model(tmp_path, 
     assert interrupted, "no kill landed inside a pull"
     # The device still pulls and rolls back normally after the crashes.
     pull("edge", dest, 2, workspace=str(workspace))
-    pull("edge", dest, 1, workspace=str(workspace))
+    pull("edge", dest, 1, workspace=str(workspace), allow_downgrade=True)
     assert rollback(dest)["version"] == 2
     assert not any(p.name.startswith(".staging-") for p in (dest / "releases").iterdir())
     assert json.loads((dest / "current" / "manifest.json").read_text())["version"] == 2
@@ -205,7 +207,8 @@ def test_cli_lists_the_edge_commands():
 _ONE_PULL = """
 import sys
 from kfp_edge.model_store.pull import pull
-print(pull("edge", sys.argv[1], int(sys.argv[2]), workspace=sys.argv[3])["version"])
+print(pull("edge", sys.argv[1], int(sys.argv[2]), workspace=sys.argv[3],
+           allow_downgrade=True)["version"])
 """
 
 

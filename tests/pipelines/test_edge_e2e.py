@@ -9,22 +9,12 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    from kfp_edge.app.run_local import run_local
+def result(edge_cli_run):
+    """The run of ``kfp-edge run --dataset iris --workers 2`` with a forest and a search.
 
-    workspace = tmp_path_factory.mktemp("ws")
-    return run_local(
-        workspace=str(workspace),
-        run_id="e2e-iris",
-        dataset="iris",
-        workers=2,
-        forest_configs=["10x4"],  # the second model family joins the candidates
-        # a search of two trials in parallel instead of one job: the best goes on
-        search_space={"learning_rate": {"type": "categorical", "values": [0.04, 0.02]}},
-        search_algorithm="grid",
-        search_max_trials=2,
-        search_parallel_trials=2,
-    )
+    See ``edge_cli_run`` in tests/conftest.py.
+    """
+    return edge_cli_run[2]
 
 
 def test_run_publishes_a_model(result):
