@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from kfp_edge.evaluation.evaluate import evaluate_variants
-from kfp_edge.evaluation.metrics import classification_report
+from kfp_edge.classification import classification_report
 from kfp_edge.litert import TFLiteModel, op_check, peak_memory_bytes
 from kfp_edge.report_html import render_html
 
