@@ -111,11 +111,15 @@ def render_html(evaluation: dict, decision: dict | None = None) -> str:
         "variant",
         "technique",
         "size B",
+        "shipped B",
         "gzip B",
-        "accuracy",
+        "accuracy [95 % interval]",
+        "recall per class",
         "p50 µs",
         "p95 µs",
         "p99 µs",
+        "invoke p50 µs",
+        "cold start µs",
         "rows/s",
         "peak memory B",
         "builtin ops",
@@ -136,11 +140,15 @@ def render_html(evaluation: dict, decision: dict | None = None) -> str:
             r["name"],
             r.get("technique", ""),
             f"{int(r['size_bytes']):,}",
+            f"{int(r['shipped_bytes']):,}" if "shipped_bytes" in r else "n/a",
             f"{int(r['gzip_bytes']):,}",
-            f"{float(r['accuracy']):.4f}",
+            _accuracy_cell(r),
+            ", ".join(f"{c} {v['recall']:.2f}" for c, v in (r.get("per_class") or {}).items()),
             f"{r['latency_us']['p50']:.1f}",
             f"{r['latency_us']['p95']:.1f}",
             f"{r['latency_us']['p99']:.1f}",
+            f"{r['invoke_latency_us']['p50']:.1f}" if "invoke_latency_us" in r else "n/a",
+            f"{r['cold_start_us']:,.0f}" if "cold_start_us" in r else "n/a",
             f"{float(r.get('throughput_rows_per_s', 0)):,.0f}",
             f"{int(peak):,}" if peak is not None else "n/a",
             {True: "yes", False: "NO: " + ", ".join(r.get("select_tf_ops") or [])}.get(
@@ -166,5 +174,42 @@ def render_html(evaluation: dict, decision: dict | None = None) -> str:
         + "".join(f"<th>{html.escape(h)}</th>" for h in header)
         + "</tr>"
         + "".join(body)
-        + "</table></body></html>"
+        + "</table>"
+        + _champion_section(decision)
+        + "</body></html>"
+    )
+
+
+def _accuracy_cell(row: dict) -> str:
+    interval = row.get("accuracy_interval")
+    text = f"{float(row['accuracy']):.4f}"
+    return f"{text} [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else text
+
+
+def _champion_section(decision: dict | None) -> str:
+    """The champion (published version) against every challenger, when the gate scored one."""
+    champion = (decision or {}).get("champion")
+    if not champion:
+        return ""
+    title = f"Champion: {champion['model_name']} v{champion['version']}"
+    if not champion.get("comparable"):
+        return (
+            f"<h3>{html.escape(title)}</h3><p>not compared: {html.escape(champion['reason'])}</p>"
+        )
+    recalls = ", ".join(f"{c} {v['recall']:.2f}" for c, v in champion["per_class"].items())
+    rows = [
+        f"<tr><td>{html.escape(name)}</td><td>{res['vs_champion']['accuracy_delta']:+.4f}</td>"
+        "<td>"
+        + html.escape(
+            ", ".join(f"{c} {d:+.2f}" for c, d in res["vs_champion"]["class_recall_deltas"].items())
+        )
+        + "</td></tr>"
+        for name, res in decision["results"].items()
+        if res.get("vs_champion")
+    ]
+    return (
+        f"<h3>{html.escape(title)}</h3><p>accuracy {_accuracy_cell(champion)} on "
+        f"{champion['rows']} rows; recall {html.escape(recalls)}</p>"
+        "<table><tr><th>challenger</th><th>accuracy vs champion</th>"
+        "<th>recall vs champion</th></tr>" + "".join(rows) + "</table>"
     )

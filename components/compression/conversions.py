@@ -24,19 +24,42 @@ def register(cls):
     return cls
 
 
+def _all_layers(model):
+    """Every layer of a model, those of nested models and those inside tfmot's wrappers."""
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layer"):  # a tfmot wrapper (QuantizeWrapperV2, ...)
+            yield layer.layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
+
+
 def has_conv_layers(model) -> bool:
     """Whether a tf_keras model has convolution layers (they get per-channel int8 scales)."""
-    return any(type(layer).__name__ in ("Conv1D", "Conv2D") for layer in model.layers)
+    return any(type(layer).__name__ in ("Conv1D", "Conv2D") for layer in _all_layers(model))
 
 
-def is_quantization_aware(model) -> bool:
-    """Whether a tf_keras model (or a model nested in it) carries tfmot's fake quantizers."""
+_WRAPPERS = ("QuantizeWrapper", "QuantizeWrapperV2")
+
+
+def trained_ranges_only(model) -> bool:
+    """Whether every weight layer of a model is wrapped in tfmot's fake quantizers (QAT).
+
+    Such a model brings all its int8 ranges from training. A QAT model with weight layers
+    tfmot has no 8-bit config for (Conv1D trains in float) still needs calibration for them.
+    """
+    wrapped = plain = 0
     for layer in model.layers:
-        if type(layer).__name__ in ("QuantizeLayer", "QuantizeWrapper", "QuantizeWrapperV2"):
-            return True
-        if hasattr(layer, "layers") and is_quantization_aware(layer):
-            return True
-    return False
+        kind = type(layer).__name__
+        if kind in _WRAPPERS:
+            wrapped += 1
+        elif kind in ("Dense", "Conv1D", "Conv2D"):
+            plain += 1
+        elif hasattr(layer, "layers") and not trained_ranges_only(layer):
+            plain += 1
+        elif hasattr(layer, "layers"):
+            wrapped += 1
+    return wrapped > 0 and plain == 0
 
 
 def _normalization_layer_name(model) -> str | None:
@@ -182,11 +205,11 @@ class FullInt8(Conversion):
     standardization ops denylisted. With ``int8_io`` the whole graph, the input and the output
     are int8; fit for features of similar scale only.
 
-    A quantization-aware model (QAT, PCQAT) brings its own ranges in its fake quantizers and
-    has none around its standardization: the converter's standard QAT conversion, without
-    calibration, quantizes exactly the trained part and leaves the standardization in float.
-    (Weight layers tfmot has no 8-bit config for, such as Conv1D, then get int8 weights with
-    float activations.)
+    A quantization-aware model (QAT, PCQAT) whose weight layers all carry fake quantizers
+    brings its own ranges and has none around its standardization: the converter's standard
+    QAT conversion, without calibration, quantizes exactly the trained part (with the QAT
+    scheme's weight scales) and leaves the standardization in float. A QAT model with weight
+    layers tfmot has no 8-bit config for (Conv1D) is calibrated like any other.
 
     Weight scales (``int8_scales``): ``auto`` gives convolution models one scale per output
     channel (filters of very different magnitude share a tensor) and dense models one per
@@ -215,7 +238,7 @@ class FullInt8(Conversion):
         """Returns the .tflite bytes (see the class docstring)."""
         tf, converter = self._converter(model)
         converter._experimental_disable_per_channel = not self.per_channel(model, options)
-        if is_quantization_aware(model) and not options.get("int8_io"):
+        if trained_ranges_only(model) and not options.get("int8_io"):
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             return converter.convert()
         representative = options["representative"]

@@ -230,10 +230,17 @@ def export_variants(
 
 def _conversion_params(quantization: str, model, options: dict) -> dict:
     """The conversion settings recorded in a variant's entry."""
-    from kfp_edge.compression.conversions import FullInt8
+    from kfp_edge.compression.conversions import FullInt8, trained_ranges_only
 
     if quantization != "full_int8":
         return {"quantization": quantization, "int8_io": False}
+    if trained_ranges_only(model) and not options["int8_io"]:
+        return {
+            "quantization": quantization,
+            "int8_io": False,
+            "per_channel": FullInt8.per_channel(model, {}),  # tfmot's 8-bit scheme: conv only
+            "calibration": "none: the ranges of quantization-aware training",
+        }
     return {
         "quantization": quantization,
         "int8_io": options["int8_io"],

@@ -12,11 +12,11 @@ def GateOp(
     workspace: str,
     run_id: str,
     evaluation_path: str,
+    data_dir: str,
     confusion: dsl.Output[dsl.ClassificationMetrics],
     report: dsl.Output[dsl.HTML],
     comparison: dsl.Output[dsl.Metrics],
     model_name: str = "",
-    data_dir: str = "",
     min_accuracy: float = 0.9,
     accuracy_bound: str = "point",
     max_accuracy_drop: float = 0.05,
@@ -32,8 +32,8 @@ def GateOp(
 
     Passing variants are ranked by shipped size, then accuracy, then p50 latency, with
     latencies within measurement noise counted as ties (the tie goes to the name). When
-    model_name and data_dir are given, the latest published version (the champion) is scored
-    on the same split and a variant worse beyond max_regression overall, or beyond
+    model_name is given, its latest published version (the champion) is scored on the same
+    rows of data_dir and a variant worse beyond max_regression overall, or beyond
     max_class_recall_drop in a class, is refused. The decision (why each variant passed or
     lost) goes into the run report before the step fails when no variant passes; the error
     then lists the nearest misses.
@@ -42,6 +42,8 @@ def GateOp(
         workspace: Root of the workspace volume (the PVC mount path in the cluster).
         run_id: The run id; the decision goes to the gate section of its report.json.
         evaluation_path: The evaluation step's evaluation.json.
+        data_dir: The dataset the evaluation scored (its split); the champion is scored on the
+            same rows.
         confusion: Confusion matrix of the chosen variant on the held-out split.
         report: HTML page with the charts and the table, marked with the gate's decision, and
             the champion comparison.
@@ -49,8 +51,6 @@ def GateOp(
             and per-class recall (names champion_<figure> and chosen_<figure>).
         model_name: The model's name in the store; its latest version is the champion. Empty:
             no champion comparison.
-        data_dir: The dataset the evaluation scored (its split); the champion is scored on the
-            same rows. Empty: no champion comparison.
         min_accuracy: Minimum accuracy on the held-out split.
         accuracy_bound: What min_accuracy applies to: point (the measured accuracy) or lower
             (the lower bound of its Wilson 95 % interval).
