@@ -205,29 +205,30 @@ class TFLiteModel:
         return self.measure_latency(x, runs, warmup)["latency_us"]
 
     def measure_latency(self, x: np.ndarray, runs: int = 1000, warmup: int = 100) -> dict:
-        """Single-sample latency of the batch-1 interpreter over ``runs`` timed invocations.
-
-        Rows of ``x`` are used in turn (quantized beforehand); ``warmup`` untimed invocations
-        come first. Each timed call is clocked twice: around ``invoke`` alone (the model's
-        compute) and around set_tensor + invoke + get_tensor (what an application pays).
+        """Single-sample latency of the batch-1 interpreter (see :func:`measure_side_by_side`).
 
         Returns:
-            ``{"latency_us": end-to-end summary, "invoke_latency_us": invoke-only summary}``,
-            each as :func:`latency_summary`.
+            ``{"latency_us": end-to-end summary, "invoke_latency_us": invoke-only summary}``.
         """
+        return measure_side_by_side({"model": self}, x, runs, warmup)["model"]
+
+    def _timed_rows(self, x: np.ndarray) -> list[np.ndarray]:
+        """Single rows of ``x`` in the model's input dtype (quantized before any timing)."""
         x = self._check(x)
-        rows = [self.quantize_input(x[i : i + 1]) for i in range(min(len(x), 256))]
+        return [self.quantize_input(x[i : i + 1]) for i in range(min(len(x), 256))]
+
+    def _time_calls(self, rows: list[np.ndarray], calls: int, start: int = 0) -> np.ndarray:
+        """Times ``calls`` single-row calls; returns ``[calls, 4]`` clock readings in ns.
+
+        Columns: before set_tensor, before invoke, after invoke, after get_tensor.
+        """
         interpreter = self._interpreter(1)
         index_in = interpreter.get_input_details()[0]["index"]
         index_out = interpreter.get_output_details()[0]["index"]
-        for i in range(warmup):
-            interpreter.set_tensor(index_in, rows[i % len(rows)])
-            interpreter.invoke()
-            interpreter.get_tensor(index_out)
-        clocks = np.empty((runs, 4), dtype=np.int64)
+        clocks = np.empty((calls, 4), dtype=np.int64)
         clock = time.perf_counter_ns
-        for i in range(runs):
-            row = rows[i % len(rows)]
+        for i in range(calls):
+            row = rows[(start + i) % len(rows)]
             t0 = clock()
             interpreter.set_tensor(index_in, row)
             t1 = clock()
@@ -235,14 +236,7 @@ class TFLiteModel:
             t2 = clock()
             interpreter.get_tensor(index_out)
             clocks[i] = (t0, t1, t2, clock())
-        return {
-            "latency_us": latency_summary(
-                (clocks[:, 3] - clocks[:, 0]) / 1000.0, warmup, self.num_threads
-            ),
-            "invoke_latency_us": latency_summary(
-                (clocks[:, 2] - clocks[:, 1]) / 1000.0, warmup, self.num_threads
-            ),
-        }
+        return clocks
 
     def throughput_rows_per_s(
         self, x: np.ndarray, batch_size: int = 256, min_seconds: float = 0.2
@@ -262,14 +256,17 @@ class TFLiteModel:
                 return rows / elapsed
 
 
-def latency_summary(timings_us: np.ndarray, warmup: int, num_threads: int) -> dict:
+def latency_summary(
+    timings_us: np.ndarray, warmup: int, num_threads: int, blocks: int = 10
+) -> dict:
     """Returns p50/p95/p99, the mean and the noise of the p50 of timings in microseconds.
 
     ``p50_noise`` is the larger of two estimates of how far the p50 would move on a re-run:
     the half-width of the distribution-free 95 % interval of the median (order statistics
     ``n/2 -+ 1.96 sqrt(n)/2``), which covers sampling noise, and half the range of the medians of
-    10 consecutive blocks of the runs, which covers drift while measuring (frequency scaling,
-    neighbours on a shared machine). The gate treats p50s closer than their noises as a tie.
+    ``blocks`` consecutive blocks of the runs (the rounds of :func:`measure_side_by_side`),
+    which covers drift while measuring (frequency scaling, neighbours on a shared machine).
+    The gate treats p50s closer than their noises as a tie.
     """
     timings_us = np.asarray(timings_us, dtype=np.float64)
     n = len(timings_us)
@@ -278,8 +275,8 @@ def latency_summary(timings_us: np.ndarray, warmup: int, num_threads: int) -> di
     half = 1.959963984540054 * np.sqrt(n) / 2
     low = ordered[max(0, int(np.floor(n / 2 - half)) - 1)]
     high = ordered[min(n - 1, int(np.ceil(n / 2 + half)))]
-    blocks = [np.median(b) for b in np.array_split(timings_us, min(10, n)) if len(b)]
-    noise = max((high - low) / 2, (max(blocks) - min(blocks)) / 2)
+    medians = [np.median(b) for b in np.array_split(timings_us, max(1, min(blocks, n))) if len(b)]
+    noise = max((high - low) / 2, (max(medians) - min(medians)) / 2)
     return {
         "p50": float(p50),
         "p95": float(p95),
@@ -290,6 +287,57 @@ def latency_summary(timings_us: np.ndarray, warmup: int, num_threads: int) -> di
         "warmup": int(warmup),
         "num_threads": int(num_threads),
     }
+
+
+def measure_side_by_side(
+    models: dict[str, TFLiteModel],
+    x: np.ndarray,
+    runs: int = 1000,
+    warmup: int = 100,
+    rounds: int = 10,
+) -> dict[str, dict]:
+    """Single-sample latency of several models, measured in interleaved rounds.
+
+    Each model gets ``warmup`` untimed calls, then ``rounds`` rounds in which every model in
+    turn makes ``runs / rounds`` timed calls (the order rotates each round, so no model always
+    goes first). A change of machine state while measuring (frequency scaling, a neighbour's
+    job) then lands on every model alike instead of on whichever was timed at that moment:
+    measured one after the other on a loaded machine, two copies of one model differed by up
+    to 60 %. Each call is clocked twice: around ``invoke`` alone (the model's compute) and
+    around set_tensor + invoke + get_tensor (what an application pays).
+
+    Args:
+        models: Name -> model.
+        x: Rows used in turn.
+        runs: Timed calls per model (at least ``rounds``).
+        warmup: Untimed calls per model first.
+        rounds: Interleaved rounds; their medians give :func:`latency_summary`'s drift noise.
+
+    Returns:
+        Name -> ``{"latency_us": end-to-end summary, "invoke_latency_us": invoke-only
+        summary}``, each as :func:`latency_summary`.
+    """
+    names = list(models)
+    rows = {name: models[name]._timed_rows(x) for name in names}
+    for name in names:
+        models[name]._time_calls(rows[name], warmup)
+    rounds = max(1, min(rounds, runs))
+    clocks = {name: [] for name in names}
+    for r, calls in enumerate(len(c) for c in np.array_split(np.arange(runs), rounds)):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            clocks[name].append(models[name]._time_calls(rows[name], calls, start=r * calls))
+    out = {}
+    for name in names:
+        c = np.concatenate(clocks[name])
+        threads = models[name].num_threads
+        out[name] = {
+            "latency_us": latency_summary((c[:, 3] - c[:, 0]) / 1000.0, warmup, threads, rounds),
+            "invoke_latency_us": latency_summary(
+                (c[:, 2] - c[:, 1]) / 1000.0, warmup, threads, rounds
+            ),
+        }
+    return out
 
 
 def cold_start_us(path: str | os.PathLike, num_threads: int = 1, repeats: int = 5) -> float:

@@ -60,9 +60,16 @@ class Technique:
     """One Keras-side technique. Subclasses set ``name`` and implement :meth:`build`."""
 
     name = ""
+    needs_weight_layers = False
 
     def check(self, model, options: dict) -> None:
         """Pre-validation: raises ValueError (naming the model) if the technique cannot apply."""
+        if self.needs_weight_layers and not any(
+            type(layer).__name__ in optimize.WEIGHT_LAYERS for layer in model.layers
+        ):
+            raise ValueError(
+                f"model {model.name!r}: {self.name} needs weight layers {optimize.WEIGHT_LAYERS}"
+            )
 
     def build(self, build: Build) -> tuple[object, dict]:
         """Returns ``(compressed tf_keras model, params to record)``."""
@@ -70,13 +77,6 @@ class Technique:
 
     def validate(self, model, params: dict, options: dict) -> None:
         """Post-validation: raises ValueError if the result is not what the technique claims."""
-
-
-def _needs_weight_layers(model, technique: str) -> None:
-    if not any(type(layer).__name__ in optimize.WEIGHT_LAYERS for layer in model.layers):
-        raise ValueError(
-            f"model {model.name!r}: {technique} needs weight layers {optimize.WEIGHT_LAYERS}"
-        )
 
 
 @register
@@ -95,10 +95,7 @@ class Prune(Technique):
     """Magnitude pruning to ``sparsity`` (polynomial decay), fine-tuned, stripped."""
 
     name = "prune"
-
-    def check(self, model, options: dict) -> None:
-        """Pre-validation: raises ValueError if this cannot apply to the model."""
-        _needs_weight_layers(model, self.name)
+    needs_weight_layers = True
 
     def build(self, build: Build) -> tuple[object, dict]:
         """Returns the compressed model and its parameters (see the class docstring)."""
@@ -127,10 +124,7 @@ class Cluster(Technique):
     """Weight clustering (k-means++ centroids), fine-tuned, stripped."""
 
     name = "cluster"
-
-    def check(self, model, options: dict) -> None:
-        """Pre-validation: raises ValueError if this cannot apply to the model."""
-        _needs_weight_layers(model, self.name)
+    needs_weight_layers = True
 
     def build(self, build: Build) -> tuple[object, dict]:
         """Returns the compressed model and its parameters (see the class docstring)."""
@@ -164,10 +158,7 @@ class QuantizationAware(Technique):
     """Quantization-aware training (8-bit fake quantization after the standardization)."""
 
     name = "qat"
-
-    def check(self, model, options: dict) -> None:
-        """Pre-validation: raises ValueError if this cannot apply to the model."""
-        _needs_weight_layers(model, self.name)
+    needs_weight_layers = True
 
     def build(self, build: Build) -> tuple[object, dict]:
         """Returns the compressed model and its parameters (see the class docstring)."""
@@ -230,10 +221,7 @@ class PruneClusterQat(Technique):
     """tfmot's collaborative optimization: prune -> cluster (preserving zeros) -> PCQAT."""
 
     name = "pcqat"
-
-    def check(self, model, options: dict) -> None:
-        """Pre-validation: raises ValueError if this cannot apply to the model."""
-        _needs_weight_layers(model, self.name)
+    needs_weight_layers = True
 
     def build(self, build: Build) -> tuple[object, dict]:
         """Returns the compressed model and its parameters (see the class docstring)."""

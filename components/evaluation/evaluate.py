@@ -3,11 +3,11 @@
 Each variant gets the same figures: accuracy with its Wilson 95 % interval, per-class
 precision and recall, the confusion matrix on the held-out split, raw, shipped and gzip size,
 single-sample latency p50/p95/p99 (end to end: set, invoke, get; and invoke only) over ``runs``
-timed invocations after a warm-up with pinned threads, cold start (load, allocate, first
-invoke), batch throughput, the peak memory of one batch-1 interpreter as deployed, and an op
-check. The SavedModel is measured the same way with tf_keras in graph mode (a ``tf.function``
-of ``model(x)``, as a TensorFlow server would run it), as the reference the gate compares
-against.
+timed invocations after a warm-up with pinned threads (every variant timed side by side in
+interleaved rounds), cold start (load, allocate, first invoke), batch throughput, the peak
+memory of one batch-1 interpreter as deployed, and an op check. The SavedModel is measured
+the same way with tf_keras in graph mode (a ``tf.function`` of ``model(x)``, as a TensorFlow
+server would run it), as the reference the gate compares against.
 """
 
 from __future__ import annotations
@@ -33,8 +33,12 @@ def evaluate_tflite(
     num_threads: int = 1,
     batch_size: int = 256,
     measure_memory: bool = True,
+    measure_latency: bool = True,
 ) -> dict:
     """Measures one .tflite model with the LiteRT interpreter (no TensorFlow needed).
+
+    With ``measure_latency`` False the latency figures are left out, for a caller that times
+    several models side by side (:func:`kfp_edge.litert.measure_side_by_side`).
 
     Returns:
         ``{"path", "size_bytes", "shipped_bytes", "gzip_bytes", "accuracy",
@@ -51,7 +55,7 @@ def evaluate_tflite(
         "shipped_bytes": litert.shipped_bytes(path),
         "gzip_bytes": litert.gzip_bytes(path),
         **report,
-        **model.measure_latency(x, runs=runs, warmup=warmup),
+        **(model.measure_latency(x, runs=runs, warmup=warmup) if measure_latency else {}),
         "cold_start_us": litert.cold_start_us(path, num_threads),
         "throughput_rows_per_s": model.throughput_rows_per_s(x, batch_size=batch_size),
         "peak_memory_bytes": litert.peak_memory_bytes(path, num_threads)
@@ -292,7 +296,7 @@ def evaluate_variants(
                 )
                 continue
         figures = evaluate_tflite(
-            path, x, y, classes, runs, warmup, num_threads, batch_size, measure_memory
+            path, x, y, classes, runs, warmup, num_threads, batch_size, measure_memory, False
         )
         results.append(
             {
@@ -302,6 +306,11 @@ def evaluate_variants(
                 **figures,
             }
         )
+    # All variants timed in interleaved rounds, so drift while measuring hits them alike.
+    models = {v["name"]: litert.TFLiteModel(v["path"], num_threads) for v in results}
+    latencies = litert.measure_side_by_side(models, x, runs, warmup)
+    for v in results:
+        v.update(latencies[v["name"]])
     return {
         "split": split,
         "rows": int(len(y)),

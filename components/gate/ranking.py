@@ -3,8 +3,9 @@
 Shipped size and accuracy are deterministic (the same bytes, the same predictions on the same
 rows), so they are compared exactly. Latency is not: two runs of the same model differ, and two
 variants of the same shape (``pruned_int8`` and ``full_int8`` have the same dense kernels) have
-p50s a few hundredths of a microsecond apart whose order flips from run to run. Two p50s are
-therefore a tie when they differ by less than the sum of their measured noises
+p50s a few hundredths of a microsecond apart whose order flips from run to run. The evaluation
+times all variants side by side in interleaved rounds, so drift hits them alike; two p50s are
+still a tie when they differ by less than the sum of their measured noises
 (``latency_us.p50_noise``, see :func:`kfp_edge.litert.latency_summary`) or by less than
 ``tie_fraction`` of the faster one, a floor for the drift between runs that no single run can
 see (other engineers' jobs on a shared machine, frequency scaling). A tie goes to the name.

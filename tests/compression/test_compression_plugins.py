@@ -54,6 +54,10 @@ def test_a_technique_is_refused_before_any_training_and_checked_after(
     linear.save(str(tmp_path / "linear"), save_format="tf")
     with pytest.raises(ValueError, match="model .* distillation needs a softmax output layer"):
         export_variants(tmp_path / "linear", iris_data_dir, tmp_path / "a", ["distilled"])
+    weightless = keras.Sequential([keras.Input(shape=(4,)), keras.layers.Softmax()])
+    weightless.save(str(tmp_path / "weightless"), save_format="tf")
+    with pytest.raises(ValueError, match="prune needs weight layers"):
+        export_variants(tmp_path / "weightless", iris_data_dir, tmp_path / "a", ["pruned"])
     # A "student" wider than the 4-16-3 teacher is no compression: post-validation says so.
     with pytest.raises(ValueError, match="distill: the student has .* not fewer than"):
         export_variants(

@@ -20,36 +20,16 @@ OPEN = {
 }
 
 
-@pytest.fixture(scope="module")
-def models(iris_saved_model, iris_data_dir, tmp_path_factory):
-    """The trained Iris model as float32 .tflite, and a weak one: the same net untrained."""
-    from kfp_edge.compression.export import export_variants
-    from kfp_edge.dataset import load_split
-    from kfp_edge.tf_env import import_tf
-    from kfp_edge.tfjob_training.models import build_model
+@pytest.fixture
+def evaluated(evaluate, iris_data_dir, tmp_path):
+    """Evaluates one .tflite as the variant ``challenger``; returns its evaluation.json."""
 
-    out = tmp_path_factory.mktemp("champion")
-    [good] = export_variants(iris_saved_model, iris_data_dir, out / "good", ["float32"])
-    _, keras = import_tf()
-    keras.utils.set_random_seed(7)
-    x, _ = load_split(iris_data_dir, "train")
-    weak = build_model("mlp", 4, 3, x.mean(0).tolist(), x.std(0).tolist(), width=16, depth=1)
-    weak.save(str(out / "weak_sm"), save_format="tf")
-    [weak] = export_variants(out / "weak_sm", iris_data_dir, out / "weak", ["float32"])
-    return good["path"], weak["path"]
+    def run(path):
+        out = tmp_path / "evaluation.json"
+        out.write_text(json.dumps(evaluate(tmp_path, iris_data_dir, {"challenger": path})))
+        return out
 
-
-def _evaluate(path, data_dir, tmp_path):
-    """A real LiteRT evaluation of one variant, written where the gate reads it."""
-    from kfp_edge.evaluation.evaluate import evaluate_variants
-
-    variants = tmp_path / "variants"
-    variants.mkdir()
-    (variants / "variants.json").write_text(json.dumps([{"name": "challenger", "path": path}]))
-    evaluation = evaluate_variants(variants, data_dir, runs=200, warmup=10, measure_memory=False)
-    out = tmp_path / "evaluation.json"
-    out.write_text(json.dumps(evaluation))
-    return out
+    return run
 
 
 def _publish(workspace, path, data_dir):
@@ -59,9 +39,11 @@ def _publish(workspace, path, data_dir):
     return ModelStore(models_root(workspace)).publish("iris", files, {})["version"]
 
 
-def test_a_challenger_worse_than_the_published_model_is_refused(models, iris_data_dir, tmp_path):
+def test_a_challenger_worse_than_the_published_model_is_refused(
+    models, evaluated, iris_data_dir, tmp_path
+):
     good, weak = models
-    evaluation = _evaluate(weak, iris_data_dir, tmp_path)
+    evaluation = evaluated(weak)
     workspace = tmp_path / "ws"
     # Nothing published yet: the weak model passes the open service levels.
     first = run_gate(workspace, "r0", evaluation, OPEN, model_name="iris", data_dir=iris_data_dir)
@@ -81,11 +63,11 @@ def test_a_challenger_worse_than_the_published_model_is_refused(models, iris_dat
     assert delta < -0.02
 
 
-def test_a_challenger_as_good_as_the_champion_passes(models, iris_data_dir, tmp_path):
+def test_a_challenger_as_good_as_the_champion_passes(models, evaluated, iris_data_dir, tmp_path):
     good, _ = models
     workspace = tmp_path / "ws"
     _publish(workspace, good, iris_data_dir)
-    evaluation = _evaluate(good, iris_data_dir, tmp_path)
+    evaluation = evaluated(good)
     decision = run_gate(workspace, "r1", evaluation, {}, model_name="iris", data_dir=iris_data_dir)
     assert decision["chosen"] == "challenger"
     vs = decision["results"]["challenger"]["vs_champion"]
@@ -99,11 +81,13 @@ def test_a_challenger_as_good_as_the_champion_passes(models, iris_data_dir, tmp_
     assert "<td>challenger</td><td>+0.0000</td>" in page
 
 
-def test_the_champion_must_be_scored_on_the_evaluated_rows(models, iris_data_dir, tmp_path):
+def test_the_champion_must_be_scored_on_the_evaluated_rows(
+    models, evaluated, iris_data_dir, tmp_path
+):
     good, _ = models
     workspace = tmp_path / "ws"
     _publish(workspace, good, iris_data_dir)
-    path = _evaluate(good, iris_data_dir, tmp_path)
+    path = evaluated(good)
     evaluation = json.loads(path.read_text())
     evaluation["rows"] = 31
     path.write_text(json.dumps(evaluation))
