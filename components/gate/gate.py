@@ -16,20 +16,12 @@ import os
 from pathlib import Path
 
 from kfp_edge.gate.champion import class_recall_deltas, compare
+from kfp_edge.gate.config import GateConfig
 from kfp_edge.gate.ranking import rank, why_not_chosen
+from kfp_edge.stage_config import defaults
 
-DEFAULT_SLO = {
-    "min_accuracy": 0.9,
-    "accuracy_bound": "point",
-    "max_accuracy_drop": 0.05,
-    "max_class_recall_drop": 0.15,
-    "max_regression": 0.02,
-    "max_size_bytes": 10_000_000,
-    "max_latency_p50_us": 10_000.0,
-    "max_latency_p95_us": 50_000.0,
-    "max_peak_memory_bytes": 256_000_000,
-    "latency_tie_fraction": 0.05,
-}
+# The service levels and their defaults: one source, the stage config.
+DEFAULT_SLO = defaults(GateConfig)
 SLO_KEYS = tuple(DEFAULT_SLO)
 ACCURACY_BOUNDS = ("point", "lower")
 _FRACTIONS = ("min_accuracy", "max_accuracy_drop", "max_class_recall_drop", "max_regression")

@@ -167,3 +167,14 @@ def test_litert_module_runs_without_tensorflow(eval_variants, eval_test_split, t
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_shipped_form_is_deterministic_gzip_that_round_trips(eval_variants):
+    from kfp_edge.litert import decompress_shipped, shipped_bytes
+
+    out, _ = eval_variants
+    raw = (out / "float32.tflite").read_bytes()
+    shipped = compress_for_shipping(raw)
+    assert shipped == compress_for_shipping(raw)  # no timestamp: the same bytes every time
+    assert shipped[:2] == b"\x1f\x8b" and decompress_shipped(shipped) == raw
+    assert shipped_bytes(out / "float32.tflite") == len(shipped) < len(raw)
