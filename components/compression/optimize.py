@@ -65,8 +65,11 @@ def fine_tune(
     Returns:
         The same model, trained.
     """
-    tf, keras = import_tf()
-    tf.random.set_seed(seed)
+    _, keras = import_tf()
+    # Python's, numpy's and TensorFlow's generators: tf_keras draws the seeds of unseeded
+    # initializers and shuffles from Python's, so tf.random.set_seed alone left the result
+    # depending on whatever ran before in the process.
+    keras.utils.set_random_seed(seed)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         loss="sparse_categorical_crossentropy",
@@ -400,7 +403,7 @@ def distill(
         The trained student, a tf_keras model with the teacher's interface.
     """
     tf, keras = import_tf()
-    tf.random.set_seed(seed)
+    keras.utils.set_random_seed(seed)  # all three generators (see fine_tune)
     normalization = next(
         (layer for layer in teacher.layers if type(layer).__name__ == "Normalization"), None
     )
