@@ -103,3 +103,13 @@ def test_calibration_rows_are_a_seeded_random_sample_of_every_shard(iris_data_di
     assert positions != list(range(10)) + list(range(45, 55))  # not the first rows of each
     assert positions[-1] > 55 and max(np.diff(positions)) > 1
     assert len(representative_features(iris_data_dir, 1000)) == len(x)  # all, when fewer
+
+
+def test_post_validation_catches_a_technique_that_did_not_do_its_job(iris_saved_model):
+    from kfp_edge.tf_env import load_keras_model
+
+    unclustered = load_keras_model(iris_saved_model)  # the float model: 64 distinct weights
+    with pytest.raises(ValueError, match="cluster: layer .* distinct weights, more than 8"):
+        TECHNIQUES["cluster"].validate(unclustered, {"clusters": 8}, {})
+    with pytest.raises(ValueError, match="prune: reached sparsity 0.500, target 0.800"):
+        TECHNIQUES["prune"].validate(unclustered, {"sparsity": 0.5, "target_sparsity": 0.8}, {})
