@@ -42,6 +42,9 @@ def score_champion(
         "accuracy_interval", "per_class", "confusion_matrix", "rows"``. A champion whose model
         takes other features or knows other classes is not comparable (``reason`` says why):
         the challenger is then judged without it.
+
+    Raises:
+        FileNotFoundError: If the latest version has no model file (named).
     """
     from kfp_edge.litert import TFLiteModel
     from kfp_edge.model_versions import (
@@ -57,6 +60,8 @@ def score_champion(
         return None
     directory = store.get(model_name, version)
     path = directory / MODEL_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the published version {version} has no {MODEL_FILE}")
     found = {"model_name": model_name, "version": version, "path": str(path)}
     model = TFLiteModel(path, num_threads=num_threads)
     manifest_path = directory / DATASET_MANIFEST_FILE
