@@ -12,7 +12,6 @@ Example::
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import subprocess
