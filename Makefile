@@ -9,7 +9,7 @@ export PYTHONUNBUFFERED := 1
 # `make run` shows the pipeline on the bundled sensor data, where compression has weight mass to
 # work on; `kfp-edge run` alone (and the test suite) uses Iris, the field's classic example.
 RUN_ARGS ?= --dataset sensor --param model=mlp --param epochs=20 \
-	--param 'variants=[float32,float16,dynamic_int8,full_int8,pruned_int8]'
+	--param 'variants=[float32,full_int8,pruned_int8,clustered_int8,qat_int8,distilled_int8,pcqat_int8]'
 
 .PHONY: install run lint test golden bench compile clean e2e
 

@@ -12,7 +12,6 @@ Example::
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import subprocess
@@ -22,16 +21,22 @@ from pathlib import Path
 
 import numpy as np
 
+from kfp_edge.model_versions import compress_for_shipping
+
 # Builtin operator code of custom ops in the TFLite schema; Flex (SELECT_TF_OPS) ops are
 # custom ops whose custom code starts with "Flex".
 _CUSTOM_OP = 32
 
 
+# The codec a release ships in: gzip at level 9. gzip rather than zstd because the pull client
+# on the device needs only Python's standard library (zlib is on every device), and on models of
+# a few KB to a few MB the two differ by a few per cent; the model store (de)compresses with
+# these two functions, so what the gate measures is what the device downloads.
 def gzip_bytes(path: str | os.PathLike) -> int:
     """Returns the size of a file (or of all files of a directory) gzip-compressed at level 9."""
     path = Path(path)
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    return len(gzip.compress(b"".join(p.read_bytes() for p in files), compresslevel=9, mtime=0))
+    return len(compress_for_shipping(b"".join(p.read_bytes() for p in files)))
 
 
 def size_bytes(path: str | os.PathLike) -> int:
@@ -175,33 +180,46 @@ class TFLiteModel:
         return np.concatenate(out)
 
     def latency_us(self, x: np.ndarray, runs: int = 1000, warmup: int = 100) -> dict:
-        """Single-sample latency in microseconds over ``runs`` timed invocations.
-
-        Rows of ``x`` are used in turn (quantized beforehand, so only set_tensor, invoke and
-        get_tensor are timed); ``warmup`` untimed invocations come first.
+        """End-to-end single-sample latency (set_tensor, invoke, get_tensor) in microseconds.
 
         Returns:
-            ``{"p50", "p95", "p99", "mean", "runs", "warmup", "num_threads"}``.
+            The ``latency_us`` summary of :meth:`measure_latency`.
         """
+        return self.measure_latency(x, runs, warmup)["latency_us"]
+
+    def measure_latency(self, x: np.ndarray, runs: int = 1000, warmup: int = 100) -> dict:
+        """Single-sample latency of the batch-1 interpreter (see :func:`measure_side_by_side`).
+
+        Returns:
+            ``{"latency_us": end-to-end summary, "invoke_latency_us": invoke-only summary}``.
+        """
+        return measure_side_by_side({"model": self}, x, runs, warmup)["model"]
+
+    def _timed_rows(self, x: np.ndarray) -> list[np.ndarray]:
+        """Single rows of ``x`` in the model's input dtype (quantized before any timing)."""
         x = self._check(x)
-        rows = [self.quantize_input(x[i : i + 1]) for i in range(min(len(x), 256))]
+        return [self.quantize_input(x[i : i + 1]) for i in range(min(len(x), 256))]
+
+    def _time_calls(self, rows: list[np.ndarray], calls: int, start: int = 0) -> np.ndarray:
+        """Times ``calls`` single-row calls; returns ``[calls, 4]`` clock readings in ns.
+
+        Columns: before set_tensor, before invoke, after invoke, after get_tensor.
+        """
         interpreter = self._interpreter(1)
         index_in = interpreter.get_input_details()[0]["index"]
         index_out = interpreter.get_output_details()[0]["index"]
-        for i in range(warmup):
-            interpreter.set_tensor(index_in, rows[i % len(rows)])
-            interpreter.invoke()
-            interpreter.get_tensor(index_out)
-        timings = np.empty(runs, dtype=np.float64)
+        clocks = np.empty((calls, 4), dtype=np.int64)
         clock = time.perf_counter_ns
-        for i in range(runs):
-            row = rows[i % len(rows)]
+        for i in range(calls):
+            row = rows[(start + i) % len(rows)]
             t0 = clock()
             interpreter.set_tensor(index_in, row)
+            t1 = clock()
             interpreter.invoke()
+            t2 = clock()
             interpreter.get_tensor(index_out)
-            timings[i] = clock() - t0
-        return latency_summary(timings / 1000.0, warmup, self.num_threads)
+            clocks[i] = (t0, t1, t2, clock())
+        return clocks
 
     def throughput_rows_per_s(
         self, x: np.ndarray, batch_size: int = 256, min_seconds: float = 0.2
@@ -221,18 +239,110 @@ class TFLiteModel:
                 return rows / elapsed
 
 
-def latency_summary(timings_us: np.ndarray, warmup: int, num_threads: int) -> dict:
-    """Returns p50/p95/p99 and the mean of latency timings in microseconds."""
+def latency_summary(
+    timings_us: np.ndarray, warmup: int, num_threads: int, blocks: int = 10
+) -> dict:
+    """Returns p50/p95/p99, the mean and the noise of the p50 of timings in microseconds.
+
+    ``p50_noise`` is the larger of two estimates of how far the p50 would move on a re-run:
+    the half-width of the distribution-free 95 % interval of the median (order statistics
+    ``n/2 -+ 1.96 sqrt(n)/2``), which covers sampling noise, and half the range of the medians of
+    ``blocks`` consecutive blocks of the runs (the rounds of :func:`measure_side_by_side`),
+    which covers drift while measuring (frequency scaling, neighbours on a shared machine).
+    The gate treats p50s closer than their noises as a tie.
+    """
+    timings_us = np.asarray(timings_us, dtype=np.float64)
+    n = len(timings_us)
     p50, p95, p99 = np.percentile(timings_us, [50, 95, 99])
+    ordered = np.sort(timings_us)
+    half = 1.959963984540054 * np.sqrt(n) / 2
+    low = ordered[max(0, int(np.floor(n / 2 - half)) - 1)]
+    high = ordered[min(n - 1, int(np.ceil(n / 2 + half)))]
+    medians = [np.median(b) for b in np.array_split(timings_us, max(1, min(blocks, n))) if len(b)]
+    noise = max((high - low) / 2, (max(medians) - min(medians)) / 2)
     return {
         "p50": float(p50),
         "p95": float(p95),
         "p99": float(p99),
         "mean": float(np.mean(timings_us)),
-        "runs": int(len(timings_us)),
+        "p50_noise": float(noise),
+        "runs": int(n),
         "warmup": int(warmup),
         "num_threads": int(num_threads),
     }
+
+
+def measure_side_by_side(
+    models: dict[str, TFLiteModel],
+    x: np.ndarray,
+    runs: int = 1000,
+    warmup: int = 100,
+    rounds: int = 10,
+) -> dict[str, dict]:
+    """Single-sample latency of several models, measured in interleaved rounds.
+
+    Each model gets ``warmup`` untimed calls, then ``rounds`` rounds in which every model in
+    turn makes ``runs / rounds`` timed calls (the order rotates each round, so no model always
+    goes first). A change of machine state while measuring (frequency scaling, a neighbour's
+    job) then lands on every model alike instead of on whichever was timed at that moment:
+    measured one after the other on a loaded machine, two copies of one model differed by up
+    to 60 %. Each call is clocked twice: around ``invoke`` alone (the model's compute) and
+    around set_tensor + invoke + get_tensor (what an application pays).
+
+    Args:
+        models: Name -> model.
+        x: Rows used in turn.
+        runs: Timed calls per model (at least ``rounds``).
+        warmup: Untimed calls per model first.
+        rounds: Interleaved rounds; their medians give :func:`latency_summary`'s drift noise.
+
+    Returns:
+        Name -> ``{"latency_us": end-to-end summary, "invoke_latency_us": invoke-only
+        summary}``, each as :func:`latency_summary`.
+    """
+    names = list(models)
+    rows = {name: models[name]._timed_rows(x) for name in names}
+    for name in names:
+        models[name]._time_calls(rows[name], warmup)
+    rounds = max(1, min(rounds, runs))
+    clocks = {name: [] for name in names}
+    for r, calls in enumerate(len(c) for c in np.array_split(np.arange(runs), rounds)):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            clocks[name].append(models[name]._time_calls(rows[name], calls, start=r * calls))
+    out = {}
+    for name in names:
+        c = np.concatenate(clocks[name])
+        threads = models[name].num_threads
+        out[name] = {
+            "latency_us": latency_summary((c[:, 3] - c[:, 0]) / 1000.0, warmup, threads, rounds),
+            "invoke_latency_us": latency_summary(
+                (c[:, 2] - c[:, 1]) / 1000.0, warmup, threads, rounds
+            ),
+        }
+    return out
+
+
+def cold_start_us(path: str | os.PathLike, num_threads: int = 1, repeats: int = 5) -> float:
+    """Median time (µs) from nothing to a first answer: load the file, allocate, invoke once.
+
+    The file is in the page cache after the first repeat; a device's first boot also reads it
+    from flash, which this does not count.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    timings = []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter_ns()
+        interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+        interpreter.allocate_tensors()
+        detail = interpreter.get_input_details()[0]
+        interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+        interpreter.invoke()
+        interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+        timings.append((time.perf_counter_ns() - t0) / 1000.0)
+        del interpreter
+    return float(np.median(timings))
 
 
 def rss_kib(field: str) -> int:
@@ -244,7 +354,11 @@ def rss_kib(field: str) -> int:
 
 
 def _measure_peak_memory(path: str, num_threads: int, batch_size: int) -> int:
-    """In this process: peak RSS growth (bytes) from loading to running one batch."""
+    """In this process: peak RSS growth (bytes) from loading a model to its first answer.
+
+    With ``batch_size`` 1 this is one interpreter as a device runs it (load, allocate, one
+    invocation); a larger batch adds a second interpreter of that many rows.
+    """
     rng = np.random.default_rng(0)
     from ai_edge_litert.interpreter import Interpreter  # noqa: F401  (load the library first)
 
@@ -253,7 +367,6 @@ def _measure_peak_memory(path: str, num_threads: int, batch_size: int) -> int:
     baseline = rss_kib("VmRSS")
     model = TFLiteModel(path, num_threads=num_threads)
     x = rng.normal(size=(batch_size, model.num_features)).astype(np.float32)
-    model.predict(x[:1], batch_size=1)
     model.predict(x, batch_size=batch_size)
     return max(0, rss_kib("VmHWM") - baseline) * 1024
 
@@ -285,12 +398,12 @@ def measure_in_fresh_process(
 
 
 def peak_memory_bytes(
-    path: str | os.PathLike, num_threads: int = 1, batch_size: int = 256
+    path: str | os.PathLike, num_threads: int = 1, batch_size: int = 1
 ) -> int | None:
-    """Peak memory of the interpreter: RSS growth from loading the model to running it.
+    """Peak memory of one interpreter as deployed (batch 1 by default): RSS growth in bytes.
 
-    Measured in a fresh Python process, with the peak-RSS watermark reset after the imports.
-    Returns None where /proc is not available.
+    Measured in a fresh Python process, with the peak-RSS watermark reset after the imports,
+    from loading the model to its first answer. Returns None where /proc is not available.
     """
     return measure_in_fresh_process(
         "kfp_edge.litert:_measure_peak_memory", path, num_threads, batch_size, 300

@@ -136,6 +136,21 @@ def sha256_file(path: str | os.PathLike) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+def compress_for_shipping(data: bytes) -> bytes:
+    """Returns ``data`` as a release ships it: gzip level 9, no name or time in the header."""
+    return gzip.compress(data, compresslevel=9, mtime=0)
+
+
+def decompress_shipped(data: bytes) -> bytes:
+    """Returns the raw bytes of a shipped (gzip) payload."""
+    return gzip.decompress(data)
+
+
+def shipped_bytes(path: str | os.PathLike) -> int:
+    """Returns the size of a file as a release ships it (what the gate's size level measures)."""
+    return len(compress_for_shipping(Path(path).read_bytes()))
+
+
 def gzip_file(src: str | os.PathLike, dst: str | os.PathLike) -> dict:
     """Writes ``gzip -9`` of ``src`` to a new file ``dst`` (fsynced); returns its sha256 and size.
 

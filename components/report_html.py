@@ -29,11 +29,15 @@ _VARIANT_HEADER = (
     "variant",
     "technique",
     "size B",
+    "shipped B",
     "gzip B",
-    "accuracy",
+    "accuracy [95 % interval]",
+    "recall per class",
     "p50 µs",
     "p95 µs",
     "p99 µs",
+    "invoke p50 µs",
+    "cold start µs",
     "rows/s",
     "peak memory B",
     "builtin ops",
@@ -87,9 +91,13 @@ def _variant_row(m: dict, decision: dict) -> list[str]:
         m.get("name", "?"),
         m.get("technique", ""),
         _num(m.get("size_bytes")),
+        _num(m.get("shipped_bytes")),
         _num(m.get("gzip_bytes")),
-        _num(m.get("accuracy"), ".4f"),
+        _accuracy_cell(m),
+        ", ".join(f"{c} {v['recall']:.2f}" for c, v in (m.get("per_class") or {}).items()),
         *(_num(latency.get(q), ".1f") for q in ("p50", "p95", "p99")),
+        _num((m.get("invoke_latency_us") or {}).get("p50"), ".1f"),
+        _num(m.get("cold_start_us")),
         _num(m.get("throughput_rows_per_s")),
         _num(m.get("peak_memory_bytes")),
         ops.get(m.get("ops_ok"), "n/a"),
@@ -270,7 +278,7 @@ def _page(title: str, body: str) -> str:
 
 
 def render_report(report: dict) -> str:
-    """Returns the page of a whole run: gate, variants and charts, confusion, ETL, training.
+    """Returns the page of a whole run: gate, champion, variants, confusion, ETL, training.
 
     Args:
         report: The run's ``report.json`` (any subset of its sections).
@@ -280,6 +288,7 @@ def render_report(report: dict) -> str:
     body = (
         _header(report)
         + _gate_section(decision)
+        + _champion_section(decision)
         + _variants_section(evaluation, decision)
         + _confusion_section(evaluation, decision)
         + _etl_section(report.get("etl") or {})
@@ -305,7 +314,8 @@ def render_html(evaluation: dict, decision: dict | None = None) -> str:
         evaluation: The evaluation dict (``evaluation.json``).
         decision: The gate's decision, to show which variant passed and why others lost.
     """
-    return _page("kfp-edge evaluation", _variants_section(evaluation, decision or {}))
+    body = _variants_section(evaluation, decision or {}) + _champion_section(decision)
+    return _page("kfp-edge evaluation", body)
 
 
 def write_run_report(run_directory: str | os.PathLike) -> Path:
@@ -315,3 +325,42 @@ def write_run_report(run_directory: str | os.PathLike) -> Path:
     tmp.write_text(render_report(read_report(run_directory)), encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+def _accuracy_cell(row: dict) -> str:
+    if not isinstance(row.get("accuracy"), int | float):
+        return "n/a"
+    interval = row.get("accuracy_interval")
+    text = f"{float(row['accuracy']):.4f}"
+    return f"{text} [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else text
+
+
+def _champion_section(decision: dict | None) -> str:
+    """The champion (published version) against every challenger, when the gate scored one."""
+    champion = (decision or {}).get("champion")
+    if not champion:
+        return ""
+    title = f"Champion: {champion['model_name']} v{champion['version']}"
+    if not champion.get("comparable"):
+        return (
+            f'<section id="champion"><h3>{html.escape(title)}</h3>'
+            f"<p>not compared: {html.escape(champion['reason'])}</p></section>"
+        )
+    recalls = ", ".join(f"{c} {v['recall']:.2f}" for c, v in champion["per_class"].items())
+    rows = [
+        f"<tr><td>{html.escape(name)}</td><td>{res['vs_champion']['accuracy_delta']:+.4f}</td>"
+        "<td>"
+        + html.escape(
+            ", ".join(f"{c} {d:+.2f}" for c, d in res["vs_champion"]["class_recall_deltas"].items())
+        )
+        + "</td></tr>"
+        for name, res in decision["results"].items()
+        if res.get("vs_champion")
+    ]
+    return (
+        f'<section id="champion"><h3>{html.escape(title)}</h3>'
+        f"<p>accuracy {_accuracy_cell(champion)} on "
+        f"{champion['rows']} rows; recall {html.escape(recalls)}</p>"
+        "<table><tr><th>challenger</th><th>accuracy vs champion</th>"
+        "<th>recall vs champion</th></tr>" + "".join(rows) + "</table></section>"
+    )

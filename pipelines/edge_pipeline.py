@@ -126,7 +126,7 @@ def build_edge_pipeline(profile: dict | None = None):
             model_name: Name of the model in the model store.
             min_accuracy: Gate: minimum test accuracy.
             max_accuracy_drop: Gate: maximum accuracy lost against the float reference.
-            max_size_bytes: Gate: maximum .tflite size in bytes.
+            max_size_bytes: Gate: maximum shipped (gzip) .tflite size in bytes.
             max_latency_p50_us: Gate: maximum single-sample p50 latency in microseconds.
             max_latency_p95_us: Gate: maximum single-sample p95 latency in microseconds.
             keep_last: Model store retention: keep this many versions plus pinned ones
@@ -245,6 +245,8 @@ def build_edge_pipeline(profile: dict | None = None):
             workspace=workspace,
             run_id=resolved_run_id,
             evaluation_path=evaluation.outputs["evaluation_path"],
+            model_name=model_name,  # its published version is the champion
+            data_dir=etl.outputs["data_dir"],
             min_accuracy=min_accuracy,
             max_accuracy_drop=max_accuracy_drop,
             max_size_bytes=max_size_bytes,

@@ -142,7 +142,7 @@ def build_retrain_pipeline(profile: dict | None = None):
             forest_configs: Random forests to add as candidates ('<trees>x<depth>').
             min_accuracy: Gate: minimum test accuracy.
             max_accuracy_drop: Gate: maximum accuracy lost against the float reference.
-            max_size_bytes: Gate: maximum .tflite size in bytes.
+            max_size_bytes: Gate: maximum shipped (gzip) .tflite size in bytes.
             max_latency_p50_us: Gate: maximum single-sample p50 latency in microseconds.
             max_latency_p95_us: Gate: maximum single-sample p95 latency in microseconds.
             keep_last: Model store retention: keep this many versions plus pinned ones

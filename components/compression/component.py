@@ -24,7 +24,7 @@ def CompressionOp(
     alpha: float = 0.1,
     distill_epochs: int = 30,
     int8_io: bool = False,
-    per_channel: bool = False,
+    int8_scales: str = "auto",
     representative_samples: int = 256,
     seed: int = 0,
 ) -> NamedTuple("Outputs", [("variants_dir", str)]):
@@ -50,10 +50,11 @@ def CompressionOp(
         distill_epochs: Training epochs of the student.
         int8_io: Give full-integer variants int8 inputs and outputs (and quantize the input
             standardization too: only for features of similar scale).
-        per_channel: One weight scale per output channel in full-integer variants (larger
-            files; per tensor by default).
-        representative_samples: Rows from the training shards that calibrate full_int8.
-        seed: Seed of fine-tuning and distillation.
+        int8_scales: Weight scales of full-integer variants: auto (per channel for convolution
+            models, per tensor for dense ones), per_channel or per_tensor.
+        representative_samples: Rows drawn at random (seeded) from all training shards to
+            calibrate full_int8.
+        seed: Seed of fine-tuning, distillation and the calibration sample.
 
     Returns:
         variants_dir: Directory with <name>.tflite per variant and variants.json.
@@ -79,7 +80,7 @@ def CompressionOp(
         alpha=alpha,
         distill_epochs=distill_epochs,
         int8_io=int8_io,
-        per_channel=per_channel,
+        int8_scales=int8_scales,
         representative_samples=representative_samples,
         seed=seed,
     )

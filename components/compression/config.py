@@ -33,12 +33,12 @@ class CompressionConfig:
         "Give full-integer variants int8 inputs and outputs (and quantize the input "
         "standardization too: only for features of similar scale).",
     )
-    per_channel: bool = param(
-        False,
-        "One weight scale per output channel in full-integer variants (larger files; per tensor "
-        "by default).",
+    int8_scales: str = param(
+        "auto",
+        "Weight scales of full-integer variants: auto (per channel for convolution models, per "
+        "tensor for dense ones), per_channel or per_tensor.",
     )
     representative_samples: int = param(
-        256, "Rows from the training shards that calibrate full_int8."
+        256, "Rows drawn at random (seeded) from all training shards to calibrate full_int8."
     )
-    seed: int = param(0, "Seed of fine-tuning and distillation.")
+    seed: int = param(0, "Seed of fine-tuning, distillation and the calibration sample.")

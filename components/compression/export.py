@@ -1,9 +1,11 @@
 """Compressed TFLite variants of a trained SavedModel.
 
-A variant is a Keras-side technique (none, pruning, clustering, QAT, distillation or the
-collaborative prune -> cluster -> QAT) followed by a TFLite conversion (float32, float16,
-dynamic-range int8 or full-integer int8 with a representative dataset from the training
-shards). :data:`VARIANTS` lists them; :func:`export_variants` writes the chosen ones.
+A variant is a Keras-side technique (:data:`kfp_edge.compression.techniques.TECHNIQUES`: none,
+prune, cluster, qat, distill or the collaborative prune -> cluster -> QAT) followed by a TFLite
+conversion (:data:`kfp_edge.compression.conversions.CONVERSIONS`: float32, float16,
+dynamic-range int8 or full-integer int8 calibrated on a random sample of the training rows).
+Both registries hold plugin classes with pre- and post-validation. :data:`VARIANTS` names
+the pairs; :func:`export_variants` writes the chosen ones.
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ import numpy as np
 
 from kfp_edge.dataset import FEATURES_KEY, LABEL_KEY, load_split, read_manifest, shard_paths
 from kfp_edge.litert import gzip_bytes
+from kfp_edge.model_versions import shipped_bytes
 from kfp_edge.progress import report_progress
 from kfp_edge.tf_env import load_keras_model
 from kfp_edge.variants import ENTRY_SUFFIX, VARIANTS_FILE
 from kfp_edge.workspace import write_json_atomic
 
-# name -> (keras technique, tflite quantization). Techniques: none, prune, cluster, qat,
-# distill, pcqat. Quantizations: float32, float16, dynamic_int8, full_int8.
+# name -> (keras technique, tflite conversion).
 VARIANTS: dict[str, tuple[str, str]] = {
     "float32": ("none", "float32"),
     "float16": ("none", "float16"),
@@ -37,6 +39,7 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "distilled_int8": ("distill", "full_int8"),
     "pcqat_int8": ("pcqat", "full_int8"),
 }
+INT8_SCALES = ("auto", "per_channel", "per_tensor")
 
 DEFAULT_OPTIONS = {
     "sparsity": 0.8,
@@ -51,7 +54,7 @@ DEFAULT_OPTIONS = {
     "distill_epochs": 30,
     "distill_learning_rate": 1e-2,
     "int8_io": False,
-    "per_channel": False,
+    "int8_scales": "auto",
     "representative_samples": 256,
     "seed": 0,
 }
@@ -89,143 +92,50 @@ def check_options(variants: list[str], options: dict) -> dict:
     for key in ("batch_size", "representative_samples"):
         if int(opts[key]) < 1:
             raise ValueError(f"{key}: {opts[key]} must be >= 1")
+    if opts["int8_scales"] not in INT8_SCALES:
+        raise ValueError(f"int8_scales: {opts['int8_scales']!r} is not one of {list(INT8_SCALES)}")
     return opts
 
 
-def representative_features(data_dir: str | os.PathLike, samples: int) -> np.ndarray:
-    """Reads up to ``samples`` raw feature rows from the training TFRecord shards.
+def representative_features(data_dir: str | os.PathLike, samples: int, seed: int = 0) -> np.ndarray:
+    """Draws ``samples`` raw feature rows at random from all training TFRecord shards.
 
-    Rows are taken round-robin over the shards so every shard contributes.
+    One pass over the shards with reservoir sampling (Algorithm R, seeded): every row of every
+    shard is equally likely, whatever the shards' order or sizes, and memory stays at
+    ``samples`` rows. The first rows of each shard (often one device or one day) would
+    calibrate the int8 ranges on a biased slice.
 
     Raises:
+        FileNotFoundError: A training shard listed in the manifest is missing (named).
         ValueError: If the shards hold no rows or rows of the wrong length (naming the shard).
     """
     from kfp_edge.tf_env import import_tf
 
     tf, _ = import_tf()
-    manifest = read_manifest(data_dir)
-    num_features = int(manifest["num_features"])
+    num_features = int(read_manifest(data_dir)["num_features"])
     spec = {
         FEATURES_KEY: tf.io.FixedLenFeature([num_features], tf.float32),
         LABEL_KEY: tf.io.FixedLenFeature([1], tf.int64),
     }
-    paths = shard_paths(data_dir, "train")
-    rows = []
-    per_shard = max(1, -(-samples // max(1, len(paths))))
-    for path in paths:
+    rng = np.random.default_rng(seed)
+    reservoir = np.empty((samples, num_features), dtype=np.float32)
+    seen = 0
+    for path in shard_paths(data_dir, "train"):
         if not Path(path).exists():
             raise FileNotFoundError(f"{path}: training shard listed in the manifest is missing")
         try:
-            for record in tf.data.TFRecordDataset(path).take(per_shard):
-                rows.append(tf.io.parse_single_example(record, spec)[FEATURES_KEY].numpy())
+            for record in tf.data.TFRecordDataset(path):
+                slot = seen if seen < samples else int(rng.integers(0, seen + 1))
+                if slot < samples:
+                    reservoir[slot] = tf.io.parse_single_example(record, spec)[FEATURES_KEY]
+                seen += 1
         except tf.errors.OpError as exc:
             raise ValueError(f"{path}: unreadable training shard: {exc.message}") from exc
-    if not rows:
+    if not seen:
         raise ValueError(
             f"{data_dir}: the training shards hold no rows for the representative dataset"
         )
-    return np.stack(rows[:samples]).astype(np.float32)
-
-
-def _normalization_layer_name(model) -> str | None:
-    for layer in model.layers:
-        if type(layer).__name__ == "Normalization":
-            return layer.name
-    return None
-
-
-def _op_outputs_under(tflite: bytes, scope: str) -> list[str]:
-    """Names of the op output tensors of a .tflite model whose name contains ``scope``."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.Model.GetRootAsModel(tflite, 0)
-    names = []
-    for g in range(model.SubgraphsLength()):
-        graph = model.Subgraphs(g)
-        for o in range(graph.OperatorsLength()):
-            op = graph.Operators(o)
-            for k in range(op.OutputsLength()):
-                name = graph.Tensors(op.Outputs(k)).Name().decode()
-                if scope in name:
-                    names.append(name)
-    return names
-
-
-def convert(
-    model,
-    quantization: str,
-    representative: np.ndarray | None = None,
-    int8_io: bool = False,
-    per_channel: bool = False,
-) -> bytes:
-    """Converts a tf_keras model to a TFLite flatbuffer.
-
-    Full-integer int8 keeps the model's input standardization (the folded-in Normalization
-    layer, a SUB and a MUL per feature) in float unless ``int8_io`` is asked: one int8 scale
-    for the whole raw input tensor would erase features of small range next to features of
-    large range (vibration 0.5 next to 1,500 rpm). Everything after it runs in int8. With
-    ``int8_io`` the whole graph, the input and the output are int8; fit for features of
-    similar scale only. Weights get one scale per tensor unless ``per_channel`` is asked: on
-    the sensor MLP per-channel scales add about 12 % to the file for no accuracy gained.
-
-    Args:
-        model: The tf_keras model.
-        quantization: float32, float16, dynamic_int8 or full_int8.
-        representative: Raw feature rows for the calibration of full_int8.
-        int8_io: With full_int8, make the model's input and output int8 as well.
-        per_channel: With full_int8, one weight scale per output channel.
-
-    Returns:
-        The .tflite bytes (builtin ops only).
-    """
-    from kfp_edge.tf_env import import_tf
-
-    tf, _ = import_tf()
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if quantization == "float16":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_types = [tf.float16]
-    elif quantization == "dynamic_int8":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif quantization == "full_int8":
-        if representative is None:
-            raise ValueError("full_int8 needs a representative dataset")
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-
-        def dataset():
-            for row in representative:
-                yield [row[None, :].astype(np.float32)]
-
-        converter.representative_dataset = dataset
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter._experimental_disable_per_channel = not per_channel
-        normalization = _normalization_layer_name(model)
-        if int8_io or normalization is None:
-            if int8_io:
-                converter.inference_input_type = tf.int8
-                converter.inference_output_type = tf.int8
-            return converter.convert()
-        # Calibrate, then quantize with the standardization ops left in float: the same two
-        # steps TensorFlow's own QuantizationDebugger takes for selective quantization.
-        from tensorflow.lite.python import convert as lite_convert
-
-        converter.target_spec.supported_ops = [
-            tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
-            tf.lite.OpsSet.TFLITE_BUILTINS,
-        ]
-        converter.experimental_mlir_quantizer = True
-        converter._experimental_calibrate_only = True
-        calibrated = converter.convert()
-        return lite_convert.mlir_quantize(
-            calibrated,
-            disable_per_channel=not per_channel,
-            fully_quantize=False,
-            denylisted_nodes=_op_outputs_under(calibrated, f"/{normalization}/"),
-        )
-    elif quantization != "float32":
-        raise ValueError(f"unknown quantization {quantization!r}")
-    return converter.convert()
+    return reservoir[: min(seen, samples)]
 
 
 def _write_atomic(path: Path, content: bytes) -> None:
@@ -246,27 +156,33 @@ def export_variants(
     variants: list[str],
     **options,
 ) -> list[dict]:
-    """Builds, converts and writes the chosen variants, plus ``variants.json``.
+    """Builds, converts, validates and writes the chosen variants, plus ``variants.json``.
+
+    Steps: check the options and that the model fits the dataset; per variant, build its
+    technique once (checked before, validated after), run the conversion's pre-validation,
+    convert, validate the flatbuffer with LiteRT, then write the .tflite and its entry.
 
     Args:
         saved_model_dir: The trainer's tf_keras SavedModel (raw features in, softmax out).
         data_dir: The ETL output (data contract of :mod:`kfp_edge.dataset`): the training
-            split fine-tunes and the training shards calibrate full-integer quantization.
+            split fine-tunes and a random sample of its rows calibrates full-integer int8.
         out_dir: Where ``<name>.tflite`` and ``variants.json`` go.
         variants: Names from :data:`VARIANTS`, in the order wanted.
         **options: Overrides of :data:`DEFAULT_OPTIONS` (sparsity, clusters, fine_tune_epochs,
             learning_rate, batch_size, student_width, student_depth, temperature, alpha,
-            distill_epochs, distill_learning_rate, int8_io, per_channel, representative_samples,
-            seed).
+            distill_epochs, distill_learning_rate, int8_io, int8_scales,
+            representative_samples, seed).
 
     Returns:
         One entry per variant: ``{"name", "path", "technique", "params"}``.
 
     Raises:
-        ValueError: Unknown variants or options, or a model that does not fit the dataset.
+        ValueError: Unknown variants or options, a model that does not fit the dataset, or a
+            technique or conversion whose validation fails (named).
         FileNotFoundError: A missing SavedModel or shard.
     """
-    from kfp_edge.compression import optimize
+    from kfp_edge.compression.conversions import CONVERSIONS
+    from kfp_edge.compression.techniques import Build
 
     variants = list(dict.fromkeys(variants))
     opts = check_options(variants, options)
@@ -281,116 +197,20 @@ def export_variants(
             f"{data_dir} has num_features={manifest['num_features']}"
         )
     x, y = load_split(data_dir, "train")
-    representative = None
+    convert_options = {"int8_io": bool(opts["int8_io"]), "int8_scales": opts["int8_scales"]}
     if any(VARIANTS[name][1] == "full_int8" for name in variants):
-        representative = representative_features(data_dir, int(opts["representative_samples"]))
-
-    epochs = int(opts["fine_tune_epochs"])
-    batch = int(opts["batch_size"])
-    lr = float(opts["learning_rate"])
-    seed = int(opts["seed"])
-    width, depth = optimize.hidden_shape(model)
-    student_width = int(opts["student_width"]) or max(2, width // 2)
-    student_depth = int(opts["student_depth"])
-    cache: dict[str, tuple[object, dict]] = {}
-
-    def build(technique: str):
-        if technique in cache:
-            return cache[technique]
-        if technique == "none":
-            result = (model, {})
-        elif technique == "prune":
-            pruned = optimize.prune(model, x, y, float(opts["sparsity"]), epochs, batch, lr, seed)
-            result = (
-                pruned,
-                {
-                    "target_sparsity": float(opts["sparsity"]),
-                    "sparsity": optimize.kernel_sparsity(pruned),
-                    "fine_tune_epochs": max(1, epochs),
-                    "schedule": "polynomial_decay",
-                },
-            )
-        elif technique == "cluster":
-            clustered = optimize.cluster(
-                model, x, y, int(opts["clusters"]), epochs, batch, lr, seed=seed
-            )
-            result = (
-                clustered,
-                {
-                    "clusters": int(opts["clusters"]),
-                    "unique_weights_per_layer": optimize.unique_kernel_values(clustered),
-                    "fine_tune_epochs": epochs,
-                },
-            )
-        elif technique == "qat":
-            qat = optimize.quantization_aware(model, x, y, epochs, batch, lr, seed=seed)
-            result = (qat, {"fine_tune_epochs": epochs})
-        elif technique == "distill":
-            student = optimize.distill(
-                model,
-                x,
-                y,
-                student_width,
-                student_depth,
-                float(opts["temperature"]),
-                float(opts["alpha"]),
-                int(opts["distill_epochs"]),
-                batch,
-                float(opts["distill_learning_rate"]),
-                seed,
-            )
-            result = (
-                student,
-                {
-                    "student_width": student_width,
-                    "student_depth": student_depth,
-                    "temperature": float(opts["temperature"]),
-                    "alpha": float(opts["alpha"]),
-                    "epochs": max(1, int(opts["distill_epochs"])),
-                    "teacher_params": int(model.count_params()),
-                    "student_params": int(student.count_params()),
-                },
-            )
-        elif technique == "pcqat":
-            pruned, prune_params = build("prune")
-            clustered = optimize.cluster(
-                pruned,
-                x,
-                y,
-                int(opts["clusters"]),
-                epochs,
-                batch,
-                lr,
-                preserve_sparsity=True,
-                seed=seed,
-            )
-            cluster_sparsity = optimize.kernel_sparsity(clustered)
-            qat = optimize.quantization_aware(
-                clustered, x, y, epochs, batch, lr, preserve="cluster_sparsity", seed=seed
-            )
-            result = (
-                qat,
-                {
-                    **prune_params,
-                    "clusters": int(opts["clusters"]),
-                    "sparsity_after_clustering": cluster_sparsity,
-                    "pipeline": "prune -> cluster(preserve_sparsity) -> PCQAT",
-                },
-            )
-        else:
-            raise ValueError(f"unknown technique {technique!r}")
-        cache[technique] = result
-        return result
-
+        convert_options["representative"] = representative_features(
+            data_dir, int(opts["representative_samples"]), int(opts["seed"])
+        )
+    build = Build(model, x, y, opts)
     entries = []
     for name in variants:
         technique, quantization = VARIANTS[name]
-        keras_model, params = build(technique)
-        int8_io = bool(opts["int8_io"]) and quantization == "full_int8"
-        per_channel = bool(opts["per_channel"]) and quantization == "full_int8"
-        content = convert(
-            keras_model, quantization, representative, int8_io=int8_io, per_channel=per_channel
-        )
+        keras_model, params = build.get(technique)
+        conversion = CONVERSIONS[quantization]
+        conversion.check(keras_model, convert_options)
+        content = conversion.convert(keras_model, convert_options)
+        conversion.validate(content, keras_model, x[:32])
         path = out / f"{name}.tflite"
         _write_atomic(path, content)
         report_progress(len(entries) + 1, len(variants), name)
@@ -398,23 +218,36 @@ def export_variants(
             "name": name,
             "path": str(path.resolve()),
             "technique": technique if technique != "none" else "post_training",
-            "params": {
-                **params,
-                "quantization": quantization,
-                "int8_io": int8_io,
-                **({"per_channel": per_channel} if quantization == "full_int8" else {}),
-                "size_bytes": len(content),
-                "gzip_bytes": gzip_bytes(path),
-                **(
-                    {"representative_samples": len(representative)}
-                    if quantization == "full_int8"
-                    else {}
-                ),
-            },
+            "params": {**params, **_conversion_params(quantization, keras_model, convert_options)},
         }
+        entry["params"].update(
+            size_bytes=len(content), shipped_bytes=shipped_bytes(path), gzip_bytes=gzip_bytes(path)
+        )
         # One entry file per variant, so that parallel compression tasks (one per variant,
         # e.g. under dsl.ParallelFor) writing to the same directory lose none.
         write_json_atomic(out / f"{name}{ENTRY_SUFFIX}", entry)
         entries.append(entry)
     write_json_atomic(out / VARIANTS_FILE, entries)
     return entries
+
+
+def _conversion_params(quantization: str, model, options: dict) -> dict:
+    """The conversion settings recorded in a variant's entry."""
+    from kfp_edge.compression.conversions import FullInt8, trained_ranges_only
+
+    if quantization != "full_int8":
+        return {"quantization": quantization, "int8_io": False}
+    if trained_ranges_only(model) and not options["int8_io"]:
+        return {
+            "quantization": quantization,
+            "int8_io": False,
+            "per_channel": FullInt8.per_channel(model, {}),  # tfmot's 8-bit scheme: conv only
+            "calibration": "none: the ranges of quantization-aware training",
+        }
+    return {
+        "quantization": quantization,
+        "int8_io": options["int8_io"],
+        "per_channel": FullInt8.per_channel(model, options),
+        "representative_samples": len(options["representative"]),
+        "calibration": "random rows of all training shards (reservoir sampling, seeded)",
+    }

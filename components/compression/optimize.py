@@ -65,8 +65,11 @@ def fine_tune(
     Returns:
         The same model, trained.
     """
-    tf, keras = import_tf()
-    tf.random.set_seed(seed)
+    _, keras = import_tf()
+    # Python's, numpy's and TensorFlow's generators: tf_keras draws the seeds of unseeded
+    # initializers and shuffles from Python's, so tf.random.set_seed alone left the result
+    # depending on whatever ran before in the process.
+    keras.utils.set_random_seed(seed)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         loss="sparse_categorical_crossentropy",
@@ -332,6 +335,34 @@ def hidden_shape(model) -> tuple[int, int]:
     return (max(hidden) if hidden else widths[-1]), len(hidden)
 
 
+def logits_model(model):
+    """Returns a tf_keras model of ``model``'s pre-softmax logits (same inputs, same weights).
+
+    The output layer is either a ``Softmax`` layer (its input is the logits) or a ``Dense``
+    layer with a softmax activation (the same kernel and bias without the activation).
+
+    Raises:
+        ValueError: If the model does not end in a softmax (naming the model and its layer).
+    """
+    _, keras = import_tf()
+    last = model.layers[-1]
+    kind = type(last).__name__
+    if kind == "Softmax":
+        return keras.Model(model.inputs, last.input, name=f"{model.name}_logits")
+    config = last.get_config() if kind == "Dense" else {}
+    if config.get("activation") != "softmax":
+        raise ValueError(
+            f"model {model.name!r}: distillation needs a softmax output layer (Softmax or "
+            f"Dense with softmax activation), got {kind} {last.name!r}"
+        )
+    dense = keras.layers.Dense.from_config(
+        {**config, "activation": "linear", "name": f"{last.name}_logits"}
+    )
+    logits = dense(last.input)
+    dense.set_weights(last.get_weights())
+    return keras.Model(model.inputs, logits, name=f"{model.name}_logits")
+
+
 def distill(
     teacher,
     x,
@@ -350,8 +381,10 @@ def distill(
     The student has the teacher's Normalization layer (same mean and variance), ``depth``
     Dense(``width``, relu) layers and a softmax output. Its loss is
     ``alpha * CE(labels, student) + (1 - alpha) * T^2 * KL(teacher_T || student_T)``, where
-    ``_T`` are the softmax outputs at temperature ``T`` (teacher logits recovered as the log of
-    its probabilities).
+    ``_T`` are the softmax outputs at temperature ``T`` of the logits. The teacher's logits are
+    read before its softmax (:func:`logits_model`): rebuilding them as ``log(clip(p))`` would
+    flatten every probability under the clip (most non-target ones on a trained model) to the
+    same value, and at ``T`` = 4 the soft targets would lose the teacher's dark knowledge.
 
     Args:
         teacher: The trained tf_keras model (softmax output).
@@ -370,7 +403,7 @@ def distill(
         The trained student, a tf_keras model with the teacher's interface.
     """
     tf, keras = import_tf()
-    tf.random.set_seed(seed)
+    keras.utils.set_random_seed(seed)  # all three generators (see fine_tune)
     normalization = next(
         (layer for layer in teacher.layers if type(layer).__name__ == "Normalization"), None
     )
@@ -389,8 +422,8 @@ def distill(
     student = keras.Model(inputs, probs, name="student")
     trainer = keras.Model(inputs, logits)
 
-    teacher_probs = teacher.predict(x, batch_size=1024, verbose=0).astype(np.float32)
-    teacher_logits = np.log(np.clip(teacher_probs, 1e-7, 1.0))
+    teacher_logits = logits_model(teacher).predict(x, batch_size=1024, verbose=0)
+    teacher_logits = teacher_logits.astype(np.float32)
     optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
     t = float(temperature)
 
@@ -402,10 +435,9 @@ def distill(
                 keras.losses.sparse_categorical_crossentropy(yb, s_logits, from_logits=True)
             )
             soft_t = tf.nn.softmax(tb / t)
-            log_s = tf.nn.log_softmax(s_logits / t)
             kl = tf.reduce_mean(
                 tf.reduce_sum(
-                    soft_t * (tf.math.log(tf.clip_by_value(soft_t, 1e-7, 1.0)) - log_s), axis=-1
+                    soft_t * (tf.nn.log_softmax(tb / t) - tf.nn.log_softmax(s_logits / t)), axis=-1
                 )
             )
             loss = alpha * hard + (1.0 - alpha) * (t**2) * kl

@@ -1,10 +1,13 @@
 """Evaluation of every TFLite variant with LiteRT, and of the float SavedModel as reference.
 
-Each variant gets the same figures: accuracy, per-class precision and recall, the confusion
-matrix on the held-out split, size and gzip size, single-sample latency p50/p95/p99 over
-``runs`` timed invocations after a warm-up with pinned threads, batch throughput, the
-interpreter's peak memory and an op check. The SavedModel is measured the same way with
-tf_keras (``model(x)`` for latency), as the reference the gate compares against.
+Each variant gets the same figures: accuracy with its Wilson 95 % interval, per-class
+precision and recall, the confusion matrix on the held-out split, raw, shipped and gzip size,
+single-sample latency p50/p95/p99 (end to end: set, invoke, get; and invoke only) over ``runs``
+timed invocations after a warm-up with pinned threads (every variant timed side by side in
+interleaved rounds), cold start (load, allocate, first invoke), batch throughput, the peak
+memory of one batch-1 interpreter as deployed, and an op check. The SavedModel is measured
+the same way with tf_keras in graph mode (a ``tf.function`` of ``model(x)``, as a TensorFlow
+server would run it), as the reference the gate compares against.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from kfp_edge import browser_model, litert
+from kfp_edge.classification import classification_report
 from kfp_edge.dataset import load_split, read_manifest
-from kfp_edge.evaluation.metrics import classification_report
+from kfp_edge.model_versions import shipped_bytes
 from kfp_edge.progress import report_progress
 
 
@@ -31,14 +35,20 @@ def evaluate_tflite(
     num_threads: int = 1,
     batch_size: int = 256,
     measure_memory: bool = True,
+    measure_latency: bool = True,
 ) -> dict:
     """Measures one .tflite model with the LiteRT interpreter (no TensorFlow needed).
 
+    With ``measure_latency`` False the latency figures are left out, for a caller that times
+    several models side by side (:func:`kfp_edge.litert.measure_side_by_side`).
+
     Returns:
-        ``{"path", "size_bytes", "gzip_bytes", "accuracy", "per_class", "confusion_matrix",
-        "latency_us", "throughput_rows_per_s", "peak_memory_bytes", "ops_ok",
-        "select_tf_ops", "ops", "input_dtype", "output_dtype", "browser"}``; ``browser`` is
-        :func:`kfp_edge.browser_model.browser_check` (whether LiteRT.js runs its batch-1 copy).
+        ``{"path", "size_bytes", "shipped_bytes", "gzip_bytes", "accuracy",
+        "accuracy_interval", "per_class", "confusion_matrix", "latency_us",
+        "invoke_latency_us", "cold_start_us", "throughput_rows_per_s", "peak_memory_bytes",
+        "ops_ok", "select_tf_ops", "ops", "input_dtype", "output_dtype", "browser"}``;
+        ``browser`` is :func:`kfp_edge.browser_model.browser_check` (whether LiteRT.js runs
+        its batch-1 copy).
     """
     ops = litert.op_check(path)
     model = litert.TFLiteModel(path, num_threads=num_threads)
@@ -46,13 +56,15 @@ def evaluate_tflite(
     return {
         "path": str(path),
         "size_bytes": litert.size_bytes(path),
+        "shipped_bytes": shipped_bytes(path),
         "gzip_bytes": litert.gzip_bytes(path),
         **report,
-        "latency_us": model.latency_us(x, runs=runs, warmup=warmup),
+        **(model.measure_latency(x, runs=runs, warmup=warmup) if measure_latency else {}),
+        "cold_start_us": litert.cold_start_us(path, num_threads),
         "throughput_rows_per_s": model.throughput_rows_per_s(x, batch_size=batch_size),
-        "peak_memory_bytes": (
-            litert.peak_memory_bytes(path, num_threads, batch_size) if measure_memory else None
-        ),
+        "peak_memory_bytes": litert.peak_memory_bytes(path, num_threads)
+        if measure_memory
+        else None,
         "ops_ok": ops["ops_ok"],
         "select_tf_ops": ops["select_tf_ops"],
         "ops": ops["ops"],
@@ -63,18 +75,51 @@ def evaluate_tflite(
 
 
 def keras_latency_us(
-    model, x: np.ndarray, runs: int = 1000, warmup: int = 100, num_threads: int = 1
+    model,
+    x: np.ndarray,
+    runs: int = 1000,
+    warmup: int = 100,
+    num_threads: int = 1,
+    mode: str = "tf_function",
 ) -> dict:
-    """Single-sample latency of ``model(x)`` (eager tf_keras call) in microseconds."""
+    """Single-sample latency of a tf_keras model in microseconds, numpy row in, numpy out.
+
+    Args:
+        model: The tf_keras model.
+        x: Rows used in turn.
+        runs: Timed calls.
+        warmup: Untimed calls first (they also trace the tf.function).
+        num_threads: Recorded with the figures.
+        mode: ``tf_function`` (graph mode, ``tf.function(model)``, the fair comparison with an
+            interpreter), ``eager`` (``model(x)``) or ``predict`` (``model.predict``).
+    """
+    from kfp_edge.tf_env import import_tf
+
+    tf, _ = import_tf()
+    if mode == "tf_function":
+        graph = tf.function(lambda t: model(t, training=False), reduce_retracing=True)
+
+        def call(row):
+            return graph(tf.constant(row)).numpy()
+    elif mode == "eager":
+
+        def call(row):
+            return model(row, training=False).numpy()
+    elif mode == "predict":
+
+        def call(row):
+            return model.predict(row, verbose=0)
+    else:
+        raise ValueError(f"unknown Keras latency mode {mode!r}; use tf_function, eager or predict")
     rows = [x[i : i + 1] for i in range(min(len(x), 256))]
-    for i in range(warmup):
-        model(rows[i % len(rows)], training=False)
+    for i in range(max(1, warmup)):
+        call(rows[i % len(rows)])
     timings = np.empty(runs, dtype=np.float64)
     clock = time.perf_counter_ns
     for i in range(runs):
         row = rows[i % len(rows)]
         t0 = clock()
-        model(row, training=False).numpy()
+        call(row)
         timings[i] = clock() - t0
     return litert.latency_summary(timings / 1000.0, warmup, num_threads)
 
@@ -95,18 +140,18 @@ def _measure_reference_memory(saved_model_dir: str, num_threads: int, batch_size
     baseline = litert.rss_kib("VmRSS")
     model = load_keras_model(saved_model_dir)
     x = np.random.default_rng(0).normal(size=(batch_size, int(model.inputs[0].shape[-1])))
-    model(x[:1].astype(np.float32), training=False)
     model(x.astype(np.float32), training=False)
     return max(0, litert.rss_kib("VmHWM") - baseline) * 1024
 
 
 def reference_peak_memory_bytes(
-    saved_model_dir: str | os.PathLike, num_threads: int = 1, batch_size: int = 256
+    saved_model_dir: str | os.PathLike, num_threads: int = 1, batch_size: int = 1
 ) -> int | None:
     """Peak memory of the SavedModel under tf_keras, measured like the interpreters' memory.
 
     A fresh Python process imports TensorFlow, resets the peak-RSS watermark, loads the model
-    and runs one row and one batch; the figure is the RSS growth. None without /proc.
+    and runs one batch of ``batch_size`` rows; the figure is the RSS growth. None without
+    /proc.
     """
     return litert.measure_in_fresh_process(
         "kfp_edge.evaluation.evaluate:_measure_reference_memory",
@@ -143,11 +188,8 @@ def evaluate_reference(
         pass  # the runtime is already initialized in this process; threads stay as they are
     model = load_keras_model(saved_model_dir)
     probabilities = model.predict(x, batch_size=batch_size, verbose=0)
-    peak = (
-        reference_peak_memory_bytes(saved_model_dir, num_threads, batch_size)
-        if measure_memory
-        else None
-    )
+    # One row, as the interpreters' memory is measured: like with like.
+    peak = reference_peak_memory_bytes(saved_model_dir, num_threads, 1) if measure_memory else None
     report = classification_report(y, probabilities, classes)
     reps = -(-batch_size // len(x))
     batch = tf.constant(np.concatenate([x] * reps)[:batch_size])
@@ -161,8 +203,9 @@ def evaluate_reference(
         "name": "saved_model",
         "path": str(saved_model_dir),
         "technique": "reference",
-        "runtime": "tf_keras model(x)",
+        "runtime": "tf_keras tf.function(model)",
         "size_bytes": litert.size_bytes(saved_model_dir),
+        "shipped_bytes": litert.gzip_bytes(saved_model_dir),
         "gzip_bytes": litert.gzip_bytes(saved_model_dir),
         **report,
         "latency_us": keras_latency_us(model, x, runs, warmup, num_threads),
@@ -194,7 +237,8 @@ def evaluate_variants(
         warmup: Untimed invocations before timing.
         num_threads: Interpreter (and TensorFlow) threads.
         batch_size: Batch size of accuracy and throughput runs.
-        measure_memory: Measure peak memory (a short subprocess per variant).
+        measure_memory: Measure peak memory (a short subprocess per variant) of one batch-1
+            interpreter.
 
     Returns:
         ``{"split", "rows", "classes", "num_threads", "reference": {...} or None,
@@ -251,13 +295,14 @@ def evaluate_variants(
                         "select_tf_ops": ops["select_tf_ops"],
                         "custom_ops": ops["custom_ops"],
                         "size_bytes": litert.size_bytes(path),
+                        "shipped_bytes": shipped_bytes(path),
                         "gzip_bytes": litert.gzip_bytes(path),
                         "error": str(exc).split("\n")[0][:500],
                     }
                 )
                 continue
         figures = evaluate_tflite(
-            path, x, y, classes, runs, warmup, num_threads, batch_size, measure_memory
+            path, x, y, classes, runs, warmup, num_threads, batch_size, measure_memory, False
         )
         results.append(
             {
@@ -267,6 +312,11 @@ def evaluate_variants(
                 **figures,
             }
         )
+    # All variants timed in interleaved rounds, so drift while measuring hits them alike.
+    models = {v["name"]: litert.TFLiteModel(v["path"], num_threads) for v in results}
+    latencies = litert.measure_side_by_side(models, x, runs, warmup)
+    for v in results:
+        v.update(latencies[v["name"]])
     return {
         "split": split,
         "rows": int(len(y)),

@@ -178,6 +178,18 @@ def test_a_model_that_does_not_fit_the_dataset_is_refused(iris_data_dir, tmp_pat
         export_variants(tmp_path / "sm", iris_data_dir, tmp_path / "out", ["float32"])
 
 
+def _max_scales_of_a_weight_tensor(path):
+    """The largest number of quantization scales of one int8 constant tensor of a model."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    return max(
+        len(d["quantization_parameters"]["scales"])
+        for d in interpreter.get_tensor_details()
+        if d["dtype"] == np.int8 and len(d["shape"]) >= 2
+    )
+
+
 def test_full_int8_keeps_features_of_very_different_scales(tmp_path):
     """One int8 scale for the raw input would erase a 0.01-range feature next to a 1000-range
     one; full_int8 keeps the standardization in float, so the small feature still decides."""
@@ -264,6 +276,14 @@ def test_qat_and_pcqat_on_the_registry_cnn(iris_data_dir, tmp_path, iris_test_sp
     for entry in entries:
         assert _accuracy(entry["path"], x_test, y_test) >= keras_accuracy - 0.15, entry["name"]
         assert "CONV_2D" in op_check(entry["path"])["ops"]
+        # A convolution model gets one int8 weight scale per output channel by default.
+        assert entry["params"]["per_channel"] is True
+        assert _max_scales_of_a_weight_tensor(entry["path"]) > 1
+    [dense] = export_variants(
+        tmp_path / "sm", iris_data_dir, tmp_path / "t", ["full_int8"], int8_scales="per_tensor"
+    )
+    assert dense["params"]["per_channel"] is False
+    assert _max_scales_of_a_weight_tensor(dense["path"]) == 1
 
 
 def test_a_damaged_training_shard_is_named(iris_saved_model, iris_data_dir, tmp_path):

@@ -37,7 +37,7 @@ def test_the_version_is_read_from_the_server(fake_kfp):
 
 def test_cli_refuses_an_old_backend_in_one_line_before_any_run(fake_kfp, tmp_path, capsys):
     fake_kfp.tag_name = "2.4.0"
-    code = cli.main(["submit", "--host", fake_kfp.url, "epochs=3"])
+    code = cli.main(["submit", "--host", fake_kfp.url, "--param", "epochs=3"])
     err = capsys.readouterr().err
     assert code == 2
     assert err.strip().count("\n") == 0 and "the KFP backend is 2.4.0" in err

@@ -62,10 +62,19 @@ def test_compression_evaluation_and_gate_run_as_kfp_tasks(
     page = Path(evaluation.outputs["report"].path).read_text()
     assert "<svg" in page and "full_int8" in page
 
+    # A published version, the champion every variant is compared with on the same rows.
+    from kfp_edge.model_store.store import ModelStore
+    from kfp_edge.model_versions import models_root
+
+    ModelStore(models_root(workspace)).publish(
+        "edge", {"model.tflite": variants_dir / "float32.tflite"}, {}
+    )
     gate = GateOp(
         workspace=str(workspace),
         run_id="r1",
         evaluation_path=str(evaluation_path),
+        model_name="edge",
+        data_dir=str(iris_data_dir),
         min_accuracy=0.85,
         max_accuracy_drop=0.1,
     )
@@ -76,6 +85,11 @@ def test_compression_evaluation_and_gate_run_as_kfp_tasks(
     assert confusion["annotationSpecs"] == [
         {"displayName": c} for c in ("setosa", "versicolor", "virginica")
     ]
+    comparison = gate.outputs["comparison"].metadata
+    assert comparison["champion_version"] == 1.0
+    assert comparison["champion_accuracy"] == figures["variants"][0]["accuracy"]
+    assert comparison["chosen_accuracy_low"] <= comparison["chosen_accuracy"]
+    assert {"chosen_recall_setosa", "champion_recall_setosa"} <= set(comparison)
     report = read_report(run_dir(workspace, "r1"))
     assert {"compression", "evaluation", "gate"} <= set(report)
     assert report["gate"]["chosen"] == chosen
@@ -85,6 +99,7 @@ def test_compression_evaluation_and_gate_run_as_kfp_tasks(
             workspace=str(workspace),
             run_id="r1",
             evaluation_path=str(evaluation_path),
+            data_dir=str(iris_data_dir),
             max_size_bytes=100,
         )
     gate_section = read_report(run_dir(workspace, "r1"))["gate"]

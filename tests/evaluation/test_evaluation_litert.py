@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from kfp_edge.classification import classification_report
 from kfp_edge.evaluation.evaluate import evaluate_variants
-from kfp_edge.evaluation.metrics import classification_report
-from kfp_edge.litert import TFLiteModel, op_check, peak_memory_bytes
+from kfp_edge.litert import TFLiteModel, cold_start_us, op_check, peak_memory_bytes
+from kfp_edge.model_versions import compress_for_shipping, gzip_file
 from kfp_edge.report_html import render_html
 
 
@@ -50,9 +52,14 @@ def test_latency_throughput_and_peak_memory(eval_variants, eval_test_split):
     out, _ = eval_variants
     x, _ = eval_test_split
     model = TFLiteModel(out / "float32.tflite")
-    latency = model.latency_us(x, runs=1000, warmup=50)
+    measured = model.measure_latency(x, runs=1000, warmup=50)
+    latency, invoke = measured["latency_us"], measured["invoke_latency_us"]
     assert latency["runs"] == 1000 and latency["num_threads"] == 1
     assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"]
+    # invoke alone is part of set + invoke + get, call by call.
+    assert 0 < invoke["p50"] < latency["p50"] and invoke["p95"] < latency["p95"]
+    assert 0 <= latency["p50_noise"] < latency["p50"]
+    assert cold_start_us(out / "float32.tflite") > invoke["p50"]
     assert model.throughput_rows_per_s(x, batch_size=64, min_seconds=0.05) > 0
     peak = peak_memory_bytes(out / "float32.tflite", num_threads=1, batch_size=64)
     assert peak is not None and 0 < peak < 200 * 2**20
@@ -79,6 +86,8 @@ def test_classification_report_on_hand_made_predictions():
     assert report["per_class"]["b"]["precision"] == pytest.approx(2 / 3)
     assert report["per_class"]["b"]["recall"] == 1.0
     assert report["per_class"]["c"]["recall"] == 0.5
+    low, high = report["accuracy_interval"]
+    assert (round(low, 3), round(high, 3)) == (0.3, 0.903)  # Wilson, 4 of 6
     with pytest.raises(ValueError, match="do not fit 6 labels and 2 classes"):
         classification_report(y, probabilities, ["a", "b"])
 
@@ -110,12 +119,17 @@ def test_evaluate_variants_with_reference_and_unrunnable(
         assert set(v["per_class"]) == set(evaluation["classes"])
         assert v["latency_us"]["runs"] == 1000
         assert v["gzip_bytes"] < v["size_bytes"]
+        assert v["shipped_bytes"] == len(compress_for_shipping(Path(v["path"]).read_bytes()))
+        assert v["invoke_latency_us"]["p50"] < v["latency_us"]["p50"] < v["cold_start_us"]
+        low, high = v["accuracy_interval"]
+        assert low < v["accuracy"] <= high
         assert v["peak_memory_bytes"] > 0 and v["throughput_rows_per_s"] > 0
         assert v["ops_ok"] is True and v["select_tf_ops"] == []
     float32 = evaluation["variants"][0]
     assert float32["accuracy"] == pytest.approx(reference["accuracy"])
     assert evaluation["variants"][1]["input_dtype"] == "int8"
-    # LiteRT beats the eager Keras call on a single sample.
+    # LiteRT beats the Keras model in graph mode (tf.function) on a single sample.
+    assert reference["runtime"] == "tf_keras tf.function(model)"
     assert float32["latency_us"]["p50"] < reference["latency_us"]["p50"]
     [flex] = evaluation["unrunnable"]
     assert flex["name"] == "flex" and flex["select_tf_ops"] == ["FlexMatrixDeterminant"]
@@ -148,3 +162,17 @@ def test_litert_module_runs_without_tensorflow(eval_variants, eval_test_split, t
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_shipped_form_is_deterministic_gzip_that_round_trips(eval_variants):
+    from kfp_edge.model_versions import decompress_shipped, shipped_bytes
+
+    out, _ = eval_variants
+    raw = (out / "float32.tflite").read_bytes()
+    shipped = compress_for_shipping(raw)
+    assert shipped == compress_for_shipping(raw)  # no timestamp: the same bytes every time
+    assert shipped[:2] == b"\x1f\x8b" and decompress_shipped(shipped) == raw
+    assert shipped_bytes(out / "float32.tflite") == len(shipped) < len(raw)
+    # the store's streamed gzip writes exactly these bytes: what the gate measured ships
+    gzip_file(out / "float32.tflite", out / "float32.tflite.gz")
+    assert (out / "float32.tflite.gz").read_bytes() == shipped

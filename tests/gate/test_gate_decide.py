@@ -1,4 +1,4 @@
-"""The gate's choice on hand-made figures, the no-pass case included."""
+"""The gate's choice on hand-made figures: service levels, ranking, the no-pass case."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ def _variant(name, accuracy, size, p50, p95=None, ops_ok=True):
         "name": name,
         "path": f"/v/{name}.tflite",
         "accuracy": accuracy,
-        "size_bytes": size,
+        "size_bytes": size * 3,
+        "shipped_bytes": size,
         "latency_us": {"p50": p50, "p95": p95 or p50 * 2, "p99": 0},
         "ops_ok": ops_ok,
         "select_tf_ops": [] if ops_ok else ["FlexMatrixDeterminant"],
@@ -27,19 +28,19 @@ EVALUATION = {
     "variants": [
         _variant("float32", 0.95, 40_000, 30.0),
         _variant("full_int8", 0.94, 12_000, 25.0),
-        _variant("dynamic_int8", 0.95, 12_000, 20.0),  # same size as full_int8, faster
+        _variant("dynamic_int8", 0.95, 12_000, 20.0),  # same size as full_int8, more accurate
         _variant("pruned_int8", 0.85, 5_000, 20.0),  # smallest, but loses 10 points
         _variant("flexy", 0.96, 3_000, 10.0, ops_ok=False),  # smallest of all, needs Flex
     ],
 }
 
 
-def test_picks_the_smallest_then_fastest_passing_variant():
+def test_picks_the_smallest_shipped_then_most_accurate_passing_variant():
     decision = decide(EVALUATION, {"min_accuracy": 0.9, "max_accuracy_drop": 0.02})
     assert decision["chosen"] == "dynamic_int8"
     assert decision["chosen_path"] == "/v/dynamic_int8.tflite"
     results = decision["results"]
-    assert results["dynamic_int8"] == {"passed": True, "reasons": []}
+    assert results["dynamic_int8"] == {"passed": True, "reasons": [], "vs_champion": None}
     assert results["full_int8"]["passed"] and "'dynamic_int8'" in results["full_int8"]["reasons"][0]
     assert not results["pruned_int8"]["passed"]
     assert any(
@@ -49,6 +50,7 @@ def test_picks_the_smallest_then_fastest_passing_variant():
     assert results["flexy"] == {
         "passed": False,
         "reasons": ["not builtin-only: needs FlexMatrixDeterminant"],
+        "vs_champion": None,
     }
     assert decision["slo"]["max_size_bytes"] == DEFAULT_SLO["max_size_bytes"]
 
@@ -59,7 +61,10 @@ def test_each_service_level_can_reject():
     cases = {
         "min_accuracy": ({"min_accuracy": 0.94}, "accuracy 0.9300 < min_accuracy"),
         "max_accuracy_drop": ({"max_accuracy_drop": 0.01}, "accuracy drop 0.0200"),
-        "max_size_bytes": ({"max_size_bytes": 49_999}, "size 50,000 B > max_size_bytes 49,999 B"),
+        "max_size_bytes": (
+            {"max_size_bytes": 49_999},
+            "shipped size 50,000 B > max_size_bytes 49,999 B",
+        ),
         "max_latency_p50_us": ({"max_latency_p50_us": 99.0}, "latency p50 100.0 µs"),
         "max_latency_p95_us": ({"max_latency_p95_us": 150.0}, "latency p95 200.0 µs"),
     }
@@ -120,6 +125,8 @@ def test_bad_service_levels_and_evaluations_are_named(tmp_path):
     with pytest.raises(ValueError, match="no variants to gate"):
         decide({"variants": []}, {})
     with pytest.raises(ValueError, match="variant 'x' has no 'latency_us'"):
-        decide({"variants": [{"name": "x", "accuracy": 1, "size_bytes": 1}]}, {})
+        decide({"variants": [{"name": "x", "accuracy": 1, "shipped_bytes": 1}]}, {})
+    with pytest.raises(ValueError, match="accuracy_bound: 'median' is not one of"):
+        decide(EVALUATION, {"accuracy_bound": "median"})
     with pytest.raises(FileNotFoundError, match="no evaluation"):
         run_gate(tmp_path, "r1", tmp_path / "missing.json", {})

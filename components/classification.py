@@ -1,4 +1,4 @@
-"""Classification figures from predictions, in plain numpy."""
+"""Classification figures from predictions, in plain numpy: one place for evaluation and gate."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ def classification_report(
         classes: Class names, index = class id.
 
     Returns:
-        ``{"accuracy", "per_class": {name: {"precision", "recall", "f1", "support"}},
-        "confusion_matrix": [[...]]}`` with rows = true class, columns = predicted class.
+        ``{"accuracy", "accuracy_interval": [low, high] (Wilson 95 %), "per_class": {name:
+        {"precision", "recall", "f1", "support"}}, "confusion_matrix": [[...]]}`` with rows =
+        true class, columns = predicted class.
 
     Raises:
         ValueError: If the shapes do not agree with each other or with ``classes``.
@@ -49,5 +50,39 @@ def classification_report(
             "f1": f1,
             "support": actual,
         }
-    accuracy = float(np.trace(confusion) / len(y_true)) if len(y_true) else 0.0
-    return {"accuracy": accuracy, "per_class": per_class, "confusion_matrix": confusion.tolist()}
+    right = int(np.trace(confusion))
+    accuracy = right / len(y_true) if len(y_true) else 0.0
+    return {
+        "accuracy": accuracy,
+        "accuracy_interval": list(wilson_interval(right, len(y_true))),
+        "per_class": per_class,
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+# z of a two-sided 95 % normal interval.
+Z95 = 1.959963984540054
+
+
+def wilson_interval(successes: int, trials: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (95 % by default).
+
+    Preferred over the normal (Wald) interval because it stays inside [0, 1] and keeps its
+    coverage near 0 and 1, where a good classifier's accuracy lives: 200 of 201 rows right
+    gives [0.972, 0.999], where Wald would claim [0.985, 1.005].
+
+    Args:
+        successes: Rows right.
+        trials: Rows in all.
+        z: Normal quantile of the interval.
+
+    Returns:
+        ``(low, high)``; ``(0.0, 1.0)`` for no trials.
+    """
+    if trials <= 0:
+        return 0.0, 1.0
+    p = successes / trials
+    denominator = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denominator
+    half = z * np.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
