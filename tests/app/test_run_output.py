@@ -14,7 +14,17 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-STEPS = ("run-context", "etl", "training-launcher", "compression", "evaluation", "gate", "publish")
+STEPS = (
+    "run-context",
+    "etl",
+    "training-launcher",
+    "forest-training",
+    "forest-export",
+    "compression",
+    "evaluation",
+    "gate",
+    "publish",
+)
 
 
 def _cdp():
