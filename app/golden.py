@@ -148,6 +148,29 @@ class manifests:  # noqa: N801 - a namespace of example builders
             s3_endpoint="http://minio-service.kubeflow:9000",
         )
 
+    @staticmethod
+    def katib_experiment() -> dict:
+        """A random search over learning rate, width and model family, TFJob trials of 2."""
+        from kfp_edge.tfjob_training.katib import build_experiment
+
+        space = {
+            "learning_rate": {"type": "double", "min": 0.005, "max": 0.08, "scale": "log"},
+            "width": {"type": "int", "min": 32, "max": 128, "step": 32},
+            "model": {"type": "categorical", "values": ["mlp", "cnn1d"]},
+        }
+        return build_experiment(
+            "run-2026-search",
+            space,
+            "/workspace/runs/run-2026-search/data",
+            "/workspace/runs/run-2026-search/search",
+            namespace="ml-team",
+            max_trials=12,
+            parallel_trials=3,
+            image=TFJOB_IMAGE,
+            workers=2,
+            epochs=30,
+        )
+
 
 def _manifest(build: Callable[[], dict], check_sdk: bool = False) -> Callable[[], str]:
     def render() -> str:
@@ -171,6 +194,8 @@ COMPONENTS = {
     "ModelStoreOp": "kfp_edge.model_store.component",
     "DriftMonitorOp": "kfp_edge.drift_monitor.component",
     "RetrainDataOp": "kfp_edge.drift_monitor.component",
+    "ForestTrainingOp": "kfp_edge.forest_training.component",
+    "ForestExportOp": "kfp_edge.forest_training.component",
 }
 
 
@@ -192,6 +217,7 @@ def golden_targets() -> dict[str, Callable[[], str]]:
         "tfjob_cpu_2_workers": (manifests.tfjob_cpu_2_workers, True),
         "tfjob_gpu_1_chief_3_workers": (manifests.tfjob_gpu_1_chief_3_workers, True),
         "sparkapplication": (manifests.sparkapplication, False),
+        "katib_experiment": (manifests.katib_experiment, False),
     }
     for name, (build, check_sdk) in builds.items():
         targets[f"{golden}/manifests/{name}.yaml"] = _manifest(build, check_sdk)

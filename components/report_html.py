@@ -252,8 +252,36 @@ def _training_section(training: dict) -> str:
         + lines(losses, "epoch", "Training loss")
         + lines(metrics, "epoch", "Training accuracy")
         + _table(("", ""), summary)
-        + "</div></section>"
+        + "</div>"
+        + _trials_table(training.get("search") or {})
+        + "</section>"
     )
+
+
+def _trials_table(search: dict) -> str:
+    """The hyperparameter search's trials: assignment, status, objective; the best marked."""
+    trials = search.get("trials") or []
+    if not trials:
+        return ""
+    rows = [
+        [
+            t.get("name", "?"),
+            ", ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in (t.get("assignment") or {}).items()
+            ),
+            t.get("status", ""),
+            _num(t.get("objective"), ".4f"),
+            _num(t.get("validation_accuracy"), ".4f"),
+            _num(t.get("num_params")),
+            _num(t.get("epochs_run")),
+        ]
+        for t in trials
+    ]
+    classes = ["chosen" if t.get("name") == search.get("best") else "" for t in trials]
+    header = ("trial", "assignment", "status", "objective", "val accuracy", "params", "epochs")
+    title = f"Search: {search.get('algorithm', '')}, best {search.get('best')}"
+    return f"<h3>{html.escape(title)}</h3>" + _table(header, rows, "trials", classes)
 
 
 def _header(report: dict) -> str:

@@ -15,7 +15,7 @@ docs/deploy.md and tests/pipelines/test_backend_compat.py).
 from kfp import dsl, kubernetes
 
 from kfp_edge import resources
-from kfp_edge.pipelines.stage_defaults import COMPRESSION, ETL, GATE, PUBLISH, TRAINING
+from kfp_edge.pipelines.stage_defaults import COMPRESSION, ETL, FOREST, GATE, PUBLISH, TRAINING
 from kfp_edge.workspace import CLUSTER_MOUNT_PATH
 
 PIPELINE_NAME = "kfp-edge"
@@ -45,6 +45,7 @@ def build_edge_pipeline(profile: dict | None = None):
     """
     from kfp_edge.compression.component import CompressionOp
     from kfp_edge.evaluation.component import EvaluationOp
+    from kfp_edge.forest_training.component import ForestExportOp, ForestTrainingOp
     from kfp_edge.gate.component import GateOp
     from kfp_edge.model_store.component import ModelStoreOp, use_s3_credentials, use_signing_key
     from kfp_edge.run_context.component import RunContextOp
@@ -71,9 +72,15 @@ def build_edge_pipeline(profile: dict | None = None):
         epochs: int = TRAINING.epochs,
         batch_size: int = TRAINING.batch_size,
         learning_rate: float = TRAINING.learning_rate,
+        search_space: dict = TRAINING.search_space,
+        search_algorithm: str = TRAINING.search_algorithm,
+        search_max_trials: int = TRAINING.search_max_trials,
+        search_parallel_trials: int = TRAINING.search_parallel_trials,
+        search_size_penalty: float = TRAINING.search_size_penalty,
         workers: int = int(profile["training"]["workers"]),
         training_engine: str = "kubernetes",
         variants: list = COMPRESSION.variants,
+        forest_configs: list = FOREST.forest_configs,
         model_name: str = "edge-model",
         min_accuracy: float = GATE.min_accuracy,
         max_accuracy_drop: float = GATE.max_accuracy_drop,
@@ -104,10 +111,18 @@ def build_edge_pipeline(profile: dict | None = None):
             epochs: Training epochs.
             batch_size: Per-replica batch size.
             learning_rate: Adam learning rate.
+            search_space: Hyperparameter search of the training step ({name: {type, min, max,
+                scale, step, values}}); empty: train once.
+            search_algorithm: Search algorithm: random or grid.
+            search_max_trials: Trials of the search at most.
+            search_parallel_trials: Trials running at the same time.
+            search_size_penalty: Objective penalty per million parameters.
             workers: Training replicas of the TFJob (chief included).
             training_engine: kubernetes (a TFJob on the cluster) or local (replicas as
                 processes in the step's pod).
             variants: Compressed variants to produce and evaluate.
+            forest_configs: Random forests (Spark MLlib, compiled to TFLite) to add as
+                candidates, as '<trees>x<depth>' strings; empty: neural networks only.
             model_name: Name of the model in the model store.
             min_accuracy: Gate: minimum test accuracy.
             max_accuracy_drop: Gate: maximum accuracy lost against the float reference.
@@ -183,6 +198,11 @@ def build_edge_pipeline(profile: dict | None = None):
             engine=training_engine,
             replica_resources=replica_resources,
             image=training_image,
+            search_space=search_space,
+            search_algorithm=search_algorithm,
+            search_max_trials=search_max_trials,
+            search_parallel_trials=search_parallel_trials,
+            search_size_penalty=search_size_penalty,
         )
         on_workspace(training, "training_launcher", profile)
 
@@ -195,6 +215,22 @@ def build_edge_pipeline(profile: dict | None = None):
         )
         on_workspace(compression, "compression", profile)
 
+        forests = ForestTrainingOp(
+            workspace=workspace,
+            run_id=resolved_run_id,
+            data_dir=etl.outputs["data_dir"],
+            forest_configs=forest_configs,
+            seed=seed,
+        )
+        on_workspace(forests, "forest_training", profile)
+        forest_candidates = ForestExportOp(
+            workspace=workspace,
+            run_id=resolved_run_id,
+            forests_dir=forests.outputs["forests_dir"],
+            data_dir=etl.outputs["data_dir"],
+        )
+        on_workspace(forest_candidates, "forest_export", profile)
+
         evaluation = EvaluationOp(
             workspace=workspace,
             run_id=resolved_run_id,
@@ -202,6 +238,7 @@ def build_edge_pipeline(profile: dict | None = None):
             data_dir=etl.outputs["data_dir"],
             saved_model_dir=training.outputs["saved_model_dir"],
         )
+        evaluation.after(forest_candidates)  # the forests join the variants directory
         on_workspace(evaluation, "evaluation", profile)
 
         gate = GateOp(

@@ -20,6 +20,7 @@ from kfp_edge.pipelines.stage_defaults import (
     COMPRESSION,
     DRIFT,
     ETL,
+    FOREST,
     GATE,
     PUBLISH,
     RETRAIN_DATA,
@@ -79,9 +80,15 @@ def build_retrain_pipeline(profile: dict | None = None):
         epochs: int = TRAINING.epochs,
         batch_size: int = TRAINING.batch_size,
         learning_rate: float = TRAINING.learning_rate,
+        search_space: dict = TRAINING.search_space,
+        search_algorithm: str = TRAINING.search_algorithm,
+        search_max_trials: int = TRAINING.search_max_trials,
+        search_parallel_trials: int = TRAINING.search_parallel_trials,
+        search_size_penalty: float = TRAINING.search_size_penalty,
         workers: int = int(profile["training"]["workers"]),
         training_engine: str = "kubernetes",
         variants: list = COMPRESSION.variants,
+        forest_configs: list = FOREST.forest_configs,
         min_accuracy: float = GATE.min_accuracy,
         max_accuracy_drop: float = GATE.max_accuracy_drop,
         max_size_bytes: int = GATE.max_size_bytes,
@@ -123,9 +130,16 @@ def build_retrain_pipeline(profile: dict | None = None):
             epochs: Training epochs.
             batch_size: Per-replica batch size.
             learning_rate: Adam learning rate.
+            search_space: Hyperparameter search of the training step ({name: {type, min, max,
+                scale, step, values}}); empty: train once.
+            search_algorithm: Search algorithm: random or grid.
+            search_max_trials: Trials of the search at most.
+            search_parallel_trials: Trials running at the same time.
+            search_size_penalty: Objective penalty per million parameters.
             workers: Training replicas of the TFJob (chief included).
             training_engine: kubernetes (a TFJob on the cluster) or local.
             variants: Compressed variants to produce and evaluate.
+            forest_configs: Random forests to add as candidates ('<trees>x<depth>').
             min_accuracy: Gate: minimum test accuracy.
             max_accuracy_drop: Gate: maximum accuracy lost against the float reference.
             max_size_bytes: Gate: maximum shipped (gzip) .tflite size in bytes.
@@ -186,9 +200,15 @@ def build_retrain_pipeline(profile: dict | None = None):
                 epochs=epochs,
                 batch_size=batch_size,
                 learning_rate=learning_rate,
+                search_space=search_space,
+                search_algorithm=search_algorithm,
+                search_max_trials=search_max_trials,
+                search_parallel_trials=search_parallel_trials,
+                search_size_penalty=search_size_penalty,
                 workers=workers,
                 training_engine=training_engine,
                 variants=variants,
+                forest_configs=forest_configs,
                 model_name=model_name,
                 min_accuracy=min_accuracy,
                 max_accuracy_drop=max_accuracy_drop,

@@ -2,6 +2,7 @@
 
 from kfp_edge.compression.config import CompressionConfig
 from kfp_edge.drift_monitor.config import DriftConfig, RetrainDataConfig
+from kfp_edge.forest_training.config import ForestConfig
 from kfp_edge.gate.config import GateConfig
 from kfp_edge.model_store.config import PublishConfig
 from kfp_edge.spark_etl.config import EtlConfig
@@ -15,3 +16,4 @@ GATE = GateConfig()
 PUBLISH = PublishConfig()
 DRIFT = DriftConfig()
 RETRAIN_DATA = RetrainDataConfig()
+FOREST = ForestConfig()

@@ -378,6 +378,14 @@ def edge_cli_run(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TERM")}
     command = [str(Path(sys.executable).with_name("kfp-edge")), "run", "--dataset", "iris"]
     command += ["--workspace", str(workspace), "--run-id", "e2e-iris", "--workers", "2"]
+    # the second model family joins the candidates, and a search of two trials in parallel
+    # takes the place of the single training job
+    command += ["--param", "forest_configs=[10x4]", "--param", "search_algorithm=grid"]
+    command += [
+        "--param",
+        "search_space={learning_rate: {type: categorical, values: [0.04, 0.02]}}",
+    ]
+    command += ["--param", "search_max_trials=2", "--param", "search_parallel_trials=2"]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1200)
     run_dir = workspace / "runs" / "e2e-iris"
     report = read_report(run_dir)

@@ -33,6 +33,12 @@ def TfjobTrainingOp(
     width: int = 0,
     depth: int = 0,
     seed: int = 42,
+    search_space: dict = {},  # noqa: B006 - kfp needs a literal default
+    search_algorithm: str = "random",
+    search_max_trials: int = 4,
+    search_parallel_trials: int = 2,
+    search_size_penalty: float = 0.0,
+    search_early_stopping: bool = True,
 ) -> NamedTuple("Outputs", [("saved_model_dir", str)]):
     """Trains a Keras model from the registry as a TFJob (chief + workers, TF_CONFIG, MWMS).
 
@@ -66,6 +72,13 @@ def TfjobTrainingOp(
         width: Hidden width of the model; 0 for the model's default.
         depth: Hidden layers of the model; 0 for the model's default.
         seed: Random seed of training.
+        search_space: Hyperparameter search space ({name: {type, min, max, scale, step,
+            values}}); empty trains once. The best trial's model is the output.
+        search_algorithm: Search algorithm: random or grid.
+        search_max_trials: Trials of the search at most.
+        search_parallel_trials: Trials running at the same time.
+        search_size_penalty: Objective: validation accuracy minus this per million parameters.
+        search_early_stopping: Stop poor trials by Katib's median stopping rule.
 
     Returns:
         saved_model_dir: The SavedModel (raw float32 features in, softmax probabilities out).
@@ -98,6 +111,14 @@ def TfjobTrainingOp(
         width=width,
         depth=depth,
         seed=seed,
+        search={
+            "space": search_space,
+            "algorithm": search_algorithm,
+            "max_trials": search_max_trials,
+            "parallel_trials": search_parallel_trials,
+            "size_penalty": search_size_penalty,
+            "early_stopping": search_early_stopping,
+        },
     )
     for split in ("test", "validation"):
         for name, value in (report.get(split) or {}).items():
@@ -106,5 +127,7 @@ def TfjobTrainingOp(
     metrics.log_metric("examples_per_second", float(report["examples_per_second"]))
     metrics.log_metric("restarts", float(report["tfjob"]["restarts"]))
     metrics.log_metric("replicas", float(report["replicas"]))
+    if report.get("search"):
+        metrics.log_metric("search_trials", float(len(report["search"]["trials"])))
     outputs = namedtuple("Outputs", ["saved_model_dir"])
     return outputs(report["saved_model_dir"])

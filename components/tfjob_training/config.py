@@ -53,3 +53,15 @@ class TrainingConfig:
     width: int = param(0, "Hidden width of the model; 0 for the model's default.")
     depth: int = param(0, "Hidden layers of the model; 0 for the model's default.")
     seed: int = param(42, "Random seed of training.")
+    search_space: dict = param(
+        {},
+        "Hyperparameter search space ({name: {type: double|int|categorical, min, max, scale, "
+        "step, values}}); empty: train once with the values above.",
+    )
+    search_algorithm: str = param("random", "Search algorithm: random or grid (Katib's names).")
+    search_max_trials: int = param(4, "Trials of the search at most.")
+    search_parallel_trials: int = param(2, "Trials running at the same time.")
+    search_size_penalty: float = param(
+        0.0, "Objective: validation accuracy minus this per million parameters."
+    )
+    search_early_stopping: bool = param(True, "Stop poor trials by Katib's median stopping rule.")

@@ -34,6 +34,7 @@ from kfp_edge.workspace import write_json_atomic
 
 REPORT_FILE = "training_report.json"
 PROGRESS_FILE = "progress.json"
+EPOCHS_FILE = "epochs.jsonl"  # per-epoch metrics with --report-metrics
 EVALUATOR_FILE = "evaluator.json"
 BACKUP_DIR = "backup"
 JOBS_DIR = "jobs"
@@ -99,6 +100,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--steps-per-execution", type=int, default=16, help="training steps per tf.function call"
+    )
+    p.add_argument(
+        "--report-metrics",
+        action="store_true",
+        help="validate after every epoch and print 'epoch=N validation_accuracy=V' lines "
+        "(Katib's StdOut metrics collector; the local search's median stopping rule)",
+    )
+    p.add_argument(
+        "--stop-file",
+        default="",
+        help="finish after the current epoch when this file exists (local early stopping)",
     )
     args = p.parse_args(argv)
     for name in ("epochs", "batch_size", "steps_per_execution"):
@@ -479,6 +491,9 @@ def _check_arguments(args: argparse.Namespace, environ) -> dict:
     except ValueError as exc:
         raise TrainerError(str(exc), ExitCode.BAD_ARGUMENTS) from exc
     tf_config = read_tf_config(environ)
+    if tf_config and args.stop_file:
+        # replicas could see the file at different epochs and leave a collective waiting
+        raise TrainerError("--stop-file works for a single replica only", ExitCode.BAD_ARGUMENTS)
     if tf_config and tf_config["task"]["type"] not in ("chief", "worker", "evaluator"):
         raise TrainerError(
             f"TF_CONFIG task type {tf_config['task']['type']!r} is not supported by this trainer "
@@ -510,6 +525,7 @@ class _Run:
         # the learning rate is given for one replica's batch: scaled with the global batch
         scale = self.replicas if args.lr_scaling == "linear" else 1
         self.learning_rate = args.learning_rate * scale
+        self.early_stopped_at: int | None = None
 
 
 def _compiled_model(keras, run: _Run):
@@ -558,8 +574,28 @@ def _progress_callback(keras, run: _Run, epoch_starts: list):
                 earlier = [h for h in state.get("history", []) if h["epoch"] <= epoch]
                 state["history"] = earlier + [{"epoch": epoch + 1, **state["logs"]}]
                 write_json_atomic(run.progress_path, state)
+                if run.args.report_metrics:
+                    _report_epoch(run, epoch + 1, logs or {})
+            if run.args.stop_file and Path(run.args.stop_file).exists():
+                self.model.stop_training = True
+                run.early_stopped_at = epoch + 1
 
     return Progress()
+
+
+def _report_epoch(run: _Run, epoch: int, logs: dict) -> None:
+    """Prints one metrics line for Katib's StdOut collector and appends it to epochs.jsonl."""
+    record = {"epoch": epoch, **{k: float(v) for k, v in logs.items()}}
+    values = {
+        "validation_accuracy": logs.get("val_accuracy"),
+        "validation_loss": logs.get("val_loss"),
+    }
+    print(
+        f"epoch={epoch} " + " ".join(f"{k}={v:.6f}" for k, v in values.items() if v is not None),
+        flush=True,
+    )
+    with open(job_dir(run.output_dir, run.args.job_name) / EPOCHS_FILE, "a") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 def _fit(tf, keras, model, run: _Run) -> tuple:
@@ -579,12 +615,22 @@ def _fit(tf, keras, model, run: _Run) -> tuple:
         keras.callbacks.BackupAndRestore(str(run.backup_dir)),
         _progress_callback(keras, run, epoch_starts),
     ]
+    validation, validation_steps = None, None
+    if run.args.report_metrics:
+        rows = int(run.manifest["splits"]["validation"]["rows"])
+        validation_steps = max(1, math.ceil(rows / run.global_batch))
+        policy = tf.data.experimental.AutoShardPolicy.AUTO
+        validation = _make_dataset(
+            tf, run.args.data_dir, run.manifest, "validation", run.global_batch, policy, False, 0
+        )
     started = time.time()
     try:
         history = model.fit(
             train_ds,
             epochs=run.args.epochs,
             steps_per_epoch=run.steps_per_epoch,
+            validation_data=validation,
+            validation_steps=validation_steps,
             callbacks=callbacks,
             verbose=2 if run.chief else 0,
         )
@@ -642,6 +688,9 @@ def _report(tf, model, run: _Run, history, fit_seconds: float, initial_epoch: in
             "values": "raw (normalization folded into the model)",
         },
         "classes": manifest.get("classes"),
+        "num_params": int(model.count_params()),
+        "epochs_done": progress.get("epochs_done", args.epochs),
+        "early_stopped_at_epoch": run.early_stopped_at,
     }
 
 

@@ -62,14 +62,19 @@ def trainer_args(
     depth: int = TrainingConfig.depth,
     seed: int = TrainingConfig.seed,
     steps_per_execution: int | None = None,
+    report_metrics: bool = False,
+    stop_file: str = "",
 ) -> list[str]:
     """Returns the trainer's arguments (the container ``args`` of every replica).
 
-    ``steps_per_execution`` is passed only when set (the trainer's default otherwise).
+    ``steps_per_execution`` is passed only when set (the trainer's default otherwise);
+    ``report_metrics`` and ``stop_file`` serve the hyperparameter search.
     """
     extra = (
         [] if steps_per_execution is None else ["--steps-per-execution", str(steps_per_execution)]
     )
+    extra += ["--report-metrics"] if report_metrics else []
+    extra += ["--stop-file", stop_file] if stop_file else []
     return [
         "--data-dir",
         str(data_dir),

@@ -38,6 +38,8 @@ def build_job(
     seed: int = TrainingConfig.seed,
     image: str = "",
     steps_per_execution: int | None = None,
+    report_metrics: bool = False,
+    stop_file: str = "",
     **spec_options,
 ) -> dict:
     """Builds the TFJob that trains ``model`` on ``data_dir`` into ``output_dir``.
@@ -57,6 +59,8 @@ def build_job(
         image: Replica image; the kfp-edge TensorFlow image when empty.
         steps_per_execution: Training steps per ``tf.function`` call (the trainer's default
             when None).
+        report_metrics: Validate every epoch and print Katib's metric lines.
+        stop_file: The trainer finishes after the epoch in which this file appears.
         **spec_options: Further keyword arguments of :func:`tfjob.build_tfjob` (namespace,
             replica_resources, pvc_name, mount_path, backoff_limit, active_deadline_seconds,
             clean_pod_policy, ttl_seconds_after_finished, restart_policy, labels).
@@ -80,6 +84,8 @@ def build_job(
         depth,
         seed,
         steps_per_execution,
+        report_metrics,
+        stop_file,
     )
     return tfjob_spec.build_tfjob(
         job, args, image=image or TENSORFLOW_IMAGE, workers=workers, **spec_options
@@ -212,10 +218,16 @@ def run_training(
     width: int = TrainingConfig.width,
     depth: int = TrainingConfig.depth,
     seed: int = TrainingConfig.seed,
+    search: dict | None = None,
     stream: TextIO | None = None,
     api_client=None,
 ) -> dict:
     """Trains into ``<run dir>/training`` on the chosen engine and records the run report.
+
+    With a ``search`` (``{"space", "algorithm", "max_trials", "parallel_trials",
+    "size_penalty", "early_stopping"}``, a non-empty space) the step runs a hyperparameter
+    search instead of one job: trials in parallel on the local engine, or a Katib Experiment
+    with TFJob trials on the cluster; the best trial's model becomes the step's model.
 
     Args:
         workspace: Workspace root (the PVC mount path in the cluster).
@@ -242,6 +254,7 @@ def run_training(
         width: Hidden width (0: model default).
         depth: Hidden layers (0: model default).
         seed: Random seed.
+        search: The hyperparameter search (see above); None or an empty space trains once.
         stream: Where the chief's log goes (stdout when None).
         api_client: Kubernetes ``ApiClient`` for the kubernetes engine; in-cluster
             configuration when None.
@@ -269,7 +282,18 @@ def run_training(
         backoff_limit=attempt_limit,
         active_deadline_seconds=timeout_seconds,
     )
-    if engine == "local":
+    if search and search.get("space"):
+        cluster = dict(
+            namespace=namespace,
+            image=image,
+            pvc_name=pvc_name,
+            mount_path=mount_path or str(workspace),
+            timeout_seconds=timeout_seconds,
+            api_client=api_client,
+        )
+        run = functools.partial(_search, engine, rdir, data_dir, output_dir, search, common, stream)
+        run = functools.partial(run, cluster)
+    elif engine == "local":
         run = functools.partial(train_local, data_dir, output_dir, job=job, stream=stream, **common)
     else:
         launch_options = dict(
@@ -324,3 +348,77 @@ def _train_on_kubernetes(
 def _pod_namespace() -> str:
     path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
     return path.read_text().strip() if path.exists() else "kubeflow"
+
+
+def _search(engine, rdir, data_dir, output_dir, search, common, stream, cluster) -> dict:
+    """Runs the search, then makes the best trial's model and report the step's own."""
+    from kfp_edge.tfjob_training.local_search import SEARCH_DIR, run_search
+
+    fixed = {k: v for k, v in common.items() if k not in ("workers", "replica_resources")}
+    if engine == "local":
+        summary = run_search(
+            data_dir,
+            rdir / SEARCH_DIR,
+            search["space"],
+            algorithm=search.get("algorithm", "random"),
+            max_trials=int(search.get("max_trials", 4)),
+            parallel_trials=int(search.get("parallel_trials", 2)),
+            size_penalty=float(search.get("size_penalty", 0.0)),
+            early_stopping=bool(search.get("early_stopping", True)),
+            stream=stream,
+            **fixed,
+        )
+    else:
+        summary = _search_on_katib(rdir / SEARCH_DIR, data_dir, search, common, cluster)
+    best = rdir / SEARCH_DIR / summary["best"]
+    if output_dir.exists():
+        shutil.rmtree(output_dir)
+    shutil.copytree(best, output_dir, ignore=shutil.ignore_patterns("backup"))
+    report = json.loads((output_dir / REPORT_FILE).read_text())
+    report["saved_model_dir"] = str(output_dir / "saved_model")
+    report["search"] = summary
+    write_json_atomic(output_dir / REPORT_FILE, report)
+    return report
+
+
+def _search_on_katib(search_dir: Path, data_dir, search: dict, common: dict, cluster: dict) -> dict:
+    """The search as a Katib Experiment with TFJob trials; returns the local search's summary."""
+    from kfp_edge.images import TENSORFLOW_IMAGE
+    from kfp_edge.tfjob_training.katib import build_experiment
+    from kfp_edge.tfjob_training.katib_launcher import run_experiment
+
+    search_dir.mkdir(parents=True, exist_ok=True)
+    trainer = ("model", "epochs", "batch_size", "learning_rate", "width", "depth", "seed")
+    experiment = build_experiment(
+        search_dir.parent.name,
+        search["space"],
+        str(data_dir),  # the replicas mount the workspace where this step does
+        str(search_dir),
+        namespace=cluster["namespace"] or _pod_namespace(),
+        algorithm=search.get("algorithm", "random"),
+        max_trials=int(search.get("max_trials", 4)),
+        parallel_trials=int(search.get("parallel_trials", 2)),
+        early_stopping=bool(search.get("early_stopping", True)),
+        image=cluster["image"] or TENSORFLOW_IMAGE,
+        workers=common["workers"],
+        replica_resources=common["replica_resources"],
+        pvc_name=cluster["pvc_name"],
+        mount_path=cluster["mount_path"],
+        **{k: common[k] for k in trainer},
+    )
+    write_json_atomic(search_dir / "experiment.json", experiment)
+    best = run_experiment(
+        experiment,
+        api_client=cluster["api_client"],
+        timeout_seconds=cluster["timeout_seconds"],
+        poll_seconds=float(search.get("poll_seconds", 15.0)),
+    )
+    return {
+        "engine": "katib",
+        "experiment": experiment["metadata"]["name"],
+        "algorithm": experiment["spec"]["algorithm"]["algorithmName"],
+        "space": search["space"],
+        "best": best["name"],
+        "best_assignments": best["assignments"],
+        "best_metrics": best["metrics"],
+    }

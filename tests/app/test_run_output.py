@@ -14,7 +14,17 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-STEPS = ("run-context", "etl", "training-launcher", "compression", "evaluation", "gate", "publish")
+STEPS = (
+    "run-context",
+    "etl",
+    "training-launcher",
+    "forest-training",
+    "forest-export",
+    "compression",
+    "evaluation",
+    "gate",
+    "publish",
+)
 
 
 def _cdp():
@@ -79,8 +89,8 @@ def test_report_page_draws_its_charts_and_tables_in_chromium(run):
         browser.open(page)
         count = "document.querySelectorAll('{}').length".format
         assert browser.evaluate(count("#variants svg.scatter")) == 2
-        # 1 reference + 4 variants, drawn as circles with a real position on each chart
-        assert browser.evaluate(count("#variants svg.scatter circle.point")) == 10
+        # 1 reference + 4 variants + 1 random forest, as circles with a position on each chart
+        assert browser.evaluate(count("#variants svg.scatter circle.point")) == 12
         box = browser.evaluate(
             "(() => { const r = document.querySelector('svg.scatter').getBoundingClientRect();"
             " return [r.width, r.height]; })()"
@@ -89,9 +99,11 @@ def test_report_page_draws_its_charts_and_tables_in_chromium(run):
         rows = browser.evaluate(
             "[...document.querySelectorAll('table.variants tr')].map(r => r.innerText)"
         )
-        assert len(rows) == 6 and any("chosen" in r for r in rows)
-        assert browser.evaluate(count("#confusion table.matrix")) == 5
+        assert len(rows) == 7 and any("chosen" in r for r in rows)
+        assert any("random_forest_10x4" in r for r in rows)
+        assert browser.evaluate(count("#confusion table.matrix")) == 6
         assert browser.evaluate(count("#training svg.lines polyline.series")) >= 2
+        assert browser.evaluate(count("#training table.trials tr")) == 3  # header + 2 trials
         assert "150" in browser.evaluate("document.querySelector('table.etl-counts').innerText")
         assert "Chosen:" in browser.evaluate("document.querySelector('#gate').innerText")
         assert browser.requested_urls() == [page.resolve().as_uri()]  # nothing from the network

@@ -16,6 +16,7 @@ from kfp_edge.app.golden import COMPONENTS
 from kfp_edge.compression.config import CompressionConfig
 from kfp_edge.drift_monitor.config import DriftConfig, RetrainDataConfig
 from kfp_edge.evaluation.config import EvaluationConfig
+from kfp_edge.forest_training.config import ForestConfig
 from kfp_edge.gate.config import GateConfig
 from kfp_edge.model_store.config import PublishConfig
 from kfp_edge.spark_etl.config import EtlConfig
@@ -31,6 +32,8 @@ CONFIG_OF = {
     "ModelStoreOp": PublishConfig,
     "DriftMonitorOp": DriftConfig,
     "RetrainDataOp": RetrainDataConfig,
+    "ForestTrainingOp": ForestConfig,
+    "ForestExportOp": None,  # wiring only: the forests and the data to check them on
 }
 # Parameters of a component that are wiring, not tunables, and so have no config entry.
 WIRING = {"workspace", "run_id", "model_name", "parameters", "job_id"}

@@ -34,6 +34,8 @@ def test_every_step_mounts_the_workspace_and_does_not_cache(compiled):
         "runcontextop",
         "sparketlop",
         "tfjobtrainingop",
+        "foresttrainingop",
+        "forestexportop",
         "compressionop",
         "evaluationop",
         "gateop",

@@ -10,7 +10,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def result(edge_cli_run):
-    """The run of ``kfp-edge run --dataset iris --workers 2`` (tests/conftest.py)."""
+    """The run of ``kfp-edge run --dataset iris --workers 2`` with a forest and a search.
+
+    See ``edge_cli_run`` in tests/conftest.py.
+    """
     return edge_cli_run[2]
 
 
@@ -22,7 +25,24 @@ def test_run_publishes_a_model(result):
     assert report["etl"]["rows_good"] == 150 and report["etl"]["rows_bad"] == 0
     assert report["gate"]["chosen"] == report["publish"]["variant"]
     names = {v["name"] for v in report["evaluation"]["variants"]}
-    assert {"float32", "dynamic_int8", "full_int8"} <= names
+    assert {"float32", "dynamic_int8", "full_int8", "random_forest_10x4"} <= names
+
+
+def test_the_gate_chooses_across_model_families(result):
+    report = result["report"]
+    forest = next(v for v in report["evaluation"]["variants"] if v["name"] == "random_forest_10x4")
+    assert forest["technique"] == "random_forest" and forest["accuracy"] >= 0.9
+    assert "random_forest_10x4" in report["gate"]["results"]
+    assert report["forest_export"]["candidates"][0]["params"]["max_abs_diff_vs_spark"] <= 1e-5
+
+
+def test_the_search_trained_trials_and_its_best_went_on(result):
+    search = result["report"]["training"]["search"]
+    assert [t["assignment"]["learning_rate"] for t in search["trials"]] == [0.04, 0.02]
+    assert all(t["status"] == "succeeded" for t in search["trials"])
+    best = next(t for t in search["trials"] if t["name"] == search["best"])
+    assert best["objective"] == max(t["objective"] for t in search["trials"])
+    assert result["report"]["training"]["validation"]["accuracy"] == best["validation_accuracy"]
 
 
 def test_published_model_loads_in_litert_and_is_accurate(result):
