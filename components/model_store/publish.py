@@ -58,6 +58,10 @@ def publish_run(
     manifest carries the run's evaluation and gate sections, the chosen variant's figures and
     the lineage (run id, dataset manifest sha256, kfp-edge version, run parameters).
 
+    Steps: check the gate's verdict and the inputs; collect the release's files and
+    metadata; load the signing key and check the bucket (before anything is published);
+    publish and prune; upload to S3 when asked; record the ``publish`` section.
+
     Args:
         workspace: Root of the workspace volume.
         run_id: The run id.
@@ -89,49 +93,13 @@ def publish_run(
     """
     directory = run_dir(workspace, run_id)
     report = read_report(directory)
-    gate = report.get("gate") or {}
-    if not chosen_variant or not chosen_path:
-        raise ValueError(f"{directory}: the gate chose no variant; nothing to publish")
-    verdict = (gate.get("results") or {}).get(chosen_variant) or {}
-    if verdict.get("passed") is False:
-        raise ValueError(
-            f"{directory / 'report.json'}: gate rejected variant {chosen_variant!r}: "
-            f"{'; '.join(verdict.get('reasons') or [])}"
-        )
-    chosen = Path(chosen_path)
-    if not chosen.is_file():
-        raise FileNotFoundError(f"{chosen}: chosen variant {chosen_variant!r} has no .tflite file")
-    data = Path(data_dir)
-    dataset_manifest = data / DATASET_MANIFEST
-    if not dataset_manifest.is_file():
-        raise FileNotFoundError(f"{dataset_manifest}: no dataset manifest; did the ETL finish?")
-    # The file table of a release: relative path in the version -> source (file or directory).
-    files = {
-        SAVED_MODEL_DIR: saved_model_dir,
-        MODEL_FILE: chosen_path,
-        PREPROCESSING_FILE: str(data / PREPROCESSING_FILE),
-        DATASET_MANIFEST_FILE: str(dataset_manifest),
-    }
-    browser = browser_model.release_copy(chosen, directory / BROWSER_DIR)
-    if browser["file"]:
-        files[browser["file"]] = browser.pop("path")
-    if include_all_variants:
-        for tflite in sorted(chosen.parent.glob("*.tflite")):
-            files[f"variants/{tflite.name}"] = str(tflite)
-    evaluation = report.get("evaluation") or {}
-    metadata = {
-        "variant": chosen_variant,
-        "metrics": _chosen_figures(evaluation, chosen_variant),
-        "evaluation": evaluation,
-        "gate": gate,
-        "browser": browser,
-        "lineage": {
-            "run_id": run_id,
-            "dataset_manifest_sha256": hashlib.sha256(dataset_manifest.read_bytes()).hexdigest(),
-            "kfp_edge_version": __version__,
-            "parameters": (report.get("run") or {}).get("parameters", {}),
-        },
-    }
+    chosen, dataset_manifest = _check_inputs(
+        directory, report, chosen_variant, chosen_path, data_dir
+    )
+    files, browser = _release_files(
+        chosen, saved_model_dir, Path(data_dir), dataset_manifest, directory, include_all_variants
+    )
+    metadata = _release_metadata(report, run_id, chosen_variant, dataset_manifest, browser)
     signer = signer_from_env()  # before anything is published: a bad key fails here
     if signer is None:
         print(
@@ -139,20 +107,11 @@ def publish_run(
             "version is published unsigned and devices will refuse it"
         )
     bucket = s3_bucket or os.environ.get(ENV_BUCKET, "")
-    conn = None
-    if bucket:  # check the S3 side before anything is published
-        from kfp_edge import s3
-        from kfp_edge.model_store import s3_releases
-
-        conn = s3.connect_from_env()
-        with s3.readable_errors(f"s3://{bucket}"):
-            if not conn.client.bucket_exists(bucket):
-                raise ValueError(f"s3://{bucket}: the bucket does not exist")
+    conn = _checked_bucket(bucket) if bucket else None
     store = store_for(workspace)
     published = store.publish(model_name, files, metadata, signer=signer)
     model_entry = published["manifest"]["files"][MODEL_FILE]
-    pinned = pinned_versions or []
-    pruned = store.prune(model_name, keep_last, pinned) if keep_last > 0 else []
+    pruned = store.prune(model_name, keep_last, pinned_versions or []) if keep_last > 0 else []
     result = {
         "model_name": model_name,
         "version": published["version"],
@@ -166,17 +125,100 @@ def publish_run(
     update_report(directory, "publish", section)
     uploaded = None
     if conn is not None:
-        location = f"s3://{bucket}/{s3_prefix.strip('/')}"
-        try:
-            with s3.readable_errors(location):
-                uploaded = s3_releases.upload_version(conn, bucket, s3_prefix, published["path"])
-        except (ValueError, OSError) as exc:
-            raise RuntimeError(
-                f"{model_name!r} version {published['version']} is published at "
-                f"{published['path']} but its upload to {location} failed: {exc}. Retry with "
-                f"`kfp-edge push --workspace {workspace} --name {model_name} "
-                f"--version {published['version']} --s3 {location}`"
-            ) from exc
+        uploaded = _upload(conn, bucket, s3_prefix, published, workspace, model_name)
         section["s3"] = f"s3://{bucket}/{uploaded['manifest_key']}"
         update_report(directory, "publish", section)
     return {**result, "pruned": pruned, "s3": uploaded}
+
+
+def _check_inputs(directory: Path, report: dict, variant: str, path: str, data_dir: str):
+    """Refuses a variant the gate did not choose or rejected, and missing inputs."""
+    gate = report.get("gate") or {}
+    if not variant or not path:
+        raise ValueError(f"{directory}: the gate chose no variant; nothing to publish")
+    verdict = (gate.get("results") or {}).get(variant) or {}
+    if verdict.get("passed") is False:
+        raise ValueError(
+            f"{directory / 'report.json'}: gate rejected variant {variant!r}: "
+            f"{'; '.join(verdict.get('reasons') or [])}"
+        )
+    chosen = Path(path)
+    if not chosen.is_file():
+        raise FileNotFoundError(f"{chosen}: chosen variant {variant!r} has no .tflite file")
+    dataset_manifest = Path(data_dir) / DATASET_MANIFEST
+    if not dataset_manifest.is_file():
+        raise FileNotFoundError(f"{dataset_manifest}: no dataset manifest; did the ETL finish?")
+    return chosen, dataset_manifest
+
+
+def _release_files(
+    chosen: Path,
+    saved_model_dir,
+    data: Path,
+    dataset_manifest: Path,
+    directory: Path,
+    include_all_variants: bool,
+) -> tuple[dict, dict]:
+    """The file table of a release (path in the version -> source) and its browser section."""
+    files = {
+        SAVED_MODEL_DIR: saved_model_dir,
+        MODEL_FILE: str(chosen),
+        PREPROCESSING_FILE: str(data / PREPROCESSING_FILE),
+        DATASET_MANIFEST_FILE: str(dataset_manifest),
+    }
+    browser = browser_model.release_copy(chosen, directory / BROWSER_DIR)
+    if browser["file"]:
+        files[browser["file"]] = browser.pop("path")
+    if include_all_variants:
+        for tflite in sorted(chosen.parent.glob("*.tflite")):
+            files[f"variants/{tflite.name}"] = str(tflite)
+    return files, browser
+
+
+def _release_metadata(
+    report: dict, run_id: str, variant: str, dataset_manifest: Path, browser: dict
+) -> dict:
+    """The manifest's metadata: figures, evaluation, gate, browser section and lineage."""
+    evaluation = report.get("evaluation") or {}
+    return {
+        "variant": variant,
+        "metrics": _chosen_figures(evaluation, variant),
+        "evaluation": evaluation,
+        "gate": report.get("gate") or {},
+        "browser": browser,
+        "lineage": {
+            "run_id": run_id,
+            "dataset_manifest_sha256": hashlib.sha256(dataset_manifest.read_bytes()).hexdigest(),
+            "kfp_edge_version": __version__,
+            "parameters": (report.get("run") or {}).get("parameters", {}),
+        },
+    }
+
+
+def _checked_bucket(bucket: str):
+    """Connects to S3 and checks the bucket exists, before anything is published."""
+    from kfp_edge import s3
+
+    conn = s3.connect_from_env()
+    with s3.readable_errors(f"s3://{bucket}"):
+        if not conn.client.bucket_exists(bucket):
+            raise ValueError(f"s3://{bucket}: the bucket does not exist")
+    return conn
+
+
+def _upload(conn, bucket: str, prefix: str, published: dict, workspace, model_name: str) -> dict:
+    """Uploads a published version; a failure says how to retry (the version stays published)."""
+    from kfp_edge import s3
+    from kfp_edge.model_store import s3_releases
+
+    location = f"s3://{bucket}/{prefix.strip('/')}"
+    try:
+        with s3.readable_errors(location):
+            return s3_releases.upload_version(conn, bucket, prefix, published["path"])
+    except (ValueError, OSError) as exc:
+        raise RuntimeError(
+            f"{model_name!r} version {published['version']} is published at "
+            f"{published['path']} but its upload to {location} failed: {exc}. Retry with "
+            f"`kfp-edge push --workspace {workspace} --name {model_name} "
+            f"--version {published['version']} --s3 {location}`"
+        ) from exc
