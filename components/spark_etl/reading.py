@@ -117,7 +117,7 @@ def iris_csv(directory: Path) -> tuple[Path, Schema]:
     return path, schema
 
 
-def create_session(master: str = "local[*]", driver_memory: str = "2g"):
+def create_session(master: str = "local[*]", driver_memory: str = "2g", conf: dict | None = None):
     """Creates the local SparkSession the ETL uses when none is given.
 
     The session time zone is UTC (timestamps without an offset are read as UTC), so the same
@@ -126,6 +126,7 @@ def create_session(master: str = "local[*]", driver_memory: str = "2g"):
     Args:
         master: Spark master URL.
         driver_memory: Driver JVM heap (local mode: the only JVM).
+        conf: Further Spark settings (e.g. the event log of a benchmark).
     """
     from pyspark.sql import SparkSession
 
@@ -140,8 +141,10 @@ def create_session(master: str = "local[*]", driver_memory: str = "2g"):
         .config("spark.sql.shuffle.partitions", str(max(4, 2 * (os.cpu_count() or 2))))
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.session.timeZone", SESSION_TIME_ZONE)
-        .getOrCreate()
     )
+    for key, value in (conf or {}).items():
+        session = session.config(key, value)
+    session = session.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     return session
 

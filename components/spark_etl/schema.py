@@ -219,8 +219,9 @@ def infer_csv_schema(
     """Infers column types from a CSV header and sample rows.
 
     A column is ``double`` when at least :data:`NUMERIC_SHARE` of its non-empty sampled values
-    parse as finite or non-finite numbers; the time column (``roles["time_column"]``) is ``double`` when numeric and
-    ``timestamp`` otherwise; the label, id, device and everything else are ``string``.
+    parse as finite or non-finite numbers; the time column (``roles["time_column"]``) is
+    ``double`` when numeric and ``timestamp`` otherwise; the label, id, device and everything
+    else are ``string``.
 
     Args:
         header: Column names.
@@ -242,7 +243,7 @@ def infer_csv_schema(
     for i, name in enumerate(header):
         values = [r[i].strip() for r in sample_rows if len(r) == len(header) and r[i].strip()]
         parsed = sum(map(_is_number, values))
-        numeric = name not in text_columns and bool(values) and parsed >= NUMERIC_SHARE * len(values)
+        numeric = name not in text_columns and values and parsed >= NUMERIC_SHARE * len(values)
         ctype = "double" if numeric else "string"
         if name == roles.get("time_column") and not numeric:
             if values and not all(map(_is_time, values)):
