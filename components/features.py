@@ -26,7 +26,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -43,7 +43,7 @@ class WindowSpec:
         feature_columns: The raw channels aggregated, in order.
         window_seconds: Window length in seconds (> 0).
         hop_seconds: Distance between window starts; equal to ``window_seconds`` for tumbling
-            windows, smaller for sliding ones.
+            windows (0 is read as that), smaller for sliding ones.
         stats: Statistics among :data:`WINDOW_STATS`, in output order (``count`` always last).
         time_column: The readings' time column.
         device_column: The device (series) column; empty: all readings are one device.
@@ -55,7 +55,6 @@ class WindowSpec:
     stats: tuple[str, ...] = WINDOW_STATS
     time_column: str = "timestamp"
     device_column: str = ""
-    _hop: float = field(init=False, repr=False, compare=False, default=0.0)
 
     def __post_init__(self):
         if not self.window_seconds > 0 or not math.isfinite(self.window_seconds):
@@ -71,12 +70,13 @@ class WindowSpec:
             raise ValueError(f"unknown window statistics {unknown}; choose from {WINDOW_STATS}")
         object.__setattr__(self, "feature_columns", tuple(self.feature_columns))
         object.__setattr__(self, "stats", tuple(self.stats))
-        object.__setattr__(self, "_hop", float(hop))
+        object.__setattr__(self, "hop_seconds", float(hop))
+        object.__setattr__(self, "window_seconds", float(self.window_seconds))
 
     @property
     def hop(self) -> float:
         """The effective hop (``window_seconds`` for tumbling windows)."""
-        return self._hop
+        return self.hop_seconds
 
     @property
     def output_columns(self) -> list[str]:
@@ -262,3 +262,75 @@ def _mode(labels: np.ndarray) -> str:
     """The most frequent value, the smallest on a tie (Spark's deterministic ``mode``)."""
     values, counts = np.unique(labels.astype(str), return_counts=True)
     return str(values[np.flatnonzero(counts == counts.max())[0]])
+
+
+class WindowStream:
+    """Window rows from raw readings arriving in chunks (each device's readings in time order).
+
+    A window is emitted once a later reading of its device shows it is over (a reading at or
+    after its end), or at :meth:`flush`; readings still needed by open windows are kept.
+
+    Args:
+        spec: The window definition.
+        label_column: Optional label column (each window gets its most frequent label).
+    """
+
+    def __init__(self, spec: WindowSpec, label_column: str = ""):
+        self.spec, self.label_column = spec, label_column
+        self._columns = [spec.time_column, *spec.feature_columns]
+        self._columns += [spec.device_column] if spec.device_column else []
+        self._columns += [label_column] if label_column else []
+        self._buffer: dict[str, list] = {c: [] for c in self._columns}
+        self._emitted: dict[str, float] = {}  # device -> last emitted window start
+
+    def feed(self, readings: Mapping) -> list[dict]:
+        """Adds readings; returns the rows of the windows they close (column -> value)."""
+        for c in self._columns:
+            if c not in readings:
+                raise ValueError(f"readings lack column {c!r}; the window definition needs it")
+            self._buffer[c].extend(list(readings[c]))
+        return self._drain(final=False)
+
+    def flush(self) -> list[dict]:
+        """Returns the rows of all windows still open."""
+        return self._drain(final=True)
+
+    def _drain(self, final: bool) -> list[dict]:
+        if not self._buffer[self.spec.time_column]:
+            return []
+        result = window_features(self._buffer, self.spec, self.label_column)
+        seconds = to_epoch_seconds(self._buffer[self.spec.time_column])
+        devices = self._devices()
+        latest = {}
+        for d, t in zip(devices, seconds.tolist(), strict=True):
+            latest[d] = max(t, latest.get(d, t))
+        rows, open_start = [], {}
+        for i, (d, start) in enumerate(zip(result["device"], result["window_start"], strict=True)):
+            if start <= self._emitted.get(d, -math.inf):
+                continue
+            if final or start + self.spec.window_seconds <= latest[d]:
+                rows.append(self._row(result, i))
+                self._emitted[d] = start
+            else:
+                open_start[d] = min(start, open_start.get(d, math.inf))
+        keep = [
+            i
+            for i, (d, t) in enumerate(zip(devices, seconds.tolist(), strict=True))
+            if not final and t >= open_start.get(d, math.inf)
+        ]
+        self._buffer = {c: [v[i] for i in keep] for c, v in self._buffer.items()}
+        return rows
+
+    def _devices(self) -> list[str]:
+        if self.spec.device_column:
+            return [str(d) for d in self._buffer[self.spec.device_column]]
+        return [""] * len(self._buffer[self.spec.time_column])
+
+    def _row(self, result: dict, i: int) -> dict:
+        row = dict(zip(result["columns"], result["x"][i].tolist(), strict=True))
+        if self.spec.device_column:
+            row[self.spec.device_column] = result["device"][i]
+        row["window_start"] = result["window_start"][i]
+        if self.label_column:
+            row[self.label_column] = result["label"][i]
+        return row

@@ -349,6 +349,31 @@ class DriftMonitor:
         )
 
 
+def model_rows(chunks, window: dict | None, label_column: str):
+    """Chunks of raw readings of a windowed model as its window rows (``kfp_edge.features``).
+
+    Chunks that already hold the model's columns, and every chunk of an unwindowed model, pass
+    unchanged; the row numbers of converted chunks are those of their first reading.
+    """
+    import pandas as pd
+
+    from kfp_edge.features import WindowSpec, WindowStream
+
+    spec = WindowSpec.from_dict(window) if window else None
+    stream, last = None, None
+    for origin, first_row, frame in chunks:
+        if spec is None or set(spec.output_columns) <= set(frame.columns):
+            yield origin, first_row, frame
+            continue
+        if stream is None:
+            stream = WindowStream(spec, label_column if label_column in frame.columns else "")
+        rows, last = stream.feed(frame), (origin, first_row)
+        if rows:
+            yield origin, first_row, pd.DataFrame(rows)
+    if stream is not None and (rows := stream.flush()):
+        yield *last, pd.DataFrame(rows)
+
+
 def monitor_drift(
     workspace: str | os.PathLike,
     name: str,
@@ -465,7 +490,8 @@ def monitor_drift(
         # Prime the feature detectors on reference data; positions and counts start after it.
         reservoir_saved, monitor.reservoir = monitor.reservoir, None
         model_saved, monitor.model_path = monitor.model_path, None
-        for origin, first_row, frame in iter_chunks(reference, chunk_rows):
+        chunks = iter_chunks(reference, chunk_rows)
+        for origin, first_row, frame in model_rows(chunks, dataset.get("window"), label_column):
             frame = frame.drop(columns=[label_column], errors="ignore")
             monitor.process(frame, origin, first_row)
         monitor.reservoir, monitor.model_path = reservoir_saved, model_saved
@@ -487,7 +513,8 @@ def monitor_drift(
     observations = 0
     for item in sources:
         rows_before = observations
-        for origin, first_row, frame in iter_chunks(item, chunk_rows, stdin=stdin):
+        chunks = iter_chunks(item, chunk_rows, stdin=stdin)
+        for origin, first_row, frame in model_rows(chunks, dataset.get("window"), label_column):
             monitor.process(frame, origin, first_row, offset=observations)
             observations += len(frame)
         if item != STDIN:

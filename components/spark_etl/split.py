@@ -168,7 +168,11 @@ def assign_groups(counts: dict[str, dict[int, int]], fractions, seed: int) -> di
     needed = [0, 2] + ([1] if len(groups) >= 3 and fractions[1] > 0 else [])
     for s in needed:
         if s not in assignment.values():
-            donor = max(range(len(SPLITS)), key=lambda i: list(assignment.values()).count(i))
+            sizes = [list(assignment.values()).count(i) for i in range(len(SPLITS))]
+            spare = [
+                i for i in range(len(SPLITS)) if sizes[i] > 1 or (sizes[i] and i not in needed)
+            ]
+            donor = max(spare, key=lambda i: sizes[i])
             smallest = min(
                 (g for g in groups if assignment[g] == donor), key=lambda g: order(g)[::-1]
             )
