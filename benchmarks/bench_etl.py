@@ -188,7 +188,7 @@ def task_skew(events_dir: Path) -> dict:
         ``{"max_task_skew": worst ratio, "stage": its stage id, "stages": count}``.
     """
     tasks: dict[int, list[int]] = {}
-    for log in Path(events_dir).iterdir():
+    for log in (p for p in Path(events_dir).rglob("events_*") if p.is_file()):
         with open(log) as f:
             for line in f:
                 if '"SparkListenerTaskEnd"' not in line:
@@ -217,7 +217,11 @@ def _worker(impl: str, csv_path: str, schema_path: str, out_dir: str) -> dict:
         started = time.perf_counter()
         events = Path(out_dir).parent / f"events-{Path(out_dir).name}"
         events.mkdir()
-        conf = {"spark.eventLog.enabled": "true", "spark.eventLog.dir": str(events)}
+        conf = {
+            "spark.eventLog.enabled": "true",
+            "spark.eventLog.dir": str(events),
+            "spark.eventLog.compress": "false",
+        }
         session = create_session("local[*]", driver_memory="2g", conf=conf)
         session.range(1).count()  # the JVM and a first job are up
         result["startup_s"] = time.perf_counter() - started
