@@ -22,6 +22,7 @@ run (and restored after), so the same input and seed give byte-identical shards 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -83,9 +84,10 @@ def run_etl(output_dir: str, *, spark=None, driver_memory: str = "2g", **options
         ValueError: On a bad option (naming it).
     """
     opts = EtlOptions(**options)
+    given = opts.as_dict()  # before the defaults the input fills in (label, sensor window)
     started = time.perf_counter()
     out = Path(output_dir)
-    done = _finished(out, opts)
+    done = _finished(out, given)
     if done is not None:
         return done
     staging = writing.staging_dir(out)
@@ -102,7 +104,7 @@ def run_etl(output_dir: str, *, spark=None, driver_memory: str = "2g", **options
             shutil.rmtree(staging, ignore_errors=True)
         raise
     summary["source"] = manifest["source"] = source
-    summary["options"] = opts.as_dict()
+    summary["options"] = given
     summary["seconds"] = round(time.perf_counter() - started, 3)
     write_json_atomic(staging / SUMMARY_FILE, summary)
     write_json_atomic(staging / MANIFEST_FILE, manifest)
@@ -110,10 +112,11 @@ def run_etl(output_dir: str, *, spark=None, driver_memory: str = "2g", **options
     return summary
 
 
+@dataclasses.dataclass
 class EtlOptions:
-    """The ETL's options, checked.
+    """The ETL's options, checked (keyword arguments of :func:`run_etl`).
 
-    Args:
+    Attributes:
         dataset: ``iris`` (scikit-learn's copy) or ``sensor`` (the synthetic generator);
             ignored when ``input_path`` is given.
         input_path: A CSV or Parquet file or directory, local or ``s3://bucket/prefix``.
@@ -139,54 +142,57 @@ class EtlOptions:
         sensor_rows: Rows generated for ``dataset="sensor"``.
     """
 
-    def __init__(
-        self,
-        dataset: str = "iris",
-        input_path: str = "",
-        label_column: str = "",
-        seed: int = 42,
-        max_bad_fraction: float = 0.05,
-        schema_path: str = "",
-        id_column: str = "",
-        time_column: str = "",
-        device_column: str = "",
-        header: bool = True,
-        delimiter: str = ",",
-        quote: str = '"',
-        window_seconds: float | None = None,
-        hop_seconds: float = 0.0,
-        window_stats: str = ",".join(WINDOW_STATS),
-        split_by: str = "auto",
-        split_fractions: tuple[float, float, float] = DEFAULT_SPLIT_FRACTIONS,
-        rows_per_shard: int = 100_000,
-        min_shards: int = 2,
-        sensor_rows: int = SENSOR_DEFAULT_ROWS,
-    ):
-        self.__dict__.update({k: v for k, v in locals().items() if k != "self"})
-        self.split_fractions = tuple(float(f) for f in split_fractions)
+    dataset: str = "iris"
+    input_path: str = ""
+    label_column: str = ""
+    seed: int = 42
+    max_bad_fraction: float = 0.05
+    schema_path: str = ""
+    id_column: str = ""
+    time_column: str = ""
+    device_column: str = ""
+    header: bool = True
+    delimiter: str = ","
+    quote: str = '"'
+    window_seconds: float | None = None
+    hop_seconds: float = 0.0
+    window_stats: str = ",".join(WINDOW_STATS)
+    split_by: str = "auto"
+    split_fractions: tuple[float, float, float] = DEFAULT_SPLIT_FRACTIONS
+    rows_per_shard: int = 100_000
+    min_shards: int = 2
+    sensor_rows: int = SENSOR_DEFAULT_ROWS
+
+    def __post_init__(self):
+        given = self.split_fractions
+        self.split_fractions = tuple(float(f) for f in given)
         if (
             len(self.split_fractions) != 3
             or abs(sum(self.split_fractions) - 1) > 1e-9
             or min(self.split_fractions) < 0
         ):
             raise ValueError(
-                f"split_fractions must be three non-negative numbers summing to 1, "
-                f"got {split_fractions}"
+                f"split_fractions must be three non-negative numbers summing to 1, got {given}"
             )
-        if not 0 <= max_bad_fraction <= 1:
-            raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
-        if not delimiter or delimiter == quote:
+        if not 0 <= self.max_bad_fraction <= 1:
+            raise ValueError(f"max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}")
+        if not self.delimiter or self.delimiter == self.quote:
             raise ValueError(
-                f"delimiter must be one or more characters other than the quote, got {delimiter!r}"
+                "delimiter must be one or more characters other than the quote, "
+                f"got {self.delimiter!r}"
             )
-        self.stats = tuple(s.strip() for s in window_stats.split(",") if s.strip())
         unknown = [s for s in self.stats if s not in WINDOW_STATS]
         if unknown:
             raise ValueError(f"unknown window statistics {unknown}; choose from {WINDOW_STATS}")
-        if hop_seconds < 0 or (window_seconds or 0) < 0:
+        if self.hop_seconds < 0 or (self.window_seconds or 0) < 0:
             raise ValueError("window_seconds and hop_seconds must not be negative")
-        if split_by not in ("auto", "", *split.SPLIT_METHODS):
-            raise ValueError(f"split_by must be auto, row, group or time, got {split_by!r}")
+        if self.split_by not in ("auto", "", *split.SPLIT_METHODS):
+            raise ValueError(f"split_by must be auto, row, group or time, got {self.split_by!r}")
+
+    @property
+    def stats(self) -> tuple[str, ...]:
+        """The window statistics, in order."""
+        return tuple(s.strip() for s in self.window_stats.split(",") if s.strip())
 
     @property
     def roles(self) -> dict:
@@ -195,18 +201,18 @@ class EtlOptions:
 
     def as_dict(self) -> dict:
         """The options as given (JSON-able), recorded in the summary."""
-        data = {k: v for k, v in self.__dict__.items() if k != "stats"}
+        data = dataclasses.asdict(self)
         data["split_fractions"] = list(self.split_fractions)
         return data
 
 
-def _finished(out: Path, opts: EtlOptions) -> dict | None:
+def _finished(out: Path, given: dict) -> dict | None:
     """The summary of a finished output of the same options (a retried step), else None."""
     summary_path = out / SUMMARY_FILE
     if not (out / MANIFEST_FILE).is_file() or not summary_path.is_file():
         return None
     summary = json.loads(summary_path.read_text())
-    if summary.get("options") == json.loads(json.dumps(opts.as_dict())):
+    if summary.get("options") == json.loads(json.dumps(given)):
         return summary
     raise FileExistsError(
         f"{out}: output directory is not empty (a finished ETL of other options); "
@@ -281,7 +287,9 @@ def _run(spark, local: Path, schema, staging: Path, out: Path, opts: EtlOptions)
     phases = _Phases()
     files, fmt, schema, raw = _read(spark, local, schema, opts)
     classified, _ = classify(raw, schema)
-    classified = classified.persist(StorageLevel.MEMORY_AND_DISK)
+    classified = _keep_lines_of_bad_rows(classified, opts.seed).persist(
+        StorageLevel.MEMORY_AND_DISK
+    )
     try:
         counts = _check_bad_rows(classified, schema, files, staging, out, opts, phases)
         good = classified.where("_reason IS NULL")
@@ -301,6 +309,25 @@ def _run(spark, local: Path, schema, staging: Path, out: Path, opts: EtlOptions)
     summary.update(format=fmt, phase_seconds=phases.seconds, window=manifest["window"])
     write_json_atomic(staging / SCHEMA_FILE, schema.to_dict())
     return summary, manifest
+
+
+def _keep_lines_of_bad_rows(classified, seed: int):
+    """Adds the split hashes of each line (``_h``, ``_h2``) and drops good rows' raw lines.
+
+    Only the quarantine needs the raw line; dropping it from good rows keeps the cached frame
+    small.
+    """
+    from pyspark.sql import functions as F
+
+    bad = F.col("_reason").isNotNull()
+    return classified.select(
+        *[
+            F.when(bad, F.col(c)).alias(c) if c in ("_raw", "_source") else c
+            for c in classified.columns
+        ],
+        F.xxhash64(F.lit(seed), "_raw").alias("_h"),
+        F.xxhash64(F.lit(seed + 1), "_raw").alias("_h2"),
+    )
 
 
 def _check_bad_rows(classified, schema, files, staging: Path, out: Path, opts, phases) -> dict:
@@ -372,7 +399,7 @@ def _examples(good, schema, opts: EtlOptions):
         group, t = F.col(DEVICE), F.col(START)
         features = spec.output_columns
     else:
-        spec, frame, key = None, good, F.col("_raw")
+        spec, frame, key = None, good, None
         keep = [F.col(c) for c in (schema.id_column, schema.device_column, schema.time_column) if c]
         group = F.col(schema.device_column).cast("string") if schema.device_column else F.lit("")
         t = seconds_of(schema, schema.time_column) if schema.time_column else F.lit(0.0)
@@ -380,8 +407,8 @@ def _examples(good, schema, opts: EtlOptions):
     examples = frame.select(
         *[F.col(c).cast("double").alias(c) for c in features],
         F.col(schema.label_column).cast("string").alias("_label"),
-        F.xxhash64(F.lit(seed), key).alias("_h"),
-        F.xxhash64(F.lit(seed + 1), key).alias("_h2"),
+        F.xxhash64(F.lit(seed), key).alias("_h") if key is not None else "_h",
+        F.xxhash64(F.lit(seed + 1), key).alias("_h2") if key is not None else "_h2",
         group.alias(split.GROUP),
         t.alias(split.TIME),
         *keep,
