@@ -419,7 +419,8 @@ def _examples(good, schema, opts: EtlOptions):
 def _split_and_write(spark, examples, features, schema, staging: Path, opts, phases):
     from pyspark.sql import functions as F
 
-    label_counts = {r[0]: int(r[1]) for r in examples.groupBy("_label").count().collect()}
+    buckets = split.bucket_counts(examples, "_label")
+    label_counts = {label: sum(n for _, n in cells) for label, cells in buckets.items()}
     classes = list(schema.classes) or _sorted_labels(label_counts)
     per_class = {classes.index(label): n for label, n in label_counts.items()}
     label_index = F.array_position(F.array(*[F.lit(c) for c in classes]), F.col("_label")) - 1
@@ -430,7 +431,8 @@ def _split_and_write(spark, examples, features, schema, staging: Path, opts, pha
     method = split.resolve_method(opts.split_by, schema.device_column)
     fractions = opts.split_fractions
     if method == "row":
-        assigned = split.row_split(spark, examples, per_class, fractions)
+        by_class = {classes.index(label): cells for label, cells in buckets.items()}
+        assigned = split.row_split(spark, examples, per_class, fractions, by_class)
     elif method == "group":
         assigned, _ = split.group_split(spark, examples, fractions, opts.seed)
     else:

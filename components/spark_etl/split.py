@@ -63,14 +63,30 @@ def _bucket():
     return F.shiftright(F.col("_h"), 64 - BUCKET_BITS)
 
 
-def row_split(spark, examples, per_class: dict[int, int], fractions):
-    """Adds ``_split`` by per-class hash thresholds (exact counts, see the module doc)."""
+def bucket_counts(examples, label_column: str) -> dict[str, list[tuple[int, int]]]:
+    """Examples per label and hash bucket: ``{label: [(bucket, count), ...]}`` (one job).
+
+    Their sums are the label counts; :func:`row_split` locates its thresholds with them.
+    """
+    counts = examples.groupBy(label_column, _bucket().alias("_b")).count().collect()
+    buckets: dict[str, list[tuple[int, int]]] = {}
+    for r in counts:
+        buckets.setdefault(r[label_column], []).append((int(r["_b"]), int(r["count"])))
+    return buckets
+
+
+def row_split(spark, examples, per_class: dict[int, int], fractions, buckets):
+    """Adds ``_split`` by per-class hash thresholds (exact counts, see the module doc).
+
+    Args:
+        spark: The session.
+        examples: Examples with ``label_index``, ``_h`` and ``_h2``.
+        per_class: Examples per class id.
+        fractions: Train, validation and test fractions.
+        buckets: :func:`bucket_counts` keyed by class id.
+    """
     from pyspark.sql import functions as F
 
-    counts = examples.groupBy(LABEL_INDEX_COLUMN, _bucket().alias("_b")).count().collect()
-    buckets: dict[int, list[tuple[int, int]]] = {}
-    for r in counts:
-        buckets.setdefault(int(r[LABEL_INDEX_COLUMN]), []).append((int(r["_b"]), int(r["count"])))
     wanted = []  # (class, rank, bucket, rank within the bucket)
     for k, (n_train, n_val, _) in class_counts(per_class, fractions).items():
         for rank in (n_train, n_train + n_val):

@@ -89,7 +89,9 @@ def test_row_split_gives_exact_per_class_counts(spark):
         "label_index long, _h long, _h2 long",
     ).repartition(5)
     per_class = {k: int(np.sum(labels == k)) for k in range(3)}
-    result = split.row_split(spark, frame, per_class, (0.6, 0.2, 0.2)).collect()
+    buckets = split.bucket_counts(frame, "label_index")
+    assert {k: sum(n for _, n in cells) for k, cells in buckets.items()} == per_class
+    result = split.row_split(spark, frame, per_class, (0.6, 0.2, 0.2), buckets).collect()
     got = {}
     for r in result:
         got[(r["label_index"], r["_split"])] = got.get((r["label_index"], r["_split"]), 0) + 1
