@@ -35,6 +35,25 @@ def parse_params(pairs: list[str]) -> dict:
     return params
 
 
+def whole_numbers_as_floats(pipeline, params: dict) -> dict:
+    """``10`` for a Float parameter becomes ``10.0`` (kfp refuses an int for a float input).
+
+    Args:
+        pipeline: A ``@dsl.pipeline`` function.
+        params: Parameter values, e.g. from :func:`parse_params`.
+    """
+    inputs = pipeline.component_spec.inputs or {}
+    return {
+        k: float(v)
+        if k in inputs
+        and inputs[k].type == "Float"
+        and isinstance(v, int)
+        and not isinstance(v, bool)
+        else v
+        for k, v in params.items()
+    }
+
+
 def run_pipeline_locally(
     pipeline, workspace: str | None, run_id: str, **params
 ) -> tuple[Path, str | None]:
@@ -59,6 +78,7 @@ def run_pipeline_locally(
         raise_on_error=True,
     )
     params.setdefault("training_engine", "local")
+    params = whole_numbers_as_floats(pipeline, params)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         pipeline(workspace=str(workspace_path), run_id=run_id, **params)
