@@ -30,6 +30,25 @@ def new_run_id() -> str:
     return "edge-" + _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
 
 
+def whole_numbers_as_floats(pipeline, params: dict) -> dict:
+    """``10`` for a Float parameter becomes ``10.0`` (kfp refuses an int for a float input).
+
+    Args:
+        pipeline: A ``@dsl.pipeline`` function.
+        params: Parameter values, e.g. from :func:`parse_params`.
+    """
+    inputs = pipeline.component_spec.inputs or {}
+    return {
+        k: float(v)
+        if k in inputs
+        and inputs[k].type == "Float"
+        and isinstance(v, int)
+        and not isinstance(v, bool)
+        else v
+        for k, v in params.items()
+    }
+
+
 def run_pipeline_locally(
     pipeline, workspace: str | None, run_id: str, verbose: bool = False, **params
 ) -> tuple[Path, str | None]:
@@ -55,6 +74,7 @@ def run_pipeline_locally(
     workspace_path = Path(workspace or DEFAULT_LOCAL_WORKSPACE).resolve()
     workspace_path.mkdir(parents=True, exist_ok=True)
     params.setdefault("training_engine", "local")
+    params = whole_numbers_as_floats(pipeline, params)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     screen = sys.stdout
     view = None if verbose else ProgressView(screen)

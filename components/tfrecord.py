@@ -183,8 +183,6 @@ class TFRecordWriter:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        if self.path.exists():
-            raise FileExistsError(f"{self.path} exists; a TFRecord shard is never overwritten")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._partial = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.partial")
         self._file = open(self._partial, "xb")  # noqa: SIM115 - closed in close()

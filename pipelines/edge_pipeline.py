@@ -68,6 +68,14 @@ def build_edge_pipeline(profile: dict | None = None):
         label_column: str = ETL.label_column,
         seed: int = ETL.seed,
         max_bad_fraction: float = ETL.max_bad_fraction,
+        schema_path: str = ETL.schema_path,
+        delimiter: str = ETL.delimiter,
+        id_column: str = ETL.id_column,
+        time_column: str = ETL.time_column,
+        device_column: str = ETL.device_column,
+        window_seconds: float = ETL.window_seconds,
+        hop_seconds: float = ETL.hop_seconds,
+        split_by: str = ETL.split_by,
         model: str = TRAINING.model,
         epochs: int = TRAINING.epochs,
         batch_size: int = TRAINING.batch_size,
@@ -107,6 +115,18 @@ def build_edge_pipeline(profile: dict | None = None):
             label_column: Label column of input_path.
             seed: Seed of the deterministic split and of training.
             max_bad_fraction: The ETL fails when more rows than this fraction are quarantined.
+            schema_path: Declared input schema (YAML or JSON); empty to infer one.
+            delimiter: CSV field delimiter.
+            id_column: Unique id column of input_path (duplicates quarantined).
+            time_column: Time column of input_path (windows, split_by=time); UTC without an
+                offset.
+            device_column: Device or session column of input_path (windows per device, whole
+                devices per split).
+            window_seconds: Window per device for time series (-1: the dataset's default,
+                0: off).
+            hop_seconds: Distance between sliding window starts (0: tumbling windows).
+            split_by: row, group (each device in one split), time (latest part of each
+                device is test) or auto (group with a device column, else row).
             model: Model from the training registry (iris_mlp, mlp, cnn1d).
             epochs: Training epochs.
             batch_size: Per-replica batch size.
@@ -182,6 +202,14 @@ def build_edge_pipeline(profile: dict | None = None):
             service_account=spark_service_account,
             s3_secret=spark_s3_secret,
             pod_settings=resources.spark_pod_settings(profile),
+            schema_path=schema_path,
+            delimiter=delimiter,
+            id_column=id_column,
+            time_column=time_column,
+            device_column=device_column,
+            window_seconds=window_seconds,
+            hop_seconds=hop_seconds,
+            split_by=split_by,
         )
         on_workspace(etl, "etl", profile)
         use_s3_credentials(etl, secret_name=MINIO_SECRET, endpoint=MINIO_ENDPOINT)  # s3:// input

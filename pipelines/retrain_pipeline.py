@@ -194,6 +194,16 @@ def build_retrain_pipeline(profile: dict | None = None):
                 dataset=ETL.dataset,
                 input_path=data.outputs["input_path"],
                 label_column=data.outputs["label_column"],
+                # The retraining table holds model rows (windows already applied by the drift
+                # monitor) with no id, time or device column: the ETL's defaults, explicitly.
+                schema_path=ETL.schema_path,
+                delimiter=ETL.delimiter,
+                id_column=ETL.id_column,
+                time_column=ETL.time_column,
+                device_column=ETL.device_column,
+                window_seconds=0.0,
+                hop_seconds=ETL.hop_seconds,
+                split_by=ETL.split_by,
                 seed=seed,
                 max_bad_fraction=max_bad_fraction,
                 model=model,

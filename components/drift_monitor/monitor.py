@@ -87,6 +87,8 @@ def load_model(workspace, name: str, version, label_column=None, id_column=None)
         "classes": [str(c) for c in dataset.get("classes", [])],
         "mean": preprocessing.get("mean"),
         "std": preprocessing.get("std"),
+        # a windowed model's window definition: raw readings become its rows (model_rows)
+        "window": dataset.get("window"),
     }
 
 
@@ -136,9 +138,10 @@ def _reservoir(loaded: dict | None, model: dict, options: dict) -> BiasedReservo
     return reservoir
 
 
-def _prime(monitor: DriftMonitor, reference, chunk_rows: int) -> None:
+def _prime(monitor: DriftMonitor, reference, chunk_rows: int, window: dict | None) -> None:
     """Feeds reference data through the windowed detectors; counts and positions restart."""
-    for origin, first_row, frame in iter_chunks(reference, chunk_rows):
+    chunks = iter_chunks(reference, chunk_rows)
+    for origin, first_row, frame in model_rows(chunks, window, monitor.label_column):
         frame = frame.drop(columns=[monitor.label_column, monitor.id_column], errors="ignore")
         monitor.process(frame, origin, first_row)
     monitor.partial = monitor.partial[:0]
@@ -170,7 +173,7 @@ def restore(workspace, model: dict, options: dict) -> tuple[dict | None, DriftMo
     if monitor is None:
         monitor = _fresh_monitor(model, options)
         if options["reference"] is not None:
-            _prime(monitor, options["reference"], options["chunk_rows"])
+            _prime(monitor, options["reference"], options["chunk_rows"], model["window"])
     monitor.reservoir = _reservoir(loaded, model, options)
     return loaded, monitor, book
 
@@ -194,21 +197,23 @@ def new_sources(source, processed: dict) -> tuple[list, list[str]]:
     return fresh, [str(f) for f in files if f not in fresh]
 
 
-def read_observations(monitor, sources, processed: dict, model_version: int, options) -> int:
-    """Feeds the sources through the monitor, noting every file read; returns the row count."""
+def read_observations(monitor, sources, processed: dict, model: dict, options) -> int:
+    """Feeds the sources through the monitor, noting every file read; returns the row count.
+
+    Raw readings of a windowed model become its window rows first (:func:`model_rows`).
+    """
     observations = 0
     for item in sources:
         before = observations
-        for origin, first_row, frame in iter_chunks(
-            item, options["chunk_rows"], stdin=options["stdin"]
-        ):
+        chunks = iter_chunks(item, options["chunk_rows"], stdin=options["stdin"])
+        for origin, first_row, frame in model_rows(chunks, model["window"], monitor.label_column):
             monitor.process(frame, origin, first_row, offset=observations)
             observations += len(frame)
         if item != STDIN:
             processed[str(item.resolve())] = {
                 **_file_key(item),
                 "rows": observations - before,
-                "model_version": model_version,
+                "model_version": model["version"],
             }
     return observations
 
@@ -293,6 +298,31 @@ def commit(workspace, model: dict, loaded, monitor: DriftMonitor, book: dict, de
     write_json_atomic(state_dir / DECISION_FILE, decision)
 
 
+def model_rows(chunks, window: dict | None, label_column: str):
+    """Chunks of raw readings of a windowed model as its window rows (``kfp_edge.features``).
+
+    Chunks that already hold the model's columns, and every chunk of an unwindowed model, pass
+    unchanged; the row numbers of converted chunks are those of their first reading.
+    """
+    import pandas as pd
+
+    from kfp_edge.features import WindowSpec, WindowStream
+
+    spec = WindowSpec.from_dict(window) if window else None
+    stream, last = None, None
+    for origin, first_row, frame in chunks:
+        if spec is None or set(spec.output_columns) <= set(frame.columns):
+            yield origin, first_row, frame
+            continue
+        if stream is None:
+            stream = WindowStream(spec, label_column if label_column in frame.columns else "")
+        rows, last = stream.feed(frame), (origin, first_row)
+        if rows:
+            yield origin, first_row, pd.DataFrame(rows)
+    if stream is not None and (rows := stream.flush()):
+        yield *last, pd.DataFrame(rows)
+
+
 def monitor_drift(
     workspace: str | os.PathLike,
     name: str,
@@ -357,7 +387,7 @@ def monitor_drift(
     loaded, monitor, book = restore(workspace, model, options)
     sources, skipped = new_sources(source, book["processed"])
     monitor.detections.clear()
-    observations = read_observations(monitor, sources, book["processed"], model["version"], options)
+    observations = read_observations(monitor, sources, book["processed"], model, options)
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
     decision = decide(monitor, book, model, published_versions(workspace, name), now)
     decision.update(

@@ -20,6 +20,11 @@ def SparkEtlOp(
     schema_path: str = "",
     delimiter: str = ",",
     window_seconds: float = -1.0,
+    hop_seconds: float = 0.0,
+    id_column: str = "",
+    time_column: str = "",
+    device_column: str = "",
+    split_by: str = "auto",
     engine: str = "local",
     spark_image: str = "",
     executor_instances: int = 2,
@@ -40,7 +45,8 @@ def SparkEtlOp(
     Args:
         workspace: Root of the workspace volume (the PVC mount path in the cluster).
         run_id: The run id; the output goes to ``<workspace>/runs/<run_id>/data``.
-        metrics: Rows per split, quarantined rows per reason, distinct counts.
+        metrics: Rows and groups per split, quarantined rows per reason, approximate distinct
+            counts, feature quantiles and rows per device.
         dataset: Bundled data when ``input_path`` is empty: ``iris`` or ``sensor``.
         input_path: CSV or Parquet file or directory, local or ``s3://bucket/prefix``
             (endpoint and credentials from the ``KFP_EDGE_S3_*`` environment variables).
@@ -51,6 +57,16 @@ def SparkEtlOp(
         delimiter: CSV field delimiter.
         window_seconds: Tumbling window per device for time series; -1: the dataset's
             default (20 s for ``sensor``, off otherwise); 0: off.
+        hop_seconds: Distance between sliding window starts; 0: tumbling windows
+            (hop = window).
+        id_column: Unique id column (duplicates quarantined); overrides the schema's, no file
+            needed.
+        time_column: Time column (windows, ``split_by=time``); UTC when a timestamp has no
+            offset.
+        device_column: Device or session column: windows per device, whole devices per split
+            (``group``).
+        split_by: ``row``, ``group`` (each device in one split) or ``time`` (per device, latest
+            part is test); ``auto``: ``group`` with a device column, else ``row``.
         engine: ``local`` (Spark local[*] in this pod) or ``spark-operator`` (submit a
             SparkApplication and wait for it).
         spark_image: Image of the SparkApplication; empty for the kfp-edge Spark image.
@@ -89,6 +105,11 @@ def SparkEtlOp(
         "schema_path": schema_path,
         "delimiter": delimiter,
         "window_seconds": None if window_seconds < 0 else window_seconds,
+        "hop_seconds": hop_seconds,
+        "id_column": id_column,
+        "time_column": time_column,
+        "device_column": device_column,
+        "split_by": split_by,
     }
     if engine == "local":
         summary = run_etl(str(data_dir), driver_memory=driver_memory, **options)
@@ -124,6 +145,15 @@ def SparkEtlOp(
         metrics.log_metric(f"rows_{split}", count)
     for column, count in summary["approx_distinct"].items():
         metrics.log_metric(f"distinct_{column}", count)
+    for column, figures in summary["feature_profile"].items():
+        for q, value in figures["approx_quantiles"].items():
+            metrics.log_metric(f"quantile_{column}_p{round(float(q) * 100):02d}", value)
+    for split, count in summary["groups_per_split"].items():
+        metrics.log_metric(f"groups_{split}", count)
+    if "devices" in summary:
+        metrics.log_metric("devices", summary["devices"])
+        for device, count in list(summary["rows_per_device"].items())[:100]:  # the largest
+            metrics.log_metric(f"rows_device_{device}", count)
     metrics.log_metric("num_features", summary["num_features"])
     metrics.log_metric("num_classes", summary["num_classes"])
     outputs = namedtuple("Outputs", ["data_dir"])

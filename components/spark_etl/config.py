@@ -31,6 +31,23 @@ class EtlConfig:
         "Tumbling window per device for time series; -1: the dataset's default (20 s for "
         "``sensor``, off otherwise); 0: off.",
     )
+    hop_seconds: float = param(
+        0.0, "Distance between sliding window starts; 0: tumbling windows (hop = window)."
+    )
+    id_column: str = param(
+        "", "Unique id column (duplicates quarantined); overrides the schema's, no file needed."
+    )
+    time_column: str = param(
+        "", "Time column (windows, ``split_by=time``); UTC when a timestamp has no offset."
+    )
+    device_column: str = param(
+        "", "Device or session column: windows per device, whole devices per split (``group``)."
+    )
+    split_by: str = param(
+        "auto",
+        "``row``, ``group`` (each device in one split) or ``time`` (per device, latest part is "
+        "test); ``auto``: ``group`` with a device column, else ``row``.",
+    )
     engine: str = param(
         "local",
         "``local`` (Spark local[*] in this pod) or ``spark-operator`` (submit a "

@@ -18,7 +18,8 @@ depends only on the arguments. Row ``i`` belongs to device ``i % devices`` at st
 
 A fraction of rows can be made malformed, each with one known defect (the counts come back in
 the summary, named like the ETL's quarantine reasons): ``wrong_field_count``, ``missing_value``,
-``unparsable``, ``non_finite``, ``unknown_label``, ``duplicate_id``. Parquet columns are typed,
+``unparsable``, ``non_finite``, ``unknown_label``, ``duplicate_id`` (the reading before, sent
+again). Parquet columns are typed,
 so a Parquet file gets only ``missing_value``, ``non_finite``, ``unknown_label`` and
 ``duplicate_id``.
 """
@@ -169,8 +170,8 @@ def _corrupt_line(line: str, prev: str, kind: str, rng, delimiter: str) -> str:
         fields[channel] = str(rng.choice(["NaN", "inf", "-inf"]))
     elif kind == "unknown_label":
         fields[-1] = UNKNOWN_LABEL
-    elif kind == "duplicate_id":
-        fields[0] = prev.split(delimiter)[0]
+    elif kind == "duplicate_id":  # the reading before, sent again
+        return prev
     return delimiter.join(fields)
 
 
@@ -282,6 +283,8 @@ def _write_parquet_chunk(writer, path: Path, cols, defects: dict[int, str], rng)
     masks = {c: np.zeros(len(cols["row"]), dtype=bool) for c in CHANNELS}
     ids = cols["reading_id"].astype(object)
     faults = np.asarray(CLASSES, dtype=object)[cols["label"]]
+    stamps = cols["timestamp"].astype("datetime64[s]")
+    devices = cols["device_id"].astype(object)
     for pos, kind in defects.items():
         channel = CHANNELS[int(rng.integers(0, len(CHANNELS)))]
         if kind == "missing_value":
@@ -290,13 +293,17 @@ def _write_parquet_chunk(writer, path: Path, cols, defects: dict[int, str], rng)
             values[channel][pos] = float(rng.choice([np.nan, np.inf, -np.inf]))
         elif kind == "unknown_label":
             faults[pos] = UNKNOWN_LABEL
-        elif kind == "duplicate_id":
+        elif kind == "duplicate_id":  # the reading before, sent again
             ids[pos] = ids[pos - 1]
+            for c in CHANNELS:
+                values[c][pos], masks[c][pos] = values[c][pos - 1], masks[c][pos - 1]
+            faults[pos] = faults[pos - 1]
+            stamps[pos], devices[pos] = stamps[pos - 1], devices[pos - 1]
     table = pa.table(
         {
             "reading_id": pa.array(ids, pa.string()),
-            "timestamp": pa.array(cols["timestamp"].astype("datetime64[s]")),
-            "device_id": pa.array(cols["device_id"].astype(object), pa.string()),
+            "timestamp": pa.array(stamps),
+            "device_id": pa.array(devices, pa.string()),
             **{c: pa.array(values[c], pa.float64(), mask=masks[c]) for c in CHANNELS},
             "fault": pa.array(faults, pa.string()),
         }

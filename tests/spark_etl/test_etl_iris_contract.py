@@ -94,11 +94,19 @@ def test_output_directory_is_never_overwritten(iris_etl):
 
     from kfp_edge.spark_etl.etl import run_etl
 
-    out, _ = iris_etl
+    out, summary = iris_etl
     before = (out / "manifest.json").read_bytes()
     with pytest.raises(FileExistsError, match="not empty"):
-        run_etl(str(out), dataset="iris")
+        run_etl(str(out), dataset="iris", seed=7)
     assert (out / "manifest.json").read_bytes() == before
+    # the same options again (a retried step with the same run id): its summary, untouched
+    assert run_etl(str(out), dataset="iris", seed=42) == summary
+    assert (out / "manifest.json").read_bytes() == before
+    (out.parent / "other").mkdir()
+    (out.parent / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not empty"):
+        run_etl(str(out.parent / "other"), dataset="iris")
+    assert (out.parent / "other" / "notes.txt").read_text() == "mine"
 
 
 def test_component_writes_report_and_metrics(spark, tmp_path, iris_etl):

@@ -87,9 +87,15 @@ def test_reader_detects_corruption_and_writer_never_overwrites(tmp_path):
     (tmp_path / "b.tfrecord").write_bytes(frame_record(b"x")[:-2])
     with pytest.raises(ValueError, match="truncated"):
         list(read_records(tmp_path / "b.tfrecord"))
-    with pytest.raises(FileExistsError):
-        TFRecordWriter(path)
+    with pytest.raises(FileExistsError, match="other content"):
+        with TFRecordWriter(path) as w:
+            w.write(b"other")
     assert path.read_bytes() == bytes(data)
+    (tmp_path / "b.tfrecord").unlink()
+    for _ in range(2):  # a retried task writing the same bytes completes
+        with TFRecordWriter(tmp_path / "b.tfrecord") as again:
+            again.write(b"x")
+    assert list(read_records(tmp_path / "b.tfrecord")) == [b"x"]
     with pytest.raises(RuntimeError):
         with TFRecordWriter(tmp_path / "c.tfrecord") as w:
             w.write(b"half")

@@ -1,0 +1,282 @@
+"""Reading phase of the ETL: input files, the Spark session, and raw rows as string columns.
+
+CSV is read as text lines (BOM removed, blank and header lines dropped) and each line is parsed
+once by Spark's own CSV parser (``from_csv``: delimiter, quoting) into a struct that the next
+projection unpacks. Spark does not mark rows with too few or too many fields as corrupt, so
+the fields are counted apart: delimiters in a line without quotes, or after removing the quoted
+parts. Parquet columns are read typed. Quoted fields spanning lines are not supported.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+from kfp_edge.spark_etl.schema import (
+    BadDataError,
+    Schema,
+    infer_csv_schema,
+    read_csv_head,
+    schema_from_dict,
+)
+
+IRIS_COLUMNS = ("sepal_length", "sepal_width", "petal_length", "petal_width")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+SESSION_TIME_ZONE = "UTC"
+
+
+def list_files(path: Path) -> list[Path]:
+    """The data files of a file or directory (hidden and ``_`` files skipped), sorted."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: input not found")
+    if path.is_file():
+        return [path]
+    files = sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file()
+        and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)
+    )
+    if not files:
+        raise BadDataError(f"{path}: empty input directory (no data files)")
+    return files
+
+
+def format_of(files: list[Path]) -> str:
+    """``csv`` or ``parquet`` from the file suffixes; mixed inputs are refused."""
+    kinds = {"parquet" if f.suffix.lower() in PARQUET_SUFFIXES else "csv" for f in files}
+    if len(kinds) > 1:
+        raise BadDataError(
+            f"{files[0].parent}: mixed CSV and Parquet files; give one format per input"
+        )
+    return kinds.pop()
+
+
+def download_s3(uri: str, target: Path) -> Path:
+    """Downloads the objects under an ``s3://bucket/prefix`` URI to a local directory.
+
+    Spark's S3A connector needs the hadoop-aws jars, which this image does not ship, so the
+    objects are fetched with the ``minio`` client (endpoint and credentials from the
+    ``KFP_EDGE_S3_*`` environment variables, never from arguments) and read locally.
+
+    Args:
+        uri: ``s3://bucket/key`` of one object or ``s3://bucket/prefix/`` of many.
+        target: Local directory to download into.
+
+    Returns:
+        The local file (one object) or directory (several).
+
+    Raises:
+        FileNotFoundError: If no object matches (naming the URI).
+    """
+    from kfp_edge.s3 import client_from_env, parse_s3_uri
+
+    bucket, prefix = parse_s3_uri(uri)
+    client = client_from_env()
+    objects = [
+        o
+        for o in client.list_objects(bucket, prefix=prefix, recursive=True)
+        if not o.is_dir
+        and (o.object_name == prefix or o.object_name.startswith(prefix + "/") or not prefix)
+    ]
+    if not objects:
+        raise FileNotFoundError(f"{uri}: no objects found")
+    target.mkdir(parents=True, exist_ok=True)
+    for obj in objects:
+        rel = obj.object_name[len(prefix) :].lstrip("/") or Path(obj.object_name).name
+        local = target / rel
+        local.parent.mkdir(parents=True, exist_ok=True)
+        client.fget_object(bucket, obj.object_name, str(local))
+    if len(objects) == 1 and objects[0].object_name == prefix:
+        return target / Path(prefix).name
+    return target
+
+
+def iris_csv(directory: Path) -> tuple[Path, Schema]:
+    """scikit-learn's bundled Iris as a CSV, with its declared schema."""
+    from sklearn.datasets import load_iris
+
+    iris = load_iris()
+    path = directory / "iris.csv"
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(",".join([*IRIS_COLUMNS, "species"]) + "\n")
+        for row, target in zip(iris.data, iris.target, strict=True):
+            values = ",".join(repr(float(v)) for v in row)
+            f.write(f"{values},{iris.target_names[target]}\n")
+    schema = schema_from_dict(
+        {
+            "columns": [{"name": c, "type": "double"} for c in IRIS_COLUMNS]
+            + [{"name": "species", "type": "string"}],
+            "label_column": "species",
+            "classes": [str(n) for n in iris.target_names],
+        },
+        "iris",
+    )
+    return path, schema
+
+
+def create_session(master: str = "local[*]", driver_memory: str = "2g", conf: dict | None = None):
+    """Creates the local SparkSession the ETL uses when none is given.
+
+    The session time zone is UTC (timestamps without an offset are read as UTC), so the same
+    input gives the same shards on every machine.
+
+    Args:
+        master: Spark master URL.
+        driver_memory: Driver JVM heap (local mode: the only JVM).
+        conf: Further Spark settings (e.g. the event log of a benchmark).
+    """
+    from pyspark.sql import SparkSession
+
+    # Local mode: the Python workers must be this interpreter (with pyarrow and kfp_edge).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    session = (
+        SparkSession.builder.master(master)
+        .appName("kfp-edge-etl")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.driver.memory", driver_memory)
+        .config("spark.sql.shuffle.partitions", str(max(4, 2 * (os.cpu_count() or 2))))
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.session.timeZone", SESSION_TIME_ZONE)
+    )
+    for key, value in (conf or {}).items():
+        session = session.config(key, value)
+    session = session.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    return session
+
+
+def _header_lines(files: list[Path]) -> list[str]:
+    lines = set()
+    for f in files:
+        with open(f, encoding="utf-8-sig", newline="") as fh:
+            for line in fh:
+                if line.strip():
+                    lines.add(line.rstrip("\r\n"))
+                    break
+    return sorted(lines)
+
+
+def _field_count(raw, delimiter: str, quote: str):
+    """Fields of a line: delimiters plus one, outside quoted parts."""
+    from pyspark.sql import functions as F
+
+    q, d = re.escape(quote), re.escape(delimiter)
+    plain = (F.length(raw) - F.length(F.replace(raw, F.lit(delimiter), F.lit("")))) / len(
+        delimiter
+    ) + 1
+    unquoted = F.regexp_replace(raw, f"{q}(?:[^{q}]|{q}{q})*{q}", "")
+    quoted = F.size(F.split(unquoted, d, -1))
+    return F.when(F.instr(raw, quote) == 0, plain.cast("int")).otherwise(quoted)
+
+
+def raw_csv(spark, files: list[Path], schema: Schema, header: bool, delimiter: str, quote: str):
+    """CSV lines as string columns plus ``_raw``, ``_source`` and ``_nfields``."""
+    from pyspark.sql import functions as F
+
+    lines = spark.read.text([str(f) for f in files])
+    value = F.regexp_replace(F.col("value"), "^\ufeff", "")
+    lines = lines.select(value.alias("_raw"), F.input_file_name().alias("_source"))
+    lines = lines.where(F.trim(F.col("_raw")) != "")
+    if header:
+        lines = lines.where(~F.col("_raw").isin(_header_lines(files)))
+    ddl = ", ".join(f"`_c{i}` STRING" for i in range(len(schema.columns)))
+    options = {"sep": delimiter, "quote": quote, "escape": quote, "mode": "PERMISSIVE"}
+    parsed = lines.select(
+        "_raw",
+        "_source",
+        _field_count(F.col("_raw"), delimiter, quote).alias("_nfields"),
+        F.from_csv(F.col("_raw"), ddl, options).alias("_p"),
+    )  # one parse per line: the next projection only reads the struct's fields
+    return parsed.select(
+        "_raw",
+        "_source",
+        "_nfields",
+        *[F.col("_p")[f"_c{i}"].alias(name) for i, name in enumerate(schema.names)],
+    )
+
+
+def raw_parquet(spark, files: list[Path], schema: Schema):
+    """Parquet rows as string columns plus ``_raw`` (the row as JSON) and ``_source``."""
+    from pyspark.sql import functions as F
+
+    frame = spark.read.parquet(*[str(f) for f in files])
+    missing = [n for n in schema.names if n not in frame.columns]
+    if missing:
+        raise BadDataError(f"{files[0]}: columns {missing} not found; columns are {frame.columns}")
+    return frame.select(
+        F.to_json(F.struct(*[F.col(n) for n in schema.names])).alias("_raw"),
+        F.input_file_name().alias("_source"),
+        F.lit(len(schema.names)).alias("_nfields"),
+        *[F.col(n).cast("string").alias(n) for n in schema.names],
+    )
+
+
+def parquet_schema(spark, files: list[Path], label_column: str) -> Schema:
+    """The schema of a Parquet input from its first file; the label is read as text."""
+    frame = spark.read.parquet(str(files[0]))
+    types = {
+        "double": "double",
+        "float": "double",
+        "int": "long",
+        "bigint": "long",
+        "smallint": "long",
+        "tinyint": "long",
+        "timestamp": "timestamp",
+        "timestamp_ntz": "timestamp",
+        "date": "timestamp",
+    }
+    columns = [
+        {"name": f.name, "type": types.get(f.dataType.simpleString(), "string")}
+        for f in frame.schema.fields
+    ]
+    if label_column not in frame.columns:
+        raise BadDataError(
+            f"{files[0]}: label column {label_column!r} not found; columns are {frame.columns}"
+        )
+    for col in columns:
+        if col["name"] == label_column:
+            col["type"] = "string"
+    return schema_from_dict({"columns": columns, "label_column": label_column}, str(files[0]))
+
+
+def csv_schema(files, schema, label_column, header, delimiter, quote, roles=None) -> Schema:
+    """Checks every file's header against the declared schema, or infers one.
+
+    Args:
+        files: The CSV files.
+        schema: The declared schema, or None to infer one from the first file with rows.
+        label_column: The label column (for inference).
+        header: Whether the files start with a header line.
+        delimiter: Field delimiter.
+        quote: Quote character.
+        roles: ``id_column``, ``time_column``, ``device_column`` for an inferred schema.
+    """
+    if not header and schema is None:
+        raise ValueError(f"{files[0]}: CSV without a header needs a schema file (schema_path)")
+    heads = {}
+    for f in files:
+        if f.stat().st_size == 0:
+            raise BadDataError(f"{f}: empty file (no header line)")
+        if header:
+            heads[f] = read_csv_head(f, delimiter, quote)
+    if schema is None:
+        with_rows = [f for f in files if heads[f][1]]
+        if not with_rows:
+            names = ", ".join(str(f) for f in files[:5])
+            if label_column not in heads[files[0]][0]:
+                infer_csv_schema(heads[files[0]][0], [], label_column, str(files[0]))
+            raise BadDataError(f"{names}: no data rows (header-only input)")
+        first = with_rows[0]
+        schema = infer_csv_schema(*heads[first], label_column, str(first), roles=roles)
+    for f, (names, _) in heads.items():
+        if names != schema.names:
+            if schema.label_column not in names:
+                raise BadDataError(
+                    f"{f}: label column {schema.label_column!r} not found; columns are {names}"
+                )
+            raise BadDataError(f"{f}: header {names} does not match the schema {schema.names}")
+    return schema

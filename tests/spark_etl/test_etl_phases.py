@@ -1,0 +1,144 @@
+"""Each ETL phase on a tiny DataFrame: parse once, one CASE, float32 range, exact splits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kfp_edge.spark_etl import split
+from kfp_edge.spark_etl.classify import classify
+from kfp_edge.spark_etl.reading import raw_csv
+from kfp_edge.spark_etl.schema import BadDataError, infer_csv_schema, schema_from_dict
+
+SCHEMA = schema_from_dict(
+    {
+        "columns": [
+            {"name": "a", "type": "double"},
+            {"name": "b", "type": "double"},
+            {"name": "label", "type": "string"},
+        ],
+        "label_column": "label",
+        "classes": ["x", "y"],
+    }
+)
+
+
+@pytest.fixture()
+def classified(spark, tmp_path):
+    lines = [
+        "a,b,label",
+        "1.0,2.0,x",
+        "1e39,2.0,x",  # a finite double, but inf as float32
+        "-3.5e38,2.0,y",
+        "3.4e38,2.0,  y ",  # within float32; the label is trimmed
+        '"4.0","5.0",x',
+        "1.0,2.0",
+    ]
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    raw = raw_csv(spark, [tmp_path / "t.csv"], SCHEMA, True, ",", '"')
+    frame, _ = classify(raw, SCHEMA)
+    return frame
+
+
+def test_reasons_float32_range_and_trimmed_labels(classified):
+    rows = {r["_raw"]: (r["_reason"], r["_detail"], r["label"]) for r in classified.collect()}
+    assert rows["1e39,2.0,x"][:2] == ("non_finite", "a")
+    assert rows["-3.5e38,2.0,y"][:2] == ("non_finite", "a")
+    assert rows["3.4e38,2.0,  y "] == (None, None, "y")
+    assert rows['"4.0","5.0",x'] == (None, None, "x")
+    assert rows["1.0,2.0"][:2] == ("wrong_field_count", "2 fields, expected 3")
+
+
+def test_each_field_is_parsed_once(classified):
+    """Spark does not share subexpressions across CASE branches: the plan must parse each line
+    once (one from_csv) and each numeric field once (one try_cast), outside the CASE."""
+    plan = classified._jdf.queryExecution().executedPlan().toString()
+    assert plan.count("from_csv(") == 1
+    assert plan.count("try_cast(") == 2  # a and b
+    case = plan[plan.index("CASE WHEN") :].split(" END")[0]
+    assert "try_cast" not in case and "from_csv" not in case
+
+
+def test_inference_follows_its_documentation():
+    header = ["t", "a", "b", "dev", "label"]
+    rows = [
+        [f"2026-01-01T00:00:0{i}", str(i), "n/a" if i == 0 else "1", "7", "x"] for i in range(10)
+    ]
+    schema = infer_csv_schema(
+        header, rows, "label", "s.csv", roles={"time_column": "t", "device_column": "dev"}
+    )
+    types = dict(schema.columns)
+    assert types == {
+        "t": "timestamp",
+        "a": "double",
+        "b": "double",
+        "dev": "string",
+        "label": "string",
+    }
+    assert schema.feature_columns == ["a", "b"]  # 9 of 10 numbers: numeric, n/a quarantined
+    rows[1][2] = "err"
+    assert dict(infer_csv_schema(header, rows, "label", "s.csv").columns)["b"] == "string"
+
+
+def test_row_split_gives_exact_per_class_counts(spark):
+    rng = np.random.default_rng(0)
+    labels = rng.choice(3, size=3000, p=[0.6, 0.3, 0.1])
+    hashes = rng.integers(-(2**63), 2**63 - 1, size=(3000, 2), dtype=np.int64)
+    frame = spark.createDataFrame(
+        [(int(k), int(h), int(h2)) for k, (h, h2) in zip(labels, hashes, strict=True)],
+        "label_index long, _h long, _h2 long",
+    ).repartition(5)
+    per_class = {k: int(np.sum(labels == k)) for k in range(3)}
+    buckets = split.bucket_counts(frame, "label_index")
+    assert {k: sum(n for _, n in cells) for k, cells in buckets.items()} == per_class
+    result = split.row_split(spark, frame, per_class, (0.6, 0.2, 0.2), buckets).collect()
+    got = {}
+    for r in result:
+        got[(r["label_index"], r["_split"])] = got.get((r["label_index"], r["_split"]), 0) + 1
+    for k, cuts in split.class_counts(per_class, (0.6, 0.2, 0.2)).items():
+        assert tuple(got.get((k, s), 0) for s in range(3)) == cuts
+        # and the same rows as ranking by hash within the class
+        order = sorted(
+            (int(h), int(h2)) for (h, h2), c in zip(hashes, labels, strict=True) if c == k
+        )
+        train = {(r["_h"], r["_h2"]) for r in result if r["label_index"] == k and r["_split"] == 0}
+        assert train == set(order[: cuts[0]])
+
+
+def test_groups_are_dealt_whole_and_stratified():
+    counts = {f"d{i}": {0: 100 + i, 1: 20 if i % 2 else 5} for i in range(10)}
+    assignment = split.assign_groups(counts, (0.6, 0.2, 0.2), seed=1)
+    assert sorted(assignment) == sorted(counts)
+    per_split = [sum(1 for s in assignment.values() if s == k) for k in range(3)]
+    assert per_split[0] >= 5 and per_split[1] >= 1 and per_split[2] >= 1
+    for k in (0, 1):
+        total = sum(c[k] for c in counts.values())
+        train = sum(c[k] for g, c in counts.items() if assignment[g] == 0)
+        assert 0.45 < train / total < 0.75
+    assert split.assign_groups(counts, (0.6, 0.2, 0.2), seed=1) == assignment
+    assert set(split.assign_groups({"a": {0: 5}, "b": {0: 1}}, (0.6, 0.2, 0.2), 0).values()) == {
+        0,
+        2,
+    }
+    with pytest.raises(BadDataError, match="at least 2 devices"):
+        split.assign_groups({"only": {0: 10}}, (0.6, 0.2, 0.2), 0)
+
+
+def test_split_method_defaults():
+    assert split.resolve_method("auto", "device") == "group"
+    assert split.resolve_method("auto", "") == "row"
+    with pytest.raises(ValueError, match="needs a device column"):
+        split.resolve_method("group", "")
+    with pytest.raises(ValueError, match="split_by must be"):
+        split.resolve_method("random", "d")
+
+
+def test_every_phase_the_etl_times_is_a_named_progress_phase():
+    """The progress bar counts ETL_PHASES: each phase the orchestrator closes must be in it."""
+    import re
+    from pathlib import Path
+
+    from kfp_edge.spark_etl import etl
+
+    source = Path(etl.__file__).read_text()
+    assert re.findall(r'phases\.done\("(\w+)"\)', source) == list(etl.ETL_PHASES)
