@@ -26,6 +26,8 @@ from pathlib import Path
 
 import yaml
 
+from kfp_edge import COMPONENTS
+
 ROOT = Path(__file__).resolve().parents[1]
 # The golden copies sit next to the pipelines they mostly are.
 GOLDEN_DIR = ROOT / "pipelines" / "golden"  # where golden_targets() puts the YAML
@@ -182,21 +184,6 @@ def _manifest(build: Callable[[], dict], check_sdk: bool = False) -> Callable[[]
         return _dump(manifest)
 
     return render
-
-
-COMPONENTS = {
-    "RunContextOp": "kfp_edge.run_context.component",
-    "SparkEtlOp": "kfp_edge.spark_etl.component",
-    "TfjobTrainingOp": "kfp_edge.tfjob_training.component",
-    "CompressionOp": "kfp_edge.compression.component",
-    "EvaluationOp": "kfp_edge.evaluation.component",
-    "GateOp": "kfp_edge.gate.component",
-    "ModelStoreOp": "kfp_edge.model_store.component",
-    "DriftMonitorOp": "kfp_edge.drift_monitor.component",
-    "RetrainDataOp": "kfp_edge.drift_monitor.component",
-    "ForestTrainingOp": "kfp_edge.forest_training.component",
-    "ForestExportOp": "kfp_edge.forest_training.component",
-}
 
 
 def golden_targets() -> dict[str, Callable[[], str]]:
