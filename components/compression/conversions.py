@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +94,7 @@ def _write_temp(content: bytes) -> str:
     return path
 
 
-class Conversion:
+class Conversion(ABC):
     """One TFLite conversion. Subclasses set ``name`` and implement :meth:`convert`.
 
     ``tolerance`` is the largest difference from the Keras model's probabilities that
@@ -109,9 +110,9 @@ class Conversion:
         if len(model.inputs) != 1 or len(model.outputs) != 1:
             raise ValueError(f"model {model.name!r}: {self.name} needs one input and one output")
 
+    @abstractmethod
     def convert(self, model, options: dict) -> bytes:
         """Returns the .tflite bytes of ``model``."""
-        raise NotImplementedError
 
     def validate(self, content: bytes, model, probe: np.ndarray) -> None:
         """Post-validation with LiteRT: loads, builtin ops only, answers like the model.

@@ -10,6 +10,7 @@ the clusters kept, a smaller student). A technique may build on another one's re
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,7 +57,7 @@ class Build:
         }
 
 
-class Technique:
+class Technique(ABC):
     """One Keras-side technique. Subclasses set ``name`` and implement :meth:`build`."""
 
     name = ""
@@ -71,11 +72,11 @@ class Technique:
                 f"model {model.name!r}: {self.name} needs weight layers {optimize.WEIGHT_LAYERS}"
             )
 
+    @abstractmethod
     def build(self, build: Build) -> tuple[object, dict]:
         """Returns ``(compressed tf_keras model, params to record)``."""
-        raise NotImplementedError
 
-    def validate(self, model, params: dict, options: dict) -> None:
+    def validate(self, model, params: dict, options: dict) -> None:  # noqa: B027 - optional hook
         """Post-validation: raises ValueError if the result is not what the technique claims."""
 
 

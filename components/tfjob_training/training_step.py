@@ -291,8 +291,9 @@ def run_training(
             timeout_seconds=timeout_seconds,
             api_client=api_client,
         )
-        run = functools.partial(_search, engine, rdir, data_dir, output_dir, search, common, stream)
-        run = functools.partial(run, cluster)
+        run = functools.partial(
+            _search, engine, rdir, data_dir, output_dir, search, common, stream, cluster
+        )
     elif engine == "local":
         run = functools.partial(train_local, data_dir, output_dir, job=job, stream=stream, **common)
     else:
