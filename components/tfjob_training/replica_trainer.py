@@ -526,6 +526,7 @@ class _Run:
         scale = self.replicas if args.lr_scaling == "linear" else 1
         self.learning_rate = args.learning_rate * scale
         self.early_stopped_at: int | None = None
+        self.epoch_seconds: list[float] = []  # this attempt's epochs, wall time each
 
 
 def _compiled_model(keras, run: _Run):
@@ -548,7 +549,48 @@ def _compiled_model(keras, run: _Run):
             metrics=["accuracy"],
             steps_per_execution=min(run.args.steps_per_execution, run.steps_per_epoch),
         )
+    model.train_function = metrics_once_per_execution(model)
     return model
+
+
+def metrics_once_per_execution(model):
+    """Returns a train function for ``model.fit`` that reads the metrics once per execution.
+
+    Keras's own train function reads every metric's result after every step, and under
+    MultiWorkerMirroredStrategy each read is a cross-worker all-reduce of the metric's state
+    (and each logged value one more): the small model's step made seven all-reduces instead of
+    one, the gradients'. This function runs the same training step (Keras's ``compute_loss``,
+    ``optimizer.minimize``, metric updates, step counter) as many times as Keras's own would
+    (the compiled ``steps_per_execution``, which Keras lowers for an epoch's last, shorter
+    execution) and reads the metrics after the last one, in cross-replica context (one
+    aggregation per metric variable). The logs hold the same values, which Keras only looks at
+    per execution anyway. ``fit`` uses it because Keras caches its train function in
+    ``model.train_function`` (``compile`` clears it).
+
+    Args:
+        model: A compiled Keras 2 model.
+    """
+    from kfp_edge.tf_env import import_tf
+
+    tf, keras = import_tf()
+    strategy = model.distribute_strategy
+
+    def step(data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            y_pred = model(x, training=True)
+            loss = model.compute_loss(x, y, y_pred, sample_weight)
+        model.optimizer.minimize(loss, model.trainable_variables, tape=tape)
+        model.compiled_metrics.update_state(y, y_pred, sample_weight)
+        model._train_counter.assign_add(1)  # as Keras's step does (BackupAndRestore saves it)
+
+    @tf.function(reduce_retracing=True)
+    def train_function(iterator):
+        for _ in tf.range(model._steps_per_execution):  # the variable Keras lowers at epoch end
+            strategy.run(step, args=(next(iterator),))
+        return model.get_metrics_result()
+
+    return train_function
 
 
 def _progress_callback(keras, run: _Run, epoch_starts: list):
@@ -556,6 +598,7 @@ def _progress_callback(keras, run: _Run, epoch_starts: list):
         """Records the epoch each attempt started at, and each finished epoch (chief only)."""
 
         def on_epoch_begin(self, epoch, logs=None):
+            self.epoch_started = time.perf_counter()
             if not epoch_starts:
                 epoch_starts.append(epoch)
                 if run.chief:
@@ -566,6 +609,7 @@ def _progress_callback(keras, run: _Run, epoch_starts: list):
                     )
 
         def on_epoch_end(self, epoch, logs=None):
+            run.epoch_seconds.append(time.perf_counter() - self.epoch_started)
             if run.chief:
                 state = _read_json(run.progress_path)
                 state["epochs_done"] = epoch + 1
@@ -681,6 +725,17 @@ def _report(tf, model, run: _Run, history, fit_seconds: float, initial_epoch: in
         "examples_per_second": round(
             run.steps_per_epoch * run.global_batch * epochs_run / max(fit_seconds, 1e-9), 1
         ),
+        "epoch_seconds": [round(t, 3) for t in run.epoch_seconds],
+        # the first epoch also traces the train function and fills the dataset cache
+        "examples_per_second_after_first_epoch": round(
+            run.steps_per_epoch
+            * run.global_batch
+            * (len(run.epoch_seconds) - 1)
+            / max(sum(run.epoch_seconds[1:]), 1e-9),
+            1,
+        )
+        if len(run.epoch_seconds) > 1
+        else None,
         "saved_model_dir": str(run.output_dir / SAVED_MODEL_DIR),
         "input": {
             "dtype": "float32",

@@ -271,3 +271,42 @@ def test_the_strategy_fits_the_devices():
     assert trainer.choose_strategy(tf, {}, gpus=4) == "mirrored"  # one replica, several GPUs
     assert trainer.choose_strategy(tf, {}, gpus=1) == "default"
     assert trainer.choose_strategy(tf, {}, gpus=0) == "default"
+
+
+def _two_identical_models(keras, steps_per_execution):
+    models = []
+    for _ in range(2):
+        keras.utils.set_random_seed(7)
+        model = build_model("iris_mlp", 4, 3, [0.0] * 4, [1.0] * 4, 8, 1)
+        model.compile(
+            optimizer=keras.optimizers.Adam(0.05),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+            steps_per_execution=steps_per_execution,
+        )
+        models.append(model)
+    return models
+
+
+def test_reading_metrics_once_per_execution_trains_and_logs_as_keras_does():
+    """The trainer's train function (metrics read once per execution, which saves the
+    cross-worker all-reduces Keras's own makes after every step) gives Keras's weights and logs,
+    also when an epoch ends with a shorter execution (7 steps = 3 + 3 + 1)."""
+    from kfp_edge.tf_env import import_tf
+
+    tf, keras = import_tf()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(112, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64") + (x[:, 1] > 1).astype("int64")
+    keras_own, ours = _two_identical_models(keras, steps_per_execution=3)
+    ours.train_function = trainer.metrics_once_per_execution(ours)
+    histories = []
+    for model in (keras_own, ours):
+        ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16).repeat()
+        histories.append(model.fit(ds, epochs=3, steps_per_epoch=7, verbose=0).history)
+        assert int(model.optimizer.iterations) == 3 * 7
+    assert ours.make_train_function() is ours.train_function  # what fit ran
+    for a, b in zip(keras_own.get_weights(), ours.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    for key in ("loss", "accuracy"):
+        np.testing.assert_allclose(histories[0][key], histories[1][key], rtol=1e-6)
