@@ -171,9 +171,6 @@ class DriftMonitor:
         import pandas as pd
 
         column = frame[self.label_column]
-        missing = column.isna().to_numpy()
-        if missing.all():
-            return np.full(len(frame), -2, dtype=np.int64), none
         if isinstance(column.dtype, pd.StringDtype) or (
             column.dtype.kind == "O" and pd.api.types.infer_dtype(column, skipna=True) == "string"
         ):
@@ -184,8 +181,12 @@ class DriftMonitor:
             ids = np.asarray(lookup, dtype=np.int64)[codes]
             raw = np.asarray(self.classes + [None], dtype=object)[np.where(ids >= 0, ids, -1)]
             unknown = np.flatnonzero(ids == -1)
-            raw[unknown] = column.iloc[unknown].to_numpy(dtype=object)
+            if len(unknown):
+                raw[unknown] = column.iloc[unknown].to_numpy(dtype=object)
             return ids, raw
+        missing = column.isna().to_numpy()
+        if missing.all():
+            return np.full(len(frame), -2, dtype=np.int64), none
         raw = column.to_numpy(dtype=object)
         raw[missing] = None
         ids = column.astype(str).map(self._class_ids)
@@ -198,9 +199,6 @@ class DriftMonitor:
         ids = ids.fillna(-1).to_numpy(dtype=np.int64, copy=True)
         ids[missing] = -2
         return ids, raw
-
-    def _detect(self, name: str, value: float, position: int, stream_position: int) -> None:
-        self._record(name, self.detectors[name].update(value), position, stream_position)
 
     def _record(self, name: str, event: dict | None, position: int, stream_position: int):
         if event is not None:
@@ -221,22 +219,21 @@ class DriftMonitor:
                 shares = (top[:, :, None] == np.arange(proba.shape[2])).mean(axis=1)
                 columns += [shares, proba.max(axis=2).mean(axis=1, keepdims=True)]
             signals = np.stack(columns[:2], axis=2).reshape(full, -1)  # f.mean, f.std, ...
-            signals = np.concatenate([signals, *columns[2:]], axis=1).tolist()
-            names = self.names()[: len(signals[0])]
-            detectors = [(name, self.detectors[name].update) for name in names]
-            for w, row in enumerate(signals):
+            signals = np.concatenate([signals, *columns[2:]], axis=1)
+            found = []  # (window, detector index, name, event): each detector's whole run
+            for j, name in enumerate(self.names()[: signals.shape[1]]):
+                events = self.detectors[name].update_many(signals[:, j].tolist())
+                found += [(w, j, name, event) for w, event in events]
+            for w, _, name, event in sorted(found, key=lambda f: f[:2]):  # the stream's order
                 last = (w + 1) * self.window - 1 - carried
-                for (name, update), value in zip(detectors, row, strict=True):
-                    event = update(value)
-                    if event is not None:
-                        self._record(name, event, offset + last, self.stream_position + last)
+                self._record(name, event, offset + last, self.stream_position + last)
         self.partial = z[full * self.window :].copy()
 
     def _samples(self, values: np.ndarray) -> None:
         """Keeps the first rows as the reference sample and the last ones as the recent one."""
         if len(self.reference) < REFERENCE_ROWS:
             self.reference = np.concatenate([self.reference, values])[:REFERENCE_ROWS]
-        self.recent = np.concatenate([self.recent, values])[-REFERENCE_ROWS:]
+        self.recent = np.concatenate([self.recent, values[-REFERENCE_ROWS:]])[-REFERENCE_ROWS:]
 
     def _errors(self, x, predicted, ids, raw, positions, stream_positions) -> None:
         """Feeds the error detector and the reservoir with labelled rows.
@@ -250,11 +247,9 @@ class DriftMonitor:
         if predicted is not None:
             wrong = ~known | (predicted != ids)  # an unknown class is always an error
             self.counts["errors"] += int(wrong.sum())
-            stream_positions = np.broadcast_to(stream_positions, len(wrong)).tolist()
-            for flag, position, stream_position in zip(
-                wrong.tolist(), positions.tolist(), stream_positions, strict=True
-            ):
-                self._detect("error", float(flag), position, stream_position)
+            stream_positions = np.broadcast_to(stream_positions, len(wrong))
+            for k, event in self.detectors["error"].update_many(wrong.astype(float).tolist()):
+                self._record("error", event, int(positions[k]), int(stream_positions[k]))
         if self.reservoir is not None:
             self.reservoir.add_many(x, raw)
 
