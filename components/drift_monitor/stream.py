@@ -176,7 +176,7 @@ class DriftMonitor:
         ):
             # Class names as strings: hash the distinct values once, look up the few of them;
             # a known label is its class name, so only unknown ones are copied out.
-            codes, uniques = pd.factorize(column)  # code -1: missing
+            codes, uniques = column.array.factorize()  # code -1: missing
             lookup = [self._class_ids.get(u, -1) for u in uniques] + [-2]
             ids = np.asarray(lookup, dtype=np.int64)[codes]
             raw = np.asarray(self.classes + [None], dtype=object)[np.where(ids >= 0, ids, -1)]
@@ -212,7 +212,9 @@ class DriftMonitor:
         if full:
             blocks = z[: full * self.window].reshape(full, self.window, -1)
             n = len(self.feature_columns)
-            columns = [blocks[:, :, :n].mean(axis=1), blocks[:, :, :n].std(axis=1)]
+            # [window, feature, row]: numpy sums contiguous rows many times faster
+            features = np.ascontiguousarray(blocks[:, :, :n].transpose(0, 2, 1))
+            columns = [features.mean(axis=2), features.std(axis=2)]
             if self.model_path is not None:
                 proba = blocks[:, :, n:]
                 top = proba.argmax(axis=2)
@@ -272,7 +274,8 @@ class DriftMonitor:
         x = self._features(frame, origin, first_row)
         if not len(x):
             return
-        values = (x - self.mean) / self.std
+        values = x - self.mean
+        values /= self.std
         proba = None
         if self.model_path is not None:
             proba = self._proba(x)
@@ -282,12 +285,13 @@ class DriftMonitor:
         ids, raw = self._labels(frame)
         labelled = np.flatnonzero(ids != -2)
         if len(labelled):
-            predicted = None if proba is None else proba[labelled].argmax(axis=1)
+            rows = slice(None) if len(labelled) == len(x) else labelled  # all: no copies
+            predicted = None if proba is None else proba[rows].argmax(axis=1)
             self._errors(
-                x[labelled],
+                x[rows],
                 predicted,
-                ids[labelled],
-                raw[labelled],
+                ids[rows],
+                raw[rows],
                 offset + labelled,
                 self.stream_position + labelled,
             )
