@@ -205,23 +205,30 @@ class DriftMonitor:
             event.update(detector=name, position=position, stream_position=stream_position)
             self.detections.append(event)
 
+    def _signals(self, blocks: np.ndarray) -> np.ndarray:
+        """Returns the windowed detectors' values ``[window, detector]`` (:meth:`names` order).
+
+        ``blocks`` is ``[window, row, feature (+ class probability)]``.
+        """
+        # [window, column, row]: numpy reduces contiguous rows many times faster
+        rows = np.ascontiguousarray(blocks.transpose(0, 2, 1))
+        n = len(self.feature_columns)
+        features = rows[:, :n]
+        signals = np.stack([features.mean(axis=2), features.std(axis=2)], axis=2)
+        columns = [signals.reshape(len(rows), -1)]  # f.mean, f.std, ...
+        if self.model_path is not None:
+            proba = rows[:, n:]
+            top = proba.argmax(axis=1)
+            columns += [(top == c).mean(axis=1, keepdims=True) for c in range(proba.shape[1])]
+            columns.append(proba.max(axis=1).mean(axis=1, keepdims=True))
+        return np.concatenate(columns, axis=1)
+
     def _windows(self, values: np.ndarray, offset: int) -> None:
         """Feeds the windowed detectors with whole windows of ``values`` (partial one kept)."""
         z = np.concatenate([self.partial, values], axis=0)
         carried, full = len(self.partial), len(z) // self.window
         if full:
-            blocks = z[: full * self.window].reshape(full, self.window, -1)
-            n = len(self.feature_columns)
-            # [window, feature, row]: numpy sums contiguous rows many times faster
-            features = np.ascontiguousarray(blocks[:, :, :n].transpose(0, 2, 1))
-            columns = [features.mean(axis=2), features.std(axis=2)]
-            if self.model_path is not None:
-                proba = blocks[:, :, n:]
-                top = proba.argmax(axis=2)
-                shares = (top[:, :, None] == np.arange(proba.shape[2])).mean(axis=1)
-                columns += [shares, proba.max(axis=2).mean(axis=1, keepdims=True)]
-            signals = np.stack(columns[:2], axis=2).reshape(full, -1)  # f.mean, f.std, ...
-            signals = np.concatenate([signals, *columns[2:]], axis=1)
+            signals = self._signals(z[: full * self.window].reshape(full, self.window, -1))
             found = []  # (window, detector index, name, event): each detector's whole run
             for j, name in enumerate(self.names()[: signals.shape[1]]):
                 events = self.detectors[name].update_many(signals[:, j].tolist())
