@@ -43,19 +43,38 @@ class Detector:
 
     def update(self, value: float) -> dict | None:
         """Feeds one value; returns the detection (statistic, means, dropped values) or None."""
-        adwin = self.adwin
+        events = self.update_many([value])
+        return events[0][1] if events else None
+
+    def update_many(self, values: list[float]) -> list[tuple[int, dict]]:
+        """Feeds values in order; returns ``(index in values, detection)`` of each detection.
+
+        The same as :meth:`update` value by value, in one loop over ADWIN.
+        """
+        adwin, events, start = self.adwin, [], 0
+        update = adwin.update
+        for k, value in enumerate(values):
+            update(value)
+            if adwin.drift_detected:
+                events.append((k, self._feed(values[start : k + 1], detected=True)))
+                start = k + 1
+        if start < len(values):
+            self._feed(values[start:], detected=False)
+        self.updates += len(values)
+        return events
+
+    def _feed(self, values: list[float], detected: bool) -> dict | None:
+        """Notes values ADWIN took (the last of them detected a change, if ``detected``)."""
         if self._detected:
-            self.values.clear()  # river resets its window on this update
-        adwin.update(value)
-        self.values.append(value)
-        self.updates += 1
-        self._detected = adwin.drift_detected
-        if not self._detected:
+            self.values.clear()  # river reset its window on the update after a detection
+        self.values.extend(values)
+        self._detected = detected
+        if not detected:
             return None
         # Until a detection ADWIN's window is every value since the reset; it keeps the newest
         # ``width`` of them, so the dropped (old) part is the rest.
         values = list(self.values)
-        dropped = values[: max(len(values) - int(adwin.width), 1)]
+        dropped = values[: max(len(values) - int(self.adwin.width), 1)]
         dropped_n = len(dropped)
         dropped_mean = sum(dropped) / dropped_n
         recent = values[-RECENT:]

@@ -107,9 +107,10 @@ class BiasedReservoir:
         """Offers rows in arrival order.
 
         The result is that of offering them one by one, with three random numbers per row
-        (insert?, replace?, which slot?) drawn for the whole batch at once. Between two
-        appends the reservoir's size is constant, so each run of replacements is written with
-        one vectorized assignment (the last write to a slot wins, as it would one by one).
+        (insert?, replace?, which slot?) drawn for the whole batch at once. Only the appends
+        depend on each other (the fill fraction grows with each); once they are known, every
+        inserted row's slot follows, and each slot takes the last row written to it, as it
+        would one by one, in one vectorized assignment.
 
         Args:
             features: Array ``[rows, num_features]``.
@@ -129,44 +130,37 @@ class BiasedReservoir:
         start = self.seen
         self.seen += m
         chosen = np.flatnonzero(u[:, 0] < self.p_in) if self.p_in < 1.0 else np.arange(m)
-        replace_u, slot_u = u[chosen, 1], u[chosen, 2]
-        n = len(chosen)
-        pos = 0
-        while pos < n:
-            # The next append: the first row whose replace draw is not below the fill fraction.
-            fill = self.size / self.capacity
-            nxt, step = pos, 64
-            append_at = n
-            while nxt < n:
-                hits = np.flatnonzero(replace_u[nxt : nxt + step] >= fill)
-                if len(hits):
-                    append_at = nxt + int(hits[0])
-                    break
-                nxt += step
-                step *= 2
-            if append_at > pos:
-                self._replace(
-                    chosen[pos:append_at], slot_u[pos:append_at], features, label_array, start
-                )
-            if append_at == n:
-                break
-            i = chosen[append_at]
-            slot = self.size
-            self.size += 1
-            self.features[slot] = features[i]
-            self.labels[slot] = label_array[i]
-            self.arrivals[slot] = start + i
-            pos = append_at + 1
-        return int(n)
+        slots = self._slots(u[chosen, 1], u[chosen, 2])
+        last = np.full(self.capacity, -1, dtype=np.int64)
+        np.maximum.at(last, slots, np.arange(len(chosen)))  # the last write to each slot
+        written = np.flatnonzero(last >= 0)
+        take = chosen[last[written]]
+        self.features[written] = features[take]
+        self.labels[written] = label_array[take]
+        self.arrivals[written] = start + take
+        return len(chosen)
 
-    def _replace(self, rows, slot_u, features, label_array, start) -> None:
-        slots = np.minimum((slot_u * self.size).astype(np.int64), self.size - 1)
-        # Keep the last write to each slot: unique over the reversed order.
-        unique, first_in_reversed = np.unique(slots[::-1], return_index=True)
-        take = rows[::-1][first_in_reversed]
-        self.features[unique] = features[take]
-        self.labels[unique] = label_array[take]
-        self.arrivals[unique] = start + take
+    def _slots(self, replace_u: np.ndarray, slot_u: np.ndarray) -> np.ndarray:
+        """Returns the slot of each inserted row, and grows ``size`` by the appends.
+
+        A row is appended when its replace draw is not below the fill fraction at its
+        arrival, else it replaces the resident in slot ``floor(slot draw * size)``.
+        """
+        size, capacity = self.size, self.capacity
+        sizes = np.full(len(replace_u), capacity, dtype=np.int64)  # the size each row sees
+        appended = []
+        if size < capacity:
+            for k, draw in enumerate(replace_u.tolist()):
+                sizes[k] = size
+                if draw >= size / capacity:
+                    appended.append(k)
+                    size += 1
+                    if size == capacity:
+                        break  # full: the rest replace, seeing the whole capacity
+        slots = np.minimum((slot_u * sizes).astype(np.int64), sizes - 1)
+        slots[appended] = sizes[appended]
+        self.size = size
+        return slots
 
     def ages(self) -> np.ndarray:
         """Returns the age (arrivals since) of every resident row."""

@@ -123,7 +123,9 @@ def _naive(bias_rate, capacity, seed, batches):
     return sorted(slots[:size])
 
 
-@pytest.mark.parametrize("bias_rate, capacity", [(0.01, None), (0.02, 20), (0.5, 2)])
+@pytest.mark.parametrize(
+    "bias_rate, capacity", [(0.01, None), (0.02, 20), (0.5, 2), (0.001, None), (0.002, 100)]
+)
 def test_vectorized_insertion_equals_the_row_by_row_algorithm(bias_rate, capacity):
     rng = np.random.default_rng(9)
     batches = [
