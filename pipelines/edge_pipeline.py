@@ -65,6 +65,7 @@ def build_edge_pipeline(profile: dict | None = None):
         run_id: str = "",
         dataset: str = ETL.dataset,
         input_path: str = ETL.input_path,
+        test_path: str = ETL.test_path,
         label_column: str = ETL.label_column,
         seed: int = ETL.seed,
         max_bad_fraction: float = ETL.max_bad_fraction,
@@ -112,6 +113,8 @@ def build_edge_pipeline(profile: dict | None = None):
             run_id: Run id on the workspace; empty to use the KFP run id.
             dataset: Bundled dataset (iris or sensor) when no input_path is given.
             input_path: Your own CSV or Parquet file or directory (local path or s3:// URI).
+            test_path: Labelled held-out rows of the same columns and format: the whole test
+                split (the gate compares models on them); empty to split one off the input.
             label_column: Label column of input_path.
             seed: Seed of the deterministic split and of training.
             max_bad_fraction: The ETL fails when more rows than this fraction are quarantined.
@@ -193,6 +196,7 @@ def build_edge_pipeline(profile: dict | None = None):
             run_id=resolved_run_id,
             dataset=dataset,
             input_path=input_path,
+            test_path=test_path,
             label_column=label_column,
             seed=seed,
             max_bad_fraction=max_bad_fraction,

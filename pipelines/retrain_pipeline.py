@@ -193,6 +193,8 @@ def build_retrain_pipeline(profile: dict | None = None):
                 run_id=data.outputs["train_run_id"],
                 dataset=ETL.dataset,
                 input_path=data.outputs["input_path"],
+                # the recent held-out rows: the gate compares champion and challenger on them
+                test_path=data.outputs["test_path"],
                 label_column=data.outputs["label_column"],
                 # The retraining table holds model rows (windows already applied by the drift
                 # monitor) with no id, time or device column: the ETL's defaults, explicitly.

@@ -14,6 +14,7 @@ def SparkEtlOp(
     metrics: dsl.Output[dsl.Metrics],
     dataset: str = "iris",
     input_path: str = "",
+    test_path: str = "",
     label_column: str = "",
     seed: int = 42,
     max_bad_fraction: float = 0.05,
@@ -50,6 +51,9 @@ def SparkEtlOp(
         dataset: Bundled data when ``input_path`` is empty: ``iris`` or ``sensor``.
         input_path: CSV or Parquet file or directory, local or ``s3://bucket/prefix``
             (endpoint and credentials from the ``KFP_EDGE_S3_*`` environment variables).
+        test_path: Labelled held-out rows (same columns and format, local or ``s3://``),
+            cleaned like the input, as the whole test split; the input then gives train and
+            validation.
         label_column: The label column of ``input_path``.
         seed: Seed of the deterministic stratified split.
         max_bad_fraction: Fail when more than this fraction of the rows is quarantined.
@@ -99,6 +103,7 @@ def SparkEtlOp(
     options = {
         "dataset": dataset,
         "input_path": input_path,
+        "test_path": test_path,
         "label_column": label_column,
         "seed": seed,
         "max_bad_fraction": max_bad_fraction,

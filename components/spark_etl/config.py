@@ -17,6 +17,11 @@ class EtlConfig:
         "CSV or Parquet file or directory, local or ``s3://bucket/prefix`` (endpoint and "
         "credentials from the ``KFP_EDGE_S3_*`` environment variables).",
     )
+    test_path: str = param(
+        "",
+        "Labelled held-out rows (same columns and format, local or ``s3://``), cleaned like "
+        "the input, as the whole test split; the input then gives train and validation.",
+    )
     label_column: str = param("", "The label column of ``input_path``.")
     seed: int = param(42, "Seed of the deterministic stratified split.")
     max_bad_fraction: float = param(

@@ -56,6 +56,7 @@ SENSOR_DEFAULT_WINDOW_SECONDS = 20.0
 SCHEMA_FILE = "schema.json"
 SUMMARY_FILE = "etl_summary.json"
 QUARANTINE_DIR = writing.QUARANTINE_DIR
+GIVEN_TEST = "_given_test"  # a row of test_path
 create_session = reading.create_session
 
 
@@ -95,8 +96,11 @@ def run_etl(output_dir: str, *, spark=None, driver_memory: str = "2g", **options
     try:
         with tempfile.TemporaryDirectory(prefix=f".{out.name}-input-", dir=out.parent) as tmp:
             local, schema, source = _stage_input(opts, Path(tmp))
+            test_local = _stage_test(opts, Path(tmp))
             summary, manifest = _with_session(
-                spark, driver_memory, lambda s: _run(s, local, schema, staging, out, opts)
+                spark,
+                driver_memory,
+                lambda s: _run(s, (local, test_local), schema, staging, out, opts),
             )
     except BaseException as exc:
         if getattr(exc, "publish_quarantine", False):
@@ -121,6 +125,9 @@ class EtlOptions:
         dataset: ``iris`` (scikit-learn's copy) or ``sensor`` (the synthetic generator);
             ignored when ``input_path`` is given.
         input_path: A CSV or Parquet file or directory, local or ``s3://bucket/prefix``.
+        test_path: Labelled held-out rows of the same columns and format (a file or directory,
+            local or ``s3://``), cleaned like the input: they alone are the test split, and the
+            input is split into train and validation in the ratio of their fractions.
         label_column: The label column of ``input_path`` (required with it unless the schema
             file names it).
         seed: Seed of the split (same input and seed: byte-identical shards).
@@ -145,6 +152,7 @@ class EtlOptions:
 
     dataset: str = "iris"
     input_path: str = ""
+    test_path: str = ""
     label_column: str = ""
     seed: int = 42
     max_bad_fraction: float = 0.05
@@ -249,6 +257,15 @@ def _stage_input(opts: EtlOptions, tmp: Path):
     raise ValueError(f"unknown dataset {opts.dataset!r}: use iris, sensor or input_path")
 
 
+def _stage_test(opts: EtlOptions, tmp: Path) -> Path | None:
+    """The local copy of ``test_path`` (None without one)."""
+    if not opts.test_path:
+        return None
+    if opts.test_path.startswith("s3://"):
+        return reading.download_s3(opts.test_path, tmp / "s3-test")
+    return Path(opts.test_path)
+
+
 def _with_session(spark, driver_memory: str, work):
     """Runs ``work(session)`` with the session time zone pinned to UTC."""
     if spark is None:
@@ -269,9 +286,34 @@ def _with_session(spark, driver_memory: str, work):
             spark.conf.set("spark.sql.session.timeZone", previous)
 
 
-def _read(spark, local: Path, schema, opts: EtlOptions):
+def _read(spark, local: Path, test_local: Path | None, schema, opts: EtlOptions):
+    """``(files, format, schema, raw rows, source names of the test files or None)``."""
     files = reading.list_files(local)
     fmt = reading.format_of(files)
+    test_sources = None
+    if test_local is not None:
+        test_files = reading.list_files(test_local)
+        if reading.format_of(test_files) != fmt:
+            raise BadDataError(
+                f"{test_local}: test_path is {reading.format_of(test_files)}, the input is {fmt}; "
+                "give both in one format"
+            )
+        test_sources = _source_names(spark, test_files, fmt)
+        files = [*files, *test_files]
+    files, fmt, schema, raw = _read_files(spark, files, fmt, schema, opts)
+    return files, fmt, schema, raw, test_sources
+
+
+def _source_names(spark, files: list[Path], fmt: str) -> list[str]:
+    """The names Spark's ``input_file_name`` gives these files (the ``_source`` column)."""
+    from pyspark.sql import functions as F
+
+    paths = [str(f) for f in files]
+    frame = spark.read.text(paths) if fmt == "csv" else spark.read.parquet(*paths)
+    return [r[0] for r in frame.select(F.input_file_name()).distinct().collect()]
+
+
+def _read_files(spark, files: list[Path], fmt: str, schema, opts: EtlOptions):
     if fmt == "csv":
         args = (opts.header, opts.delimiter, opts.quote)
         schema = reading.csv_schema(files, schema, opts.label_column, *args, roles=opts.roles)
@@ -282,12 +324,15 @@ def _read(spark, local: Path, schema, opts: EtlOptions):
     return files, fmt, schema, reading.raw_parquet(spark, files, schema)
 
 
-def _run(spark, local: Path, schema, staging: Path, out: Path, opts: EtlOptions):
+def _run(spark, inputs: tuple, schema, staging: Path, out: Path, opts: EtlOptions):
     from pyspark import StorageLevel
+    from pyspark.sql import functions as F
 
     phases = _Phases()
-    files, fmt, schema, raw = _read(spark, local, schema, opts)
+    files, fmt, schema, raw, test_sources = _read(spark, *inputs, schema, opts)
     classified, _ = classify(raw, schema)
+    if test_sources is not None:  # before the good rows' file names are dropped
+        classified = classified.withColumn(GIVEN_TEST, F.col("_source").isin(test_sources))
     classified = _keep_lines_of_bad_rows(classified, opts.seed).persist(
         StorageLevel.MEMORY_AND_DISK
     )
@@ -306,6 +351,8 @@ def _run(spark, local: Path, schema, staging: Path, out: Path, opts: EtlOptions)
     finally:
         classified.unpersist()
     manifest["window"] = spec.to_dict() if spec else None
+    if opts.test_path:
+        manifest["split"]["test_path"] = opts.test_path
     summary.update(counts)
     summary.update(format=fmt, phase_seconds=phases.seconds, window=manifest["window"])
     write_json_atomic(staging / SCHEMA_FILE, schema.to_dict())
@@ -394,9 +441,17 @@ def _examples(good, schema, opts: EtlOptions):
 
     seed = opts.seed
     window = opts.window_seconds or 0.0
+    given = [F.col(GIVEN_TEST)] if GIVEN_TEST in good.columns else []
     if window > 0:
         spec = window_spec(schema, window, opts.hop_seconds, opts.stats)
-        frame = windowed(good, schema, spec)
+        if given:  # the test rows' windows apart: no window mixes the two inputs
+            frame = windowed(good.where(~F.col(GIVEN_TEST)), schema, spec).select(
+                "*", F.lit(False).alias(GIVEN_TEST)
+            )
+            test = windowed(good.where(F.col(GIVEN_TEST)), schema, spec)
+            frame = frame.unionByName(test.select("*", F.lit(True).alias(GIVEN_TEST)))
+        else:
+            frame = windowed(good, schema, spec)
         key = F.concat_ws("|", DEVICE, F.col(START).cast("string"))
         keep = [
             F.col(DEVICE).alias(schema.device_column or "device"),
@@ -418,6 +473,7 @@ def _examples(good, schema, opts: EtlOptions):
         group.alias(split.GROUP),
         t.alias(split.TIME),
         *keep,
+        *given,
     )
     return examples, features, spec
 
@@ -425,17 +481,26 @@ def _examples(good, schema, opts: EtlOptions):
 def _split_and_write(spark, examples, features, schema, staging: Path, opts, phases):
     from pyspark.sql import functions as F
 
+    given_test = GIVEN_TEST in examples.columns
+    test = examples.where(F.col(GIVEN_TEST)).drop(GIVEN_TEST) if given_test else None
+    examples = examples.where(~F.col(GIVEN_TEST)).drop(GIVEN_TEST) if given_test else examples
     buckets = split.bucket_counts(examples, "_label")
     label_counts = {label: sum(n for _, n in cells) for label, cells in buckets.items()}
-    classes = list(schema.classes) or _sorted_labels(label_counts)
+    test_counts = _label_counts(test) if given_test else {}
+    classes = list(schema.classes) or _sorted_labels({**test_counts, **label_counts})
     per_class = {classes.index(label): n for label, n in label_counts.items()}
     label_index = F.array_position(F.array(*[F.lit(c) for c in classes]), F.col("_label")) - 1
     keep = [c for c in examples.columns if not c.startswith("_") and c not in features]
-    examples = examples.select("*", label_index.cast("long").alias(LABEL_INDEX_COLUMN)).drop(
-        "_label"
-    )
+
+    def indexed(frame):
+        return frame.select("*", label_index.cast("long").alias(LABEL_INDEX_COLUMN)).drop("_label")
+
+    examples = indexed(examples)
     method = split.resolve_method(opts.split_by, schema.device_column)
     fractions = opts.split_fractions
+    if given_test:  # test_path is the test split: the input gives train and validation
+        total = fractions[0] + fractions[1]
+        fractions = (fractions[0] / total, fractions[1] / total, 0.0)
     if method == "row":
         by_class = {classes.index(label): cells for label, cells in buckets.items()}
         assigned = split.row_split(spark, examples, per_class, fractions, by_class)
@@ -444,6 +509,9 @@ def _split_and_write(spark, examples, features, schema, staging: Path, opts, pha
     else:
         sliding = bool(opts.window_seconds) and 0 < opts.hop_seconds < opts.window_seconds
         assigned = split.time_split(spark, examples, fractions, opts.window_seconds or 0.0, sliding)
+    if given_test:
+        test = indexed(test).select("*", F.lit(2).alias("_split"))
+        assigned = assigned.unionByName(test.select(*assigned.columns))
     phases.done("labels_split")
     stats = _split_stats(assigned, features, classes)
     phases.done("split_stats")
@@ -592,6 +660,11 @@ def _outputs(stats, plan, shard_info, features, classes, per_class, schema, meth
         "window_seconds": opts.window_seconds or 0.0,
     }
     return summary, manifest
+
+
+def _label_counts(frame) -> dict[str, int]:
+    """Examples per label value."""
+    return {r["_label"]: int(r["count"]) for r in frame.groupBy("_label").count().collect()}
 
 
 def _sorted_labels(labels) -> list[str]:

@@ -22,6 +22,7 @@ Each method only adds a ``_split`` column (0, 1, 2), no shuffle.
 from __future__ import annotations
 
 import hashlib
+import math
 
 from kfp_edge.dataset import LABEL_INDEX_COLUMN, SPLITS
 from kfp_edge.spark_etl.schema import BadDataError
@@ -181,7 +182,8 @@ def assign_groups(counts: dict[str, dict[int, int]], fractions, seed: int) -> di
         assignment[g] = s
         for k, n in counts[g].items():
             have[s][k] += n
-    needed = [0, 2] + ([1] if len(groups) >= 3 and fractions[1] > 0 else [])
+    needed = [i for i in (0, 2) if fractions[i] > 0]  # no test split when test_path gives it
+    needed += [1] if len(groups) >= 3 and fractions[1] > 0 else []
     for s in needed:
         if s not in assignment.values():
             sizes = [list(assignment.values()).count(i) for i in range(len(SPLITS))]
@@ -217,7 +219,8 @@ def time_split(spark, examples, fractions, window_seconds: float = 0.0, sliding:
     for r in ranges.collect():
         lo, hi = float(r["_lo"]), float(r["_hi"])
         span = hi - lo
-        rows.append((r[GROUP], lo + fractions[0] * span, lo + (fractions[0] + fractions[1]) * span))
+        test_cut = lo + (fractions[0] + fractions[1]) * span if fractions[2] > 0 else math.inf
+        rows.append((r[GROUP], lo + fractions[0] * span, test_cut))
     cuts = spark.createDataFrame(rows, f"{GROUP} string, _cv double, _ct double")
     t = F.col(TIME)
     split = F.when(t >= F.col("_ct"), 2).when(t >= F.col("_cv"), 1).otherwise(0)

@@ -33,6 +33,8 @@ def test_compiled_retrain_pipeline_branches_on_the_drift_decision(compiled):
     args = sub["inputs"]["parameters"]
     assert args["input_path"]["taskOutputParameter"]["producerTask"] == "retraindataop"
     assert args["run_id"]["taskOutputParameter"]["outputParameterKey"] == "train_run_id"
+    # ... and is tested on the recent held-out rows, which the gate compares models on.
+    assert args["test_path"]["taskOutputParameter"]["outputParameterKey"] == "test_path"
     # Every step of ours mounts the workspace PVC, with caching off.
     text = path.read_text()
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
@@ -115,6 +117,17 @@ def test_retraining_branch_runs_end_to_end_locally(workspace, tmp_path, make_dri
     assert store.versions("iris") == [1, 2]
     manifest = store.read_manifest("iris", 2)
     assert manifest["lineage"]["run_id"] == "check-1-retrain"
+    # The retraining ETL's test split is exactly the recent held-out table, no training row.
+    from kfp_edge import dataset
+
+    data = workspace / "runs" / "check-1-retrain" / "data"
+    split = dataset.read_manifest(data)["split"]
+    held_out = workspace / "runs" / "check-1" / "retrain_input" / "test.parquet"
+    assert split["test_path"] == str(held_out)
+    etl = json.loads((data / "etl_summary.json").read_text())
+    import pyarrow.parquet as pq
+
+    assert etl["rows_per_split"]["test"] == pq.read_table(held_out).num_rows > 0
     # The new model runs in LiteRT and fits the drifted world better than version 1 did.
     from kfp_edge.drift_monitor.monitor import monitor_drift
 
