@@ -14,12 +14,7 @@ from kfp_edge import dataset
 from kfp_edge.spark_etl.datagen import generate_sensor_data
 from kfp_edge.spark_etl.etl import BadDataError, run_etl
 
-ROLES = {
-    "label_column": "fault",
-    "id_column": "reading_id",
-    "time_column": "timestamp",
-    "device_column": "device_id",
-}
+ROLE_KEYS = ("label_column", "id_column", "time_column", "device_column")
 
 
 @pytest.fixture(scope="module")
@@ -39,23 +34,23 @@ def files(tmp_path_factory):
     return export, recent
 
 
+def _etl(spark, out, files, **options):
+    """The ETL of the export with the later readings as ``test_path``; the summary."""
+    export, recent = files
+    roles = {k: export["schema"][k] for k in ROLE_KEYS}
+    return run_etl(
+        str(out), input_path=export["path"], test_path=str(recent), spark=spark, **roles, **options
+    )
+
+
 def _ids(out, split):
     return pq.read_table(out / "parquet" / split).column("reading_id").to_pylist()
 
 
 @pytest.mark.parametrize("split_by", ["row", "group", "time"])
 def test_the_held_out_rows_are_the_whole_test_split(spark, tmp_path, files, split_by):
-    export, recent = files
     out = tmp_path / "out"
-    summary = run_etl(
-        str(out),
-        input_path=export["path"],
-        test_path=str(recent),
-        split_by=split_by,
-        window_seconds=0,
-        spark=spark,
-        **ROLES,
-    )
+    summary = _etl(spark, out, files, split_by=split_by, window_seconds=0)
     ids = {s: _ids(out, s) for s in dataset.SPLITS}
     assert all(i.startswith("late-") for i in ids["test"])
     assert len(ids["test"]) == 398  # 400 later readings, 2 quarantined
@@ -71,31 +66,21 @@ def test_the_held_out_rows_are_the_whole_test_split(spark, tmp_path, files, spli
     quarantine = pq.read_table(out / "quarantine").to_pydict()
     assert all("recent/part-0.csv" in source for source in quarantine["source_file"])
     manifest = dataset.read_manifest(out)
-    assert manifest["split"]["test_path"] == str(recent)
+    assert manifest["split"]["test_path"] == str(files[1])
     assert manifest["splits"]["test"]["rows"] == 398
 
 
 def test_windows_of_the_held_out_rows_stay_apart(spark, tmp_path, files):
-    export, recent = files
-    out = tmp_path / "out"
-    summary = run_etl(
-        str(out),
-        input_path=export["path"],
-        test_path=str(recent),
-        window_seconds=20,
-        spark=spark,
-        **ROLES,
-    )
+    summary = _etl(spark, tmp_path / "out", files, window_seconds=20)
     # 4 devices x 100 s of later readings in 20 s windows; the input's 8 x 300 s
     assert summary["rows_per_split"]["test"] == 4 * 5
     assert summary["rows_per_split"]["train"] + summary["rows_per_split"]["validation"] == 8 * 15
 
 
 def test_a_held_out_table_in_another_format_is_refused(spark, tmp_path, files):
-    export, _ = files
     other = tmp_path / "recent.parquet"
     pq.write_table(pa.table({"fault": ["normal"]}), other)
     out = tmp_path / "out"
     with pytest.raises(BadDataError, match="test_path is parquet, the input is csv"):
-        run_etl(str(out), input_path=export["path"], test_path=str(other), spark=spark, **ROLES)
+        _etl(spark, out, (files[0], other))
     assert not out.exists() or not any(out.iterdir())
