@@ -34,7 +34,7 @@ from kfp_edge.dataset import LABEL_INDEX_COLUMN, MANIFEST_FILE, PREPROCESSING_FI
 from kfp_edge.features import WINDOW_STATS
 from kfp_edge.progress import report_progress
 from kfp_edge.spark_etl import reading, split, writing
-from kfp_edge.spark_etl.classify import classify
+from kfp_edge.spark_etl.classify import classify, duplicate_tags, mark_duplicates
 from kfp_edge.spark_etl.profile import device_counts, first_pass
 from kfp_edge.spark_etl.schema import (
     BAD_ROW_REASONS,
@@ -288,23 +288,33 @@ def _run(spark, local: Path, schema, staging: Path, out: Path, opts: EtlOptions)
     phases = _Phases()
     files, fmt, schema, raw = _read(spark, local, schema, opts)
     classified, _ = classify(raw, schema)
-    classified = _keep_lines_of_bad_rows(classified, opts.seed).persist(
-        StorageLevel.MEMORY_AND_DISK
-    )
+    cached = _keep_lines_of_bad_rows(classified, opts.seed).persist(StorageLevel.MEMORY_AND_DISK)
+    persisted = [cached]
     try:
-        counts = _check_bad_rows(classified, schema, files, staging, out, opts, phases)
+        dups = None
+        if schema.id_column:
+            dups = duplicate_tags(cached, schema.id_column).persist(StorageLevel.MEMORY_AND_DISK)
+            persisted.append(dups)
+            classified = mark_duplicates(cached, dups, schema.id_column)
+        else:
+            classified = cached
+        counts = first_pass(classified, schema)
+        phases.done("read_classify_profile")
+        bad = _bad_rows(cached, raw, dups, schema.id_column)
+        counts = _check_bad_rows(counts, bad, files, staging, out, opts)
+        phases.done("quarantine")
         good = classified.where("_reason IS NULL")
         counts.update(device_counts(good, schema.device_column))
         examples, features, spec = _examples(good, schema, opts)
-        examples = examples.persist(StorageLevel.MEMORY_AND_DISK)
-        try:
-            summary, manifest = _split_and_write(
-                spark, examples, features, schema, staging, opts, phases
-            )
-        finally:
-            examples.unpersist()
+        if spec is not None:  # windows: an aggregation, kept for the split and the writers
+            examples = examples.persist(StorageLevel.MEMORY_AND_DISK)
+            persisted.append(examples)
+        summary, manifest = _split_and_write(
+            spark, examples, features, schema, staging, opts, phases
+        )
     finally:
-        classified.unpersist()
+        for frame in persisted:
+            frame.unpersist()
     manifest["window"] = spec.to_dict() if spec else None
     summary.update(counts)
     summary.update(format=fmt, phase_seconds=phases.seconds, window=manifest["window"])
@@ -316,7 +326,7 @@ def _keep_lines_of_bad_rows(classified, seed: int):
     """Adds the split hashes of each line (``_h``, ``_h2``) and drops good rows' raw lines.
 
     Only the quarantine needs the raw line; dropping it from good rows keeps the cached frame
-    small.
+    small (the few duplicates among them get theirs back by ``_tag``, see :func:`_bad_rows`).
     """
     from pyspark.sql import functions as F
 
@@ -331,21 +341,34 @@ def _keep_lines_of_bad_rows(classified, seed: int):
     )
 
 
-def _check_bad_rows(classified, schema, files, staging: Path, out: Path, opts, phases) -> dict:
-    """Counts and profiles, writes the quarantine, and fails on too many bad rows."""
+def _bad_rows(cached, raw, dups, ident: str):
+    """The quarantined rows: ``_raw``, ``_source``, ``_reason``, ``_detail``.
+
+    The rows bad by themselves keep their line in the cached frame; the duplicates' lines are
+    read again by their tags.
+    """
     from pyspark.sql import functions as F
 
-    counts = first_pass(classified, schema)
-    phases.done("read_classify_profile")
+    columns = ["_raw", "_source", "_reason", "_detail"]
+    bad = cached.where(F.col("_reason").isNotNull()).select(*columns)
+    if dups is None:
+        return bad
+    again = reading.raw_lines_of(raw, dups).select(
+        "_raw", "_source", F.lit("duplicate_id").alias("_reason"), F.lit(ident).alias("_detail")
+    )
+    return bad.unionByName(again)
+
+
+def _check_bad_rows(counts, bad, files, staging: Path, out: Path, opts) -> dict:
+    """Writes the quarantine and fails on too many bad rows; adds the good and bad counts."""
     rows_in, bad_by_reason = counts["rows_in"], counts["bad_by_reason"]
     rows_bad = sum(bad_by_reason.values())
     names = ", ".join(str(f) for f in files[:5]) + (" ..." if len(files) > 5 else "")
     if rows_in == 0:
         raise BadDataError(f"{names}: no data rows (header-only input)")
-    bad = classified.where(F.col("_reason").isNotNull()) if rows_bad else None
-    parts = classified.sparkSession.sparkContext.defaultParallelism
+    parts = bad.sparkSession.sparkContext.defaultParallelism
+    bad = bad if rows_bad else None
     writing.write_quarantine(bad, staging / QUARANTINE_DIR, parts)
-    phases.done("quarantine")
     fraction = rows_bad / rows_in
     if fraction > opts.max_bad_fraction:
         samples = [
