@@ -250,7 +250,7 @@ def _stage_input(opts: EtlOptions, tmp: Path):
 
 
 def _with_session(spark, driver_memory: str, work):
-    """Runs ``work(session)`` with the session time zone pinned to UTC."""
+    """Runs ``work(session)`` with :data:`reading.RUN_CONF` (UTC; split size), then restores."""
     if spark is None:
         from pyspark.sql import SparkSession
 
@@ -258,15 +258,17 @@ def _with_session(spark, driver_memory: str, work):
     own = spark is None
     if own:
         spark = reading.create_session(driver_memory=driver_memory)
-    previous = spark.conf.get("spark.sql.session.timeZone")
-    spark.conf.set("spark.sql.session.timeZone", reading.SESSION_TIME_ZONE)
+    previous = {key: spark.conf.get(key) for key in reading.RUN_CONF}
+    for key, value in reading.RUN_CONF.items():
+        spark.conf.set(key, value)
     try:
         return work(spark)
     finally:
         if own:
             spark.stop()
         else:
-            spark.conf.set("spark.sql.session.timeZone", previous)
+            for key, value in previous.items():
+                spark.conf.set(key, value)
 
 
 def _read(spark, local: Path, schema, opts: EtlOptions):
@@ -291,6 +293,7 @@ def _run(spark, local: Path, schema, staging: Path, out: Path, opts: EtlOptions)
     cached = _keep_lines_of_bad_rows(classified, opts.seed).persist(StorageLevel.MEMORY_AND_DISK)
     persisted = [cached]
     try:
+        rows = cached.count()  # built once here, not by the concurrent stages of the next jobs
         dups = None
         if schema.id_column:
             dups = duplicate_tags(cached, schema.id_column).persist(StorageLevel.MEMORY_AND_DISK)
@@ -298,7 +301,7 @@ def _run(spark, local: Path, schema, staging: Path, out: Path, opts: EtlOptions)
             classified = mark_duplicates(cached, dups, schema.id_column)
         else:
             classified = cached
-        counts = first_pass(classified, schema)
+        counts = first_pass(classified, schema, rows)
         phases.done("read_classify_profile")
         bad = _bad_rows(cached, raw, dups, schema.id_column)
         counts = _check_bad_rows(counts, bad, files, staging, out, opts)
@@ -482,11 +485,10 @@ def _split_stats(assigned, features, classes) -> dict:
     """Rows per split and class, groups per split, train mean and std: one Spark job."""
     from pyspark.sql import functions as F
 
-    rows = (
-        assigned.groupBy("_split", LABEL_INDEX_COLUMN)
+    rows = (  # grouped by the group too rather than collect_set: all code-generated
+        assigned.groupBy("_split", LABEL_INDEX_COLUMN, split.GROUP)
         .agg(
             F.count(F.lit(1)).alias("n"),
-            F.collect_set(split.GROUP).alias("groups"),
             *[F.sum(c).alias(f"s_{i}") for i, c in enumerate(features)],
             *[F.sum(F.col(c) * F.col(c)).alias(f"q_{i}") for i, c in enumerate(features)],
         )
@@ -496,11 +498,12 @@ def _split_stats(assigned, features, classes) -> dict:
     per_split_class = {s: dict.fromkeys(classes, 0) for s in SPLITS}
     groups = {s: set() for s in SPLITS}
     n_train, sums, squares = 0, [0.0] * len(features), [0.0] * len(features)
-    for r in rows:
+    for r in sorted(rows, key=lambda r: (r["_split"], r[LABEL_INDEX_COLUMN], r[split.GROUP])):
         s = SPLITS[int(r["_split"])]
         per_split[s] += int(r["n"])
-        per_split_class[s][classes[int(r[LABEL_INDEX_COLUMN])]] = int(r["n"])
-        groups[s].update(g for g in r["groups"] if g != "")
+        per_split_class[s][classes[int(r[LABEL_INDEX_COLUMN])]] += int(r["n"])
+        if r[split.GROUP] != "":
+            groups[s].add(r[split.GROUP])
         if s == "train":
             n_train += int(r["n"])
             for i in range(len(features)):
