@@ -310,6 +310,7 @@ def _one_size(rows: int, work: Path) -> list[dict]:
     schema_path.write_text(json.dumps(info["schema"]))
     results = []
     for impl in ("spark", "pandas"):
+        load = os.getloadavg()[0]  # the machine's load when this side starts (shared machines)
         r = _measure(impl, csv_path, schema_path, work / f"out_{impl}_{rows}")
         results.append(
             {
@@ -324,6 +325,7 @@ def _one_size(rows: int, work: Path) -> list[dict]:
                 "spark_phase_s": " ".join(f"{k}={v:.1f}" for k, v in r["phases"].items())
                 if r.get("phases")
                 else None,
+                "load_avg_1m": round(load, 2),
                 "agrees_with_generator": r["bad_by_reason"]
                 == {k: v for k, v in info["bad_by_reason"].items() if v},
             }

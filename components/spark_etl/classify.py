@@ -6,12 +6,15 @@ so nothing is parsed inside the CASE). The reasons, in order: ``wrong_field_coun
 ``missing_value``, ``unparsable``, ``non_finite`` (NaN, inf, or beyond the float32 range the
 TFRecord holds), ``unknown_label`` (not in the declared classes), ``duplicate_id`` (when an id
 column is declared: of the good rows sharing an id, the one with the smallest row hash
-``xxhash64(raw line)`` is kept, so the choice depends neither on partitioning nor on the seed).
+``xxhash64(raw line)`` is kept, so the choice depends neither on partitioning nor on the seed;
+of identical lines, the first read). Duplicates are found on the cached classified rows by
+:func:`duplicate_tags` (no shuffle of whole rows) and marked by :func:`mark_duplicates`.
 Labels are trimmed of surrounding white space.
 """
 
 from __future__ import annotations
 
+from kfp_edge.spark_etl.reading import ROW_TAG
 from kfp_edge.spark_etl.schema import BAD_ROW_REASONS, Schema
 
 FLOAT32_MAX = 3.4028234663852886e38
@@ -58,14 +61,17 @@ def _checks(schema: Schema, required: list[str]):
 def classify(raw, schema: Schema):
     """Adds ``_reason`` and ``_detail`` (null for good rows), typed columns and the row hash.
 
+    Duplicate ids are not marked here (that needs the whole input, see
+    :func:`duplicate_tags`).
+
     Args:
         raw: Rows from :mod:`kfp_edge.spark_etl.reading` (string columns, ``_raw``,
-            ``_source``, ``_nfields``).
+            ``_source``, ``_tag``, ``_nfields``).
         schema: The input schema.
 
     Returns:
-        ``(frame, required)``: columns ``_raw``, ``_source``, ``_reason``, ``_detail``,
-        ``_rh`` and the typed ``required`` columns.
+        ``(frame, required)``: columns ``_raw``, ``_source``, ``_tag``, ``_reason``,
+        ``_detail``, ``_rh`` and the typed ``required`` columns.
     """
     from pyspark.sql import functions as F
 
@@ -76,7 +82,7 @@ def classify(raw, schema: Schema):
         value = text if schema.type_of(name) == "string" else text.try_cast(schema.type_of(name))
         empty = F.col(name).isNull() | (text == "")
         typed += [value.alias(f"_t_{name}"), empty.alias(f"_e_{name}")]
-    frame = raw.select("_raw", "_source", "_nfields", *typed)  # each field parsed once
+    frame = raw.select("_raw", "_source", ROW_TAG, "_nfields", *typed)  # each field parsed once
     outcome = None
     for cond, detail, reason in _checks(schema, required):
         value = F.struct(F.lit(reason).alias("reason"), detail.cast("string").alias("detail"))
@@ -84,38 +90,63 @@ def classify(raw, schema: Schema):
     frame = frame.select(
         "_raw",
         "_source",
+        ROW_TAG,
         outcome.alias("_outcome"),
         F.xxhash64("_raw").alias(ROW_HASH),
         *[F.col(f"_t_{n}").alias(n) for n in required],
     ).select(
         "_raw",
         "_source",
+        ROW_TAG,
         F.col("_outcome.reason").alias("_reason"),
         F.col("_outcome.detail").alias("_detail"),
         ROW_HASH,
         *required,
     )
-    if schema.id_column:
-        frame = _mark_duplicates(frame, schema.id_column, required)
     return frame, required
 
 
-def _mark_duplicates(frame, ident: str, required: list[str]):
-    """Marks all but the smallest-hash good row of each id as ``duplicate_id``."""
+def duplicate_tags(frame, ident: str):
+    """The ``_tag`` of each good row whose id a good row with a smaller row hash has.
+
+    Without shuffling whole rows: one aggregation of the id hashes (8 bytes a row) finds the ids
+    seen more than once; only their rows are ranked by ``(_rh, _tag)`` (the tag breaks ties of
+    identical lines). Run it on a cached frame; the result is small, persist it.
+
+    Args:
+        frame: Classified rows (:func:`classify`) with ``_tag``, ``_rh`` and the id column.
+        ident: The id column.
+
+    Returns:
+        A DataFrame of one column ``_tag``.
+    """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    good = F.col("_reason").isNull()
-    rank = F.row_number().over(Window.partitionBy(good, ident).orderBy(ROW_HASH, "_raw"))
-    dup = good & (rank > 1)
-    return frame.select("*", dup.alias("_dup")).select(
-        "_raw",
-        "_source",
-        F.when(F.col("_dup"), F.lit("duplicate_id")).otherwise(F.col("_reason")).alias("_reason"),
-        F.when(F.col("_dup"), F.lit(ident)).otherwise(F.col("_detail")).alias("_detail"),
-        ROW_HASH,
-        *required,
+    good = frame.where(F.col("_reason").isNull()).select(
+        ROW_TAG, ROW_HASH, ident, F.xxhash64(ident).alias("_ih")
     )
+    repeated = good.groupBy("_ih").count().where("count > 1").select("_ih")
+    rows = good.join(F.broadcast(repeated), "_ih")
+    rank = F.row_number().over(Window.partitionBy(ident).orderBy(ROW_HASH, ROW_TAG))
+    return rows.select(ROW_TAG, rank.alias("_rank")).where("_rank > 1").select(ROW_TAG)
+
+
+def mark_duplicates(frame, tags, ident: str):
+    """``frame`` with the rows of ``tags`` (:func:`duplicate_tags`) marked ``duplicate_id``."""
+    from pyspark.sql import functions as F
+
+    marks = F.broadcast(tags.select(ROW_TAG, F.lit(True).alias("_dup")))
+    dup = F.col("_dup").isNotNull()
+    columns = [
+        F.when(dup, F.lit("duplicate_id")).otherwise(F.col("_reason")).alias("_reason")
+        if c == "_reason"
+        else F.when(dup, F.lit(ident)).otherwise(F.col("_detail")).alias("_detail")
+        if c == "_detail"
+        else F.col(c)
+        for c in frame.columns
+    ]
+    return frame.join(marks, ROW_TAG, "left").select(*columns)
 
 
 REASONS = BAD_ROW_REASONS

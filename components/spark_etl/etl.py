@@ -34,7 +34,7 @@ from kfp_edge.dataset import LABEL_INDEX_COLUMN, MANIFEST_FILE, PREPROCESSING_FI
 from kfp_edge.features import WINDOW_STATS
 from kfp_edge.progress import report_progress
 from kfp_edge.spark_etl import reading, split, writing
-from kfp_edge.spark_etl.classify import classify
+from kfp_edge.spark_etl.classify import classify, duplicate_tags, mark_duplicates
 from kfp_edge.spark_etl.profile import device_counts, first_pass
 from kfp_edge.spark_etl.schema import (
     BAD_ROW_REASONS,
@@ -267,7 +267,7 @@ def _stage_test(opts: EtlOptions, tmp: Path) -> Path | None:
 
 
 def _with_session(spark, driver_memory: str, work):
-    """Runs ``work(session)`` with the session time zone pinned to UTC."""
+    """Runs ``work(session)`` with :data:`reading.RUN_CONF` (UTC; split size), then restores."""
     if spark is None:
         from pyspark.sql import SparkSession
 
@@ -275,15 +275,17 @@ def _with_session(spark, driver_memory: str, work):
     own = spark is None
     if own:
         spark = reading.create_session(driver_memory=driver_memory)
-    previous = spark.conf.get("spark.sql.session.timeZone")
-    spark.conf.set("spark.sql.session.timeZone", reading.SESSION_TIME_ZONE)
+    previous = {key: spark.conf.get(key) for key in reading.RUN_CONF}
+    for key, value in reading.RUN_CONF.items():
+        spark.conf.set(key, value)
     try:
         return work(spark)
     finally:
         if own:
             spark.stop()
         else:
-            spark.conf.set("spark.sql.session.timeZone", previous)
+            for key, value in previous.items():
+                spark.conf.set(key, value)
 
 
 def _read(spark, local: Path, test_local: Path | None, schema, opts: EtlOptions):
@@ -333,23 +335,34 @@ def _run(spark, inputs: tuple, schema, staging: Path, out: Path, opts: EtlOption
     classified, _ = classify(raw, schema)
     if test_sources is not None:  # before the good rows' file names are dropped
         classified = classified.withColumn(GIVEN_TEST, F.col("_source").isin(test_sources))
-    classified = _keep_lines_of_bad_rows(classified, opts.seed).persist(
-        StorageLevel.MEMORY_AND_DISK
-    )
+    cached = _keep_lines_of_bad_rows(classified, opts.seed).persist(StorageLevel.MEMORY_AND_DISK)
+    persisted = [cached]
     try:
-        counts = _check_bad_rows(classified, schema, files, staging, out, opts, phases)
+        rows = cached.count()  # built once here, not by the concurrent stages of the next jobs
+        dups = None
+        if schema.id_column:
+            dups = duplicate_tags(cached, schema.id_column).persist(StorageLevel.MEMORY_AND_DISK)
+            persisted.append(dups)
+            classified = mark_duplicates(cached, dups, schema.id_column)
+        else:
+            classified = cached
+        counts = first_pass(classified, schema, rows)
+        phases.done("read_classify_profile")
+        bad = _bad_rows(cached, raw, dups, schema.id_column)
+        counts = _check_bad_rows(counts, bad, files, staging, out, opts)
+        phases.done("quarantine")
         good = classified.where("_reason IS NULL")
         counts.update(device_counts(good, schema.device_column))
         examples, features, spec = _examples(good, schema, opts)
-        examples = examples.persist(StorageLevel.MEMORY_AND_DISK)
-        try:
-            summary, manifest = _split_and_write(
-                spark, examples, features, schema, staging, opts, phases
-            )
-        finally:
-            examples.unpersist()
+        if spec is not None:  # windows: an aggregation, kept for the split and the writers
+            examples = examples.persist(StorageLevel.MEMORY_AND_DISK)
+            persisted.append(examples)
+        summary, manifest = _split_and_write(
+            spark, examples, features, schema, staging, opts, phases
+        )
     finally:
-        classified.unpersist()
+        for frame in persisted:
+            frame.unpersist()
     manifest["window"] = spec.to_dict() if spec else None
     if opts.test_path:
         manifest["split"]["test_path"] = opts.test_path
@@ -363,7 +376,7 @@ def _keep_lines_of_bad_rows(classified, seed: int):
     """Adds the split hashes of each line (``_h``, ``_h2``) and drops good rows' raw lines.
 
     Only the quarantine needs the raw line; dropping it from good rows keeps the cached frame
-    small.
+    small (the few duplicates among them get theirs back by ``_tag``, see :func:`_bad_rows`).
     """
     from pyspark.sql import functions as F
 
@@ -378,21 +391,34 @@ def _keep_lines_of_bad_rows(classified, seed: int):
     )
 
 
-def _check_bad_rows(classified, schema, files, staging: Path, out: Path, opts, phases) -> dict:
-    """Counts and profiles, writes the quarantine, and fails on too many bad rows."""
+def _bad_rows(cached, raw, dups, ident: str):
+    """The quarantined rows: ``_raw``, ``_source``, ``_reason``, ``_detail``.
+
+    The rows bad by themselves keep their line in the cached frame; the duplicates' lines are
+    read again by their tags.
+    """
     from pyspark.sql import functions as F
 
-    counts = first_pass(classified, schema)
-    phases.done("read_classify_profile")
+    columns = ["_raw", "_source", "_reason", "_detail"]
+    bad = cached.where(F.col("_reason").isNotNull()).select(*columns)
+    if dups is None:
+        return bad
+    again = reading.raw_lines_of(raw, dups).select(
+        "_raw", "_source", F.lit("duplicate_id").alias("_reason"), F.lit(ident).alias("_detail")
+    )
+    return bad.unionByName(again)
+
+
+def _check_bad_rows(counts, bad, files, staging: Path, out: Path, opts) -> dict:
+    """Writes the quarantine and fails on too many bad rows; adds the good and bad counts."""
     rows_in, bad_by_reason = counts["rows_in"], counts["bad_by_reason"]
     rows_bad = sum(bad_by_reason.values())
     names = ", ".join(str(f) for f in files[:5]) + (" ..." if len(files) > 5 else "")
     if rows_in == 0:
         raise BadDataError(f"{names}: no data rows (header-only input)")
-    bad = classified.where(F.col("_reason").isNotNull()) if rows_bad else None
-    parts = classified.sparkSession.sparkContext.defaultParallelism
+    parts = bad.sparkSession.sparkContext.defaultParallelism
+    bad = bad if rows_bad else None
     writing.write_quarantine(bad, staging / QUARANTINE_DIR, parts)
-    phases.done("quarantine")
     fraction = rows_bad / rows_in
     if fraction > opts.max_bad_fraction:
         samples = [
@@ -527,11 +553,10 @@ def _split_stats(assigned, features, classes) -> dict:
     """Rows per split and class, groups per split, train mean and std: one Spark job."""
     from pyspark.sql import functions as F
 
-    rows = (
-        assigned.groupBy("_split", LABEL_INDEX_COLUMN)
+    rows = (  # grouped by the group too rather than collect_set: all code-generated
+        assigned.groupBy("_split", LABEL_INDEX_COLUMN, split.GROUP)
         .agg(
             F.count(F.lit(1)).alias("n"),
-            F.collect_set(split.GROUP).alias("groups"),
             *[F.sum(c).alias(f"s_{i}") for i, c in enumerate(features)],
             *[F.sum(F.col(c) * F.col(c)).alias(f"q_{i}") for i, c in enumerate(features)],
         )
@@ -541,11 +566,12 @@ def _split_stats(assigned, features, classes) -> dict:
     per_split_class = {s: dict.fromkeys(classes, 0) for s in SPLITS}
     groups = {s: set() for s in SPLITS}
     n_train, sums, squares = 0, [0.0] * len(features), [0.0] * len(features)
-    for r in rows:
+    for r in sorted(rows, key=lambda r: (r["_split"], r[LABEL_INDEX_COLUMN], r[split.GROUP])):
         s = SPLITS[int(r["_split"])]
         per_split[s] += int(r["n"])
-        per_split_class[s][classes[int(r[LABEL_INDEX_COLUMN])]] = int(r["n"])
-        groups[s].update(g for g in r["groups"] if g != "")
+        per_split_class[s][classes[int(r[LABEL_INDEX_COLUMN])]] += int(r["n"])
+        if r[split.GROUP] != "":
+            groups[s].add(r[split.GROUP])
         if s == "train":
             n_train += int(r["n"])
             for i in range(len(features)):

@@ -1,18 +1,21 @@
 """The ETL's data profile, by approximate counting where exact counts would cost a shuffle.
 
 In one aggregation over the classified rows, next to the rows per quarantine reason:
-``approx_count_distinct`` (HyperLogLog++) of each input column, min, max, mean and approximate
-quantiles (``percentile_approx``, Greenwald-Khanna) of each feature over the good rows. Counts
-per device come from a grouped count with map-side combining (one small shuffle of one row per
-device and task).
+``approx_count_distinct`` (HyperLogLog++) of each input column, min, max and mean of each feature
+over the good rows; approximate quantiles (``percentile_approx``, Greenwald-Khanna) in a second
+one over a sample of them by row hash (see :func:`first_pass`). Counts per device come from a
+grouped count with map-side combining (one small shuffle of one row per device and task).
 """
 
 from __future__ import annotations
+
+import math
 
 from kfp_edge.spark_etl.schema import BAD_ROW_REASONS, Schema
 
 QUANTILES = (0.01, 0.25, 0.5, 0.75, 0.99)
 QUANTILE_ACCURACY = 1_000  # relative rank error 1/1000
+QUANTILE_SAMPLE = 1 << 20  # rows: the sampling rank error, about 0.5/sqrt(rows), is then 1/2000
 MAX_DEVICES_LISTED = 1000
 
 
@@ -21,8 +24,18 @@ def profile_columns(frame) -> list[str]:
     return [c for c in frame.columns if not c.startswith("_")]
 
 
-def first_pass(classified, schema: Schema) -> dict:
-    """Rows per reason and the profile of the good rows, in one Spark job.
+def first_pass(classified, schema: Schema, rows: int | None = None) -> dict:
+    """Rows per reason and the profile of the good rows, in two Spark jobs.
+
+    Counts, distinct counts, min, max and mean in one hash aggregation (code-generated but for
+    the distinct counts); the quantiles apart, over at most about :data:`QUANTILE_SAMPLE` good
+    rows (one in ``ceil(rows / QUANTILE_SAMPLE)`` by the row hash ``_rh``: the same rows for
+    every seed and partitioning), whose sampling error is about the sketch's own.
+
+    Args:
+        classified: Classified rows (``_reason``, ``_rh`` and the typed columns).
+        schema: The input schema.
+        rows: The number of rows, if known (it sizes the quantile sample).
 
     Returns:
         ``{"rows_in", "bad_by_reason", "approx_distinct", "feature_profile"}``.
@@ -41,11 +54,19 @@ def first_pass(classified, schema: Schema) -> dict:
         value = F.when(good, F.col(c))
         aggs += [F.min(value).alias(f"min_{i}"), F.max(value).alias(f"max_{i}")]
         aggs += [F.avg(value).alias(f"avg_{i}")]
-        aggs += [F.percentile_approx(value, list(QUANTILES), QUANTILE_ACCURACY).alias(f"q_{i}")]
     row = classified.agg(*aggs).collect()[0]
+    every = max(1, math.ceil((rows or row["rows_in"]) / QUANTILE_SAMPLE))
+    sample = classified.where(good & (F.pmod(F.col("_rh"), F.lit(every)) == 0))
+    quantile_row = sample.agg(
+        F.lit(0).alias("_"),
+        *[
+            F.percentile_approx(c, list(QUANTILES), QUANTILE_ACCURACY).alias(f"q_{i}")
+            for i, c in enumerate(schema.feature_columns)
+        ],
+    ).collect()[0]
     features = {}
     for i, c in enumerate(schema.feature_columns):
-        quantiles = row[f"q_{i}"] or []
+        quantiles = quantile_row[f"q_{i}"] or []
         features[c] = {
             "min": _float(row[f"min_{i}"]),
             "max": _float(row[f"max_{i}"]),

@@ -1,10 +1,11 @@
 """Reading phase of the ETL: input files, the Spark session, and raw rows as string columns.
 
 CSV is read as text lines (BOM removed, blank and header lines dropped) and each line is parsed
-once by Spark's own CSV parser (``from_csv``: delimiter, quoting) into a struct that the next
-projection unpacks. Spark does not mark rows with too few or too many fields as corrupt, so
-the fields are counted apart: delimiters in a line without quotes, or after removing the quoted
-parts. Parquet columns are read typed. Quoted fields spanning lines are not supported.
+once: split at the delimiter when it has no quote character (the common case, and the array's
+size is its field count), else by Spark's own CSV parser (``from_csv``: delimiter, quoting) into
+a struct, its fields counted after removing the quoted parts (Spark does not mark rows with too
+few or too many fields as corrupt). The next projection unpacks the array or the struct.
+Parquet columns are read typed. Quoted fields spanning lines are not supported.
 """
 
 from __future__ import annotations
@@ -25,6 +26,17 @@ from kfp_edge.spark_etl.schema import (
 IRIS_COLUMNS = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 SESSION_TIME_ZONE = "UTC"
+# Settings of the session for the run (restored after on a session passed in): timestamps
+# without an offset are UTC; input splits of 32 MB, so that a task's cached rows (the ETL caches
+# the classified rows once) stay small in a 2 GB heap, as on 10M-row inputs they must.
+RUN_CONF = {
+    "spark.sql.session.timeZone": SESSION_TIME_ZONE,
+    "spark.sql.files.maxPartitionBytes": str(32 << 20),
+}
+# Row number of the scan (``monotonically_increasing_id``: partition and position in it), the
+# same in every job over the same read frame; it finds a row's raw line again after the cached
+# frame dropped it (see :func:`raw_lines_of`).
+ROW_TAG = "_tag"
 
 
 def list_files(path: Path) -> list[Path]:
@@ -160,21 +172,23 @@ def _header_lines(files: list[Path]) -> list[str]:
     return sorted(lines)
 
 
-def _field_count(raw, delimiter: str, quote: str):
-    """Fields of a line: delimiters plus one, outside quoted parts."""
+def _quoted_field_count(raw, delimiter: str, quote: str):
+    """Fields of a line with quotes: delimiters outside the quoted parts, plus one."""
     from pyspark.sql import functions as F
 
     q, d = re.escape(quote), re.escape(delimiter)
-    plain = (F.length(raw) - F.length(F.replace(raw, F.lit(delimiter), F.lit("")))) / len(
-        delimiter
-    ) + 1
     unquoted = F.regexp_replace(raw, f"{q}(?:[^{q}]|{q}{q})*{q}", "")
-    quoted = F.size(F.split(unquoted, d, -1))
-    return F.when(F.instr(raw, quote) == 0, plain.cast("int")).otherwise(quoted)
+    return F.size(F.split(unquoted, d, -1))
 
 
 def raw_csv(spark, files: list[Path], schema: Schema, header: bool, delimiter: str, quote: str):
-    """CSV lines as string columns plus ``_raw``, ``_source`` and ``_nfields``."""
+    """CSV lines as string columns plus ``_raw``, ``_source``, ``_tag`` and ``_nfields``.
+
+    Each line is parsed once: a line without the quote character is split at the delimiter
+    (which also counts its fields); only a line with quotes goes through Spark's CSV parser
+    (``from_csv``), its fields counted outside the quoted parts. ``_tag`` numbers the rows
+    (see :data:`ROW_TAG`).
+    """
     from pyspark.sql import functions as F
 
     lines = spark.read.text([str(f) for f in files])
@@ -185,22 +199,40 @@ def raw_csv(spark, files: list[Path], schema: Schema, header: bool, delimiter: s
         lines = lines.where(~F.col("_raw").isin(_header_lines(files)))
     ddl = ", ".join(f"`_c{i}` STRING" for i in range(len(schema.columns)))
     options = {"sep": delimiter, "quote": quote, "escape": quote, "mode": "PERMISSIVE"}
+    raw, plain = F.col("_raw"), F.instr(F.col("_raw"), quote) == 0
     parsed = lines.select(
         "_raw",
         "_source",
-        _field_count(F.col("_raw"), delimiter, quote).alias("_nfields"),
-        F.from_csv(F.col("_raw"), ddl, options).alias("_p"),
-    )  # one parse per line: the next projection only reads the struct's fields
+        F.when(plain, F.split(raw, re.escape(delimiter), -1)).alias("_a"),
+        F.when(~plain, _quoted_field_count(raw, delimiter, quote)).alias("_nq"),
+        F.when(~plain, F.from_csv(raw, ddl, options)).alias("_p"),
+    )  # one parse per line: the next projection only reads the array's or struct's fields
+    is_plain = F.col("_a").isNotNull()
     return parsed.select(
         "_raw",
         "_source",
-        "_nfields",
-        *[F.col("_p")[f"_c{i}"].alias(name) for i, name in enumerate(schema.names)],
+        F.monotonically_increasing_id().alias(ROW_TAG),
+        F.when(is_plain, F.size("_a")).otherwise(F.col("_nq")).alias("_nfields"),
+        *[
+            F.when(is_plain, F.get("_a", i)).otherwise(F.col("_p")[f"_c{i}"]).alias(name)
+            for i, name in enumerate(schema.names)
+        ],
     )
 
 
+def raw_lines_of(raw, tags):
+    """``_raw`` and ``_source`` of the rows of ``raw`` whose ``_tag`` is in the frame ``tags``.
+
+    One more scan of the input without parsing; ``tags`` is small (broadcast).
+    """
+    from pyspark.sql import functions as F
+
+    lines = raw.select(ROW_TAG, "_raw", "_source")
+    return lines.join(F.broadcast(tags.select(ROW_TAG)), ROW_TAG)
+
+
 def raw_parquet(spark, files: list[Path], schema: Schema):
-    """Parquet rows as string columns plus ``_raw`` (the row as JSON) and ``_source``."""
+    """Parquet rows as string columns plus ``_raw`` (the row as JSON), ``_source``, ``_tag``."""
     from pyspark.sql import functions as F
 
     frame = spark.read.parquet(*[str(f) for f in files])
@@ -210,6 +242,7 @@ def raw_parquet(spark, files: list[Path], schema: Schema):
     return frame.select(
         F.to_json(F.struct(*[F.col(n) for n in schema.names])).alias("_raw"),
         F.input_file_name().alias("_source"),
+        F.monotonically_increasing_id().alias(ROW_TAG),
         F.lit(len(schema.names)).alias("_nfields"),
         *[F.col(n).cast("string").alias(n) for n in schema.names],
     )

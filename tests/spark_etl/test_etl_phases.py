@@ -51,9 +51,11 @@ def test_reasons_float32_range_and_trimmed_labels(classified):
 
 def test_each_field_is_parsed_once(classified):
     """Spark does not share subexpressions across CASE branches: the plan must parse each line
-    once (one from_csv) and each numeric field once (one try_cast), outside the CASE."""
+    once (one split, or one from_csv for lines with quotes) and each numeric field once (one
+    try_cast), outside the CASE."""
     plan = classified._jdf.queryExecution().executedPlan().toString()
     assert plan.count("from_csv(") == 1
+    assert plan.count("split(_raw") == 1
     assert plan.count("try_cast(") == 2  # a and b
     case = plan[plan.index("CASE WHEN") :].split(" END")[0]
     assert "try_cast" not in case and "from_csv" not in case
