@@ -195,7 +195,8 @@ def raw_csv(spark, files: list[Path], schema: Schema, header: bool, delimiter: s
     from pyspark.sql import functions as F
 
     lines = spark.read.text([str(f) for f in files])
-    value = F.regexp_replace(F.col("value"), "^\ufeff", "")
+    bom = F.col("value").startswith("\ufeff")  # compares bytes: no regex, no Java string a line
+    value = F.when(bom, F.expr("substring(value, 2)")).otherwise(F.col("value"))
     lines = lines.select(value.alias("_raw"), F.input_file_name().alias("_source"))
     lines = lines.where(F.trim(F.col("_raw")) != "")
     if header:
