@@ -630,6 +630,7 @@ def _write(assigned, features, keep, plan, staging: Path) -> dict[int, tuple[int
         assigned.select(part.alias("_part"), *features, LABEL_INDEX_COLUMN, *keep, "_h", "_h2")
         .repartitionById(len(plan["paths"]), "_part")
         .sortWithinPartitions("_h", "_h2")
+        .drop("_h", "_h2")  # sorted by them; the writers do not need them
         .mapInArrow(writer, "part int, rows long, sha256 string")
         .collect()
     )
