@@ -35,7 +35,7 @@ from kfp_edge.features import WINDOW_STATS
 from kfp_edge.progress import report_progress
 from kfp_edge.spark_etl import reading, split, writing
 from kfp_edge.spark_etl.classify import classify, duplicate_tags, mark_duplicates
-from kfp_edge.spark_etl.profile import device_counts, first_pass
+from kfp_edge.spark_etl.profile import device_counts, device_summary, first_pass
 from kfp_edge.spark_etl.schema import (
     BAD_ROW_REASONS,
     ROLE_KEYS,
@@ -352,9 +352,9 @@ def _run(spark, inputs: tuple, schema, staging: Path, out: Path, opts: EtlOption
         counts = _check_bad_rows(counts, bad, files, staging, out, opts)
         phases.done("quarantine")
         good = classified.where("_reason IS NULL")
-        counts.update(device_counts(good, schema.device_column))
         examples, features, spec = _examples(good, schema, opts)
         if spec is not None:  # windows: an aggregation, kept for the split and the writers
+            counts.update(device_counts(good, schema.device_column))  # else the split stats'
             examples = examples.persist(StorageLevel.MEMORY_AND_DISK)
             persisted.append(examples)
         summary, manifest = _split_and_write(
@@ -366,6 +366,9 @@ def _run(spark, inputs: tuple, schema, staging: Path, out: Path, opts: EtlOption
     manifest["window"] = spec.to_dict() if spec else None
     if opts.test_path:
         manifest["split"]["test_path"] = opts.test_path
+    per_device = summary.pop("rows_per_group")
+    if spec is None and schema.device_column:  # an example a row: the split stats counted them
+        counts.update(device_summary(per_device))
     summary.update(counts)
     summary.update(format=fmt, phase_seconds=phases.seconds, window=manifest["window"])
     write_json_atomic(staging / SCHEMA_FILE, schema.to_dict())
@@ -550,7 +553,7 @@ def _split_and_write(spark, examples, features, schema, staging: Path, opts, pha
 
 
 def _split_stats(assigned, features, classes) -> dict:
-    """Rows per split and class, groups per split, train mean and std: one Spark job."""
+    """Rows per split and class, groups and rows per group, train mean and std: one Spark job."""
     from pyspark.sql import functions as F
 
     rows = (  # grouped by the group too rather than collect_set: all code-generated
@@ -565,6 +568,7 @@ def _split_stats(assigned, features, classes) -> dict:
     per_split = dict.fromkeys(SPLITS, 0)
     per_split_class = {s: dict.fromkeys(classes, 0) for s in SPLITS}
     groups = {s: set() for s in SPLITS}
+    per_group: dict[str, int] = {}
     n_train, sums, squares = 0, [0.0] * len(features), [0.0] * len(features)
     for r in sorted(rows, key=lambda r: (r["_split"], r[LABEL_INDEX_COLUMN], r[split.GROUP])):
         s = SPLITS[int(r["_split"])]
@@ -572,6 +576,7 @@ def _split_stats(assigned, features, classes) -> dict:
         per_split_class[s][classes[int(r[LABEL_INDEX_COLUMN])]] += int(r["n"])
         if r[split.GROUP] != "":
             groups[s].add(r[split.GROUP])
+            per_group[r[split.GROUP]] = per_group.get(r[split.GROUP], 0) + int(r["n"])
         if s == "train":
             n_train += int(r["n"])
             for i in range(len(features)):
@@ -587,6 +592,7 @@ def _split_stats(assigned, features, classes) -> dict:
         "rows": per_split,
         "rows_per_split_class": per_split_class,
         "groups": groups,
+        "rows_per_group": per_group,
         "mean": mean,
         "std": std,
     }
@@ -624,6 +630,7 @@ def _write(assigned, features, keep, plan, staging: Path) -> dict[int, tuple[int
         assigned.select(part.alias("_part"), *features, LABEL_INDEX_COLUMN, *keep, "_h", "_h2")
         .repartitionById(len(plan["paths"]), "_part")
         .sortWithinPartitions("_h", "_h2")
+        .drop("_h", "_h2")  # sorted by them; the writers do not need them
         .mapInArrow(writer, "part int, rows long, sha256 string")
         .collect()
     )
@@ -684,6 +691,7 @@ def _outputs(stats, plan, shard_info, features, classes, per_class, schema, meth
         "label_column": schema.label_column,
         "shards": {s: len(manifest_splits[s]["shards"]) for s in SPLITS},
         "window_seconds": opts.window_seconds or 0.0,
+        "rows_per_group": stats["rows_per_group"],
     }
     return summary, manifest
 

@@ -167,7 +167,7 @@ class _ShardFiles:
         if self.features:
             x = np.stack([piece.column(c).to_numpy() for c in self.features], axis=1)
         y = piece.column(LABEL_INDEX_COLUMN).to_numpy()
-        self.tfrecord.write_many(self.encoder.encode(x, y))
+        self.tfrecord.write_framed(self.encoder.framed(x, y), len(y))
         table = piece.select(self.columns)
         if self.parquet is None:
             self.parquet = self._pq.ParquetWriter(self.parquet_partial, table.schema)

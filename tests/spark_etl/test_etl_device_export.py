@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 
 import pyarrow.parquet as pq
@@ -121,3 +122,15 @@ def test_a_retried_step_completes(spark, tmp_path, export):
     assert run_etl(str(out), max_bad_fraction=0.05, spark=spark, **options) == summary
     assert (out / "manifest.json").stat().st_mtime_ns == mtime
     assert json.loads((out / "etl_summary.json").read_text())["options"]["split_by"] == "auto"
+
+
+def test_rows_per_device_without_windows_are_the_written_rows(spark, tmp_path, export):
+    out = tmp_path / "out"
+    summary = run_etl(
+        str(out), input_path=export["path"], window_seconds=0, split_by="row", spark=spark, **ROLES
+    )  # the counts come from the split statistics here, not from a grouped count
+    written = collections.Counter(
+        d for s in dataset.SPLITS for d in _parquet_column(out, s, "device_id")
+    )
+    assert summary["rows_per_device"] == dict(written) and summary["devices"] == 8
+    assert sum(written.values()) == summary["rows_good"]

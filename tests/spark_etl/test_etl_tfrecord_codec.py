@@ -101,3 +101,16 @@ def test_reader_detects_corruption_and_writer_never_overwrites(tmp_path):
             w.write(b"half")
             raise RuntimeError("task failed")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tfrecord", "b.tfrecord"]
+
+
+@pytest.mark.parametrize("labels", [[0, 1, 2], [0, 300, -1]])  # one varint width, and mixed
+def test_framed_batch_is_the_records_framed_one_by_one(labels):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(500, 6)) * 1e3
+    y = rng.choice(labels, 500)
+    encoder = ExampleEncoder(6)
+    expected = b"".join(frame_record(r) for r in encoder.encode(x, y))
+    assert encoder.framed(x, y) == expected
+    assert ExampleEncoder(0).framed(np.zeros((3, 0)), y[:3]) == b"".join(
+        frame_record(encode_example([], int(v))) for v in y[:3]
+    )
