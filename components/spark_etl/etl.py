@@ -241,9 +241,7 @@ def _stage_input(opts: EtlOptions, tmp: Path):
                 f"{schema.label_column!r} ({opts.schema_path})"
             )
         opts.label_column = opts.label_column or schema.label_column
-        if opts.input_path.startswith("s3://"):
-            return reading.download_s3(opts.input_path, tmp / "s3"), schema, opts.input_path
-        return Path(opts.input_path), schema, opts.input_path
+        return _local(opts.input_path, tmp / "s3"), schema, opts.input_path
     if opts.dataset == "iris":
         local, declared = reading.iris_csv(tmp)
         return local, schema or declared, "iris"
@@ -259,11 +257,14 @@ def _stage_input(opts: EtlOptions, tmp: Path):
 
 def _stage_test(opts: EtlOptions, tmp: Path) -> Path | None:
     """The local copy of ``test_path`` (None without one)."""
-    if not opts.test_path:
-        return None
-    if opts.test_path.startswith("s3://"):
-        return reading.download_s3(opts.test_path, tmp / "s3-test")
-    return Path(opts.test_path)
+    return _local(opts.test_path, tmp / "s3-test") if opts.test_path else None
+
+
+def _local(path: str, download_dir: Path) -> Path:
+    """A local path, or an ``s3://`` URI downloaded into ``download_dir``."""
+    if path.startswith("s3://"):
+        return reading.download_s3(path, download_dir)
+    return Path(path)
 
 
 def _with_session(spark, driver_memory: str, work):
@@ -295,14 +296,15 @@ def _read(spark, local: Path, test_local: Path | None, schema, opts: EtlOptions)
     test_sources = None
     if test_local is not None:
         test_files = reading.list_files(test_local)
-        if reading.format_of(test_files) != fmt:
+        test_fmt = reading.format_of(test_files)
+        if test_fmt != fmt:
             raise BadDataError(
-                f"{test_local}: test_path is {reading.format_of(test_files)}, the input is {fmt}; "
+                f"{test_local}: test_path is {test_fmt}, the input is {fmt}; "
                 "give both in one format"
             )
         test_sources = _source_names(spark, test_files, fmt)
         files = [*files, *test_files]
-    files, fmt, schema, raw = _read_files(spark, files, fmt, schema, opts)
+    schema, raw = _read_files(spark, files, fmt, schema, opts)
     return files, fmt, schema, raw, test_sources
 
 
@@ -316,14 +318,15 @@ def _source_names(spark, files: list[Path], fmt: str) -> list[str]:
 
 
 def _read_files(spark, files: list[Path], fmt: str, schema, opts: EtlOptions):
+    """``(schema, raw rows)`` of the files."""
     if fmt == "csv":
         args = (opts.header, opts.delimiter, opts.quote)
         schema = reading.csv_schema(files, schema, opts.label_column, *args, roles=opts.roles)
         schema = with_roles(schema, opts.roles, str(files[0]))
-        return files, fmt, schema, reading.raw_csv(spark, files, schema, *args)
+        return schema, reading.raw_csv(spark, files, schema, *args)
     schema = schema or reading.parquet_schema(spark, files, opts.label_column)
     schema = with_roles(schema, opts.roles, str(files[0]))
-    return files, fmt, schema, reading.raw_parquet(spark, files, schema)
+    return schema, reading.raw_parquet(spark, files, schema)
 
 
 def _run(spark, inputs: tuple, schema, staging: Path, out: Path, opts: EtlOptions):
@@ -474,11 +477,13 @@ def _examples(good, schema, opts: EtlOptions):
     if window > 0:
         spec = window_spec(schema, window, opts.hop_seconds, opts.stats)
         if given:  # the test rows' windows apart: no window mixes the two inputs
-            frame = windowed(good.where(~F.col(GIVEN_TEST)), schema, spec).select(
-                "*", F.lit(False).alias(GIVEN_TEST)
+            train, test = (
+                windowed(good.where(F.col(GIVEN_TEST) == flag), schema, spec).select(
+                    "*", F.lit(flag).alias(GIVEN_TEST)
+                )
+                for flag in (False, True)
             )
-            test = windowed(good.where(F.col(GIVEN_TEST)), schema, spec)
-            frame = frame.unionByName(test.select("*", F.lit(True).alias(GIVEN_TEST)))
+            frame = train.unionByName(test)
         else:
             frame = windowed(good, schema, spec)
         key = F.concat_ws("|", DEVICE, F.col(START).cast("string"))
