@@ -446,7 +446,7 @@ def _check_bad_rows(counts, bad, files, staging: Path, out: Path, opts) -> dict:
 
 
 # The phases of an ETL run, in order, as the summary's phase_seconds names them.
-ETL_PHASES = ("read_classify_profile", "quarantine", "labels_split", "split_stats", "write")
+ETL_PHASES = ("read_classify_profile", "quarantine", "labels_split", "write")
 
 
 class _Phases:
@@ -537,64 +537,72 @@ def _split_and_write(spark, examples, features, schema, staging: Path, opts, pha
         fractions = (fractions[0] / total, fractions[1] / total, 0.0)
     if method == "row":
         by_class = {classes.index(label): cells for label, cells in buckets.items()}
-        assigned = split.row_split(spark, examples, per_class, fractions, by_class)
+        assigned, per_split = split.row_split(spark, examples, per_class, fractions, by_class)
     elif method == "group":
-        assigned, _ = split.group_split(spark, examples, fractions, opts.seed)
+        assigned, per_split = split.group_split(spark, examples, fractions, opts.seed)
     else:
         sliding = bool(opts.window_seconds) and 0 < opts.hop_seconds < opts.window_seconds
-        assigned = split.time_split(spark, examples, fractions, opts.window_seconds or 0.0, sliding)
+        assigned, per_split = split.time_split(
+            spark, examples, fractions, opts.window_seconds or 0.0, sliding
+        )
+    if per_split is None:  # one small job: the plan needs the examples per split
+        per_split = [0, 0, 0]
+        for r in assigned.groupBy("_split").count().collect():
+            per_split[int(r["_split"])] = int(r["count"])
     if given_test:
         test = indexed(test).select("*", F.lit(2).alias("_split"))
         assigned = assigned.unionByName(test.select(*assigned.columns))
+        per_split[2] += sum(test_counts.values())
+    rows = dict(zip(SPLITS, per_split, strict=True))
+    for s in ("train", "test"):
+        if rows[s] == 0:
+            raise BadDataError(f"too few examples ({sum(rows.values())}) for a {s} split")
     phases.done("labels_split")
-    stats = _split_stats(assigned, features, classes)
-    phases.done("split_stats")
-    plan = _shard_plan(stats["rows"], opts.rows_per_shard, opts.min_shards)
-    shard_info = _write(assigned, features, keep, plan, staging)
+    plan = _shard_plan(rows, opts.rows_per_shard, opts.min_shards)
+    written = _write(assigned, features, keep, plan, staging, len(classes))
+    stats = _split_stats(written, plan, rows, features, classes)
     phases.done("write")
     return _outputs(
-        stats, plan, shard_info, features, classes, per_class, schema, method, staging, opts
+        stats, plan, written, features, classes, per_class, schema, method, staging, opts
     )
 
 
-def _split_stats(assigned, features, classes) -> dict:
-    """Rows per split and class, groups and rows per group, train mean and std: one Spark job."""
-    from pyspark.sql import functions as F
+def _split_stats(written: dict, plan: dict, rows: dict, features, classes) -> dict:
+    """Rows per split and class, groups and rows per group, train mean and std.
 
-    rows = (  # grouped by the group too rather than collect_set: all code-generated
-        assigned.groupBy("_split", LABEL_INDEX_COLUMN, split.GROUP)
-        .agg(
-            F.count(F.lit(1)).alias("n"),
-            *[F.sum(c).alias(f"s_{i}") for i, c in enumerate(features)],
-            *[F.sum(F.col(c) * F.col(c)).alias(f"q_{i}") for i, c in enumerate(features)],
-        )
-        .collect()
-    )
-    per_split = dict.fromkeys(SPLITS, 0)
+    Summed on the driver from the statistics each writer task returns with its shard (in
+    shard order, so the same input gives the same floats).
+
+    Raises:
+        RuntimeError: If a split's shards hold other than its expected examples.
+    """
     per_split_class = {s: dict.fromkeys(classes, 0) for s in SPLITS}
     groups = {s: set() for s in SPLITS}
     per_group: dict[str, int] = {}
-    n_train, sums, squares = 0, [0.0] * len(features), [0.0] * len(features)
-    for r in sorted(rows, key=lambda r: (r["_split"], r[LABEL_INDEX_COLUMN], r[split.GROUP])):
-        s = SPLITS[int(r["_split"])]
-        per_split[s] += int(r["n"])
-        per_split_class[s][classes[int(r[LABEL_INDEX_COLUMN])]] += int(r["n"])
-        if r[split.GROUP] != "":
-            groups[s].add(r[split.GROUP])
-            per_group[r[split.GROUP]] = per_group.get(r[split.GROUP], 0) + int(r["n"])
-        if s == "train":
-            n_train += int(r["n"])
-            for i in range(len(features)):
-                sums[i] += float(r[f"s_{i}"])
-                squares[i] += float(r[f"q_{i}"])
-    for s in ("train", "test"):
-        if per_split[s] == 0:
-            raise BadDataError(f"too few examples ({sum(per_split.values())}) for a {s} split")
+    sums, squares = [0.0] * len(features), [0.0] * len(features)
+    for s in SPLITS:
+        held = 0
+        for p in range(plan["first"][s], plan["first"][s] + plan["shards"][s]):
+            if p not in written:
+                continue
+            held += written[p]["rows"]
+            stats = written[p]["stats"]
+            for k, n in enumerate(stats["per_class"]):
+                per_split_class[s][classes[k]] += n
+            for g, n in stats["per_group"].items():
+                groups[s].add(g)
+                per_group[g] = per_group.get(g, 0) + n
+            if s == "train":
+                sums = [a + b for a, b in zip(sums, stats["sums"], strict=True)]
+                squares = [a + b for a, b in zip(squares, stats["squares"], strict=True)]
+        if held != rows[s]:
+            raise RuntimeError(f"split {s}: shards hold {held} rows, expected {rows[s]}")
+    n_train = rows["train"]
     mean = [v / n_train for v in sums]
     var = [max(q / n_train - m * m, 0.0) for q, m in zip(squares, mean, strict=True)]
     std = [math.sqrt(v) if v > 0 and math.isfinite(v) else 1.0 for v in var]
     return {
-        "rows": per_split,
+        "rows": dict(rows),
         "rows_per_split_class": per_split_class,
         "groups": groups,
         "rows_per_group": per_group,
@@ -616,8 +624,12 @@ def _shard_plan(rows: dict[str, int], rows_per_shard: int, min_shards: int) -> d
     return {"shards": shards, "first": first, "paths": paths, "parquet": parquet}
 
 
-def _write(assigned, features, keep, plan, staging: Path) -> dict[int, tuple[int, str]]:
-    """One shuffle by shard id; each task writes its TFRecord shard and Parquet file."""
+def _write(assigned, features, keep, plan, staging: Path, num_classes: int) -> dict[int, dict]:
+    """One shuffle by shard id; each task writes its TFRecord shard and Parquet file.
+
+    Returns:
+        Per shard id: ``rows``, ``sha256`` and ``stats`` (see :func:`writing.shard_writer`).
+    """
     from pyspark.sql import functions as F
 
     for s in SPLITS:
@@ -630,32 +642,37 @@ def _write(assigned, features, keep, plan, staging: Path) -> dict[int, tuple[int
     )
     first = F.element_at(F.array(*[F.lit(plan["first"][s]) for s in SPLITS]), F.col("_split") + 1)
     part = (first + F.pmod(F.col("_h2"), count)).cast("int")
-    writer = writing.shard_writer(str(staging), plan["paths"], plan["parquet"], features, keep)
+    writer = writing.shard_writer(
+        str(staging), plan["paths"], plan["parquet"], features, keep, num_classes
+    )
+    columns = [*features, LABEL_INDEX_COLUMN, *keep, split.GROUP, "_h", "_h2"]
     written = (
-        assigned.select(part.alias("_part"), *features, LABEL_INDEX_COLUMN, *keep, "_h", "_h2")
+        assigned.select(part.alias("_part"), *columns)
         .repartitionById(len(plan["paths"]), "_part")
         .sortWithinPartitions("_h", "_h2")
         .drop("_h", "_h2")  # sorted by them; the writers do not need them
-        .mapInArrow(writer, "part int, rows long, sha256 string")
+        .mapInArrow(writer, writing.WRITTEN_SCHEMA)
         .collect()
     )
-    return {int(r["part"]): (int(r["rows"]), r["sha256"]) for r in written}
+    return {
+        int(r["part"]): {
+            "rows": int(r["rows"]),
+            "sha256": r["sha256"],
+            "stats": json.loads(r["stats"]),
+        }
+        for r in written
+    }
 
 
-def _outputs(stats, plan, shard_info, features, classes, per_class, schema, method, staging, opts):
+def _outputs(stats, plan, written, features, classes, per_class, schema, method, staging, opts):
     """Writes preprocessing.json; returns the summary and the manifest."""
     manifest_splits = {}
     for s in SPLITS:
-        shards = []
-        for p in range(plan["first"][s], plan["first"][s] + plan["shards"][s]):
-            if p in shard_info:
-                rows, digest = shard_info[p]
-                shards.append({"path": plan["paths"][p], "rows": rows, "sha256": digest})
-        if sum(sh["rows"] for sh in shards) != stats["rows"][s]:
-            raise RuntimeError(
-                f"split {s}: shards hold {sum(sh['rows'] for sh in shards)} rows, "
-                f"expected {stats['rows'][s]}"
-            )
+        shards = [
+            {"path": plan["paths"][p], "rows": written[p]["rows"], "sha256": written[p]["sha256"]}
+            for p in range(plan["first"][s], plan["first"][s] + plan["shards"][s])
+            if p in written
+        ]
         manifest_splits[s] = {"rows": stats["rows"][s], "shards": shards, "parquet": f"parquet/{s}"}
     preprocessing = {
         "type": "standardize",

@@ -16,11 +16,13 @@ Three methods (``split_by``):
   validation (fractions of the range). With sliding windows a window crossing a cut would share
   readings with the next split, so it is dropped (``dropped_at_cuts`` in the summary).
 
-Each method only adds a ``_split`` column (0, 1, 2), no shuffle.
+Each method only adds a ``_split`` column (0, 1, 2), no shuffle, and returns the examples per
+split when it knows them without a pass over the data (``row`` and ``group``; ``time`` does not).
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import math
 
@@ -79,6 +81,10 @@ def bucket_counts(examples, label_column: str) -> dict[str, list[tuple[int, int]
 def row_split(spark, examples, per_class: dict[int, int], fractions, buckets):
     """Adds ``_split`` by per-class hash thresholds (exact counts, see the module doc).
 
+    Returns:
+        ``(frame, examples per split)``; the counts are exact (identical lines at a threshold
+        stay below or above it together, and the count follows them).
+
     Args:
         spark: The session.
         examples: Examples with ``label_index``, ``_h`` and ``_h2``.
@@ -88,7 +94,7 @@ def row_split(spark, examples, per_class: dict[int, int], fractions, buckets):
     """
     from pyspark.sql import functions as F
 
-    wanted = []  # (class, rank, bucket, rank within the bucket)
+    wanted = []  # (class, rank, bucket, rank within the bucket, examples in earlier buckets)
     for k, (n_train, n_val, _) in class_counts(per_class, fractions).items():
         for rank in (n_train, n_train + n_val):
             if rank >= per_class[k]:
@@ -96,15 +102,18 @@ def row_split(spark, examples, per_class: dict[int, int], fractions, buckets):
             before = 0
             for b, n in sorted(buckets[k]):
                 if rank < before + n:
-                    wanted.append((k, rank, b, rank - before))
+                    wanted.append((k, rank, b, rank - before, before))
                     break
                 before += n
     keys = _boundary_keys(examples, wanted)
-    rows = []
+    rows, per_split = [], [0, 0, 0]
     for k, (n_train, n_val, _) in class_counts(per_class, fractions).items():
-        t = keys.get((k, n_train), (None, None))
-        v = keys.get((k, n_train + n_val), (None, None))
+        (t, below_t), (v, below_v) = (
+            keys.get((k, rank), ((None, None), per_class[k])) for rank in (n_train, n_train + n_val)
+        )
         rows.append((k, *t, *v))
+        for s, n in enumerate((below_t, below_v - below_t, per_class[k] - below_v)):
+            per_split[s] += n
     bounds = spark.createDataFrame(
         rows, f"{LABEL_INDEX_COLUMN} long, _th long, _th2 long, _vh long, _vh2 long"
     )
@@ -118,16 +127,21 @@ def row_split(spark, examples, per_class: dict[int, int], fractions, buckets):
 
     split = F.when(below("_th", "_th2"), 0).when(below("_vh", "_vh2"), 1).otherwise(2)
     joined = examples.join(F.broadcast(bounds), LABEL_INDEX_COLUMN)
-    return joined.select(*examples.columns, split.alias("_split"))
+    return joined.select(*examples.columns, split.alias("_split")), per_split
 
 
-def _boundary_keys(examples, wanted) -> dict[tuple[int, int], tuple[int, int]]:
-    """The ``(_h, _h2)`` key at each wanted per-class rank, from the boundary buckets only."""
+def _boundary_keys(examples, wanted) -> dict[tuple[int, int], tuple[tuple[int, int], int]]:
+    """Per wanted per-class rank: the ``(_h, _h2)`` key there and the examples below that key.
+
+    Only the boundary buckets' keys are fetched. Below the key at a rank are the earlier
+    buckets' examples and the bucket's smaller keys: the rank itself, unless equal keys (the
+    same line) precede it.
+    """
     from pyspark.sql import functions as F
 
     if not wanted:
         return {}
-    cells = sorted({(k, b) for k, _, b, _ in wanted})
+    cells = sorted({(k, b) for k, _, b, _, _ in wanted})
     cond = None
     for k, b in cells:
         c = (F.col(LABEL_INDEX_COLUMN) == k) & (_bucket() == b)
@@ -138,7 +152,11 @@ def _boundary_keys(examples, wanted) -> dict[tuple[int, int], tuple[int, int]]:
         found.setdefault(cell, []).append((int(r[1]), int(r[2])))
     for cell in found.values():
         cell.sort()
-    return {(k, rank): found[(k, b)][offset] for k, rank, b, offset in wanted}
+    keys = {}
+    for k, rank, b, offset, before in wanted:
+        key = found[(k, b)][offset]
+        keys[(k, rank)] = (key, before + bisect.bisect_left(found[(k, b)], key))
+    return keys
 
 
 def assign_groups(counts: dict[str, dict[int, int]], fractions, seed: int) -> dict[str, int]:
@@ -199,7 +217,11 @@ def assign_groups(counts: dict[str, dict[int, int]], fractions, seed: int) -> di
 
 
 def group_split(spark, examples, fractions, seed: int):
-    """Adds ``_split`` from a whole-group assignment; returns ``(frame, assignment)``."""
+    """Adds ``_split`` from a whole-group assignment (:func:`assign_groups`).
+
+    Returns:
+        ``(frame, examples per split)``.
+    """
     from pyspark.sql import functions as F
 
     counts: dict[str, dict[int, int]] = {}
@@ -207,11 +229,18 @@ def group_split(spark, examples, fractions, seed: int):
         counts.setdefault(str(r[GROUP]), {})[int(r[LABEL_INDEX_COLUMN])] = int(r["count"])
     assignment = assign_groups(counts, fractions, seed)
     table = spark.createDataFrame(sorted(assignment.items()), f"{GROUP} string, _split int")
-    return examples.join(F.broadcast(table), GROUP), assignment
+    per_split = [0, 0, 0]
+    for g, s in assignment.items():
+        per_split[s] += sum(counts[g].values())
+    return examples.join(F.broadcast(table), GROUP), per_split
 
 
 def time_split(spark, examples, fractions, window_seconds: float = 0.0, sliding: bool = False):
-    """Adds ``_split`` by per-device time cuts; sliding windows crossing a cut are dropped."""
+    """Adds ``_split`` by per-device time cuts; sliding windows crossing a cut are dropped.
+
+    Returns:
+        ``(frame, None)``: the examples per split are known only after a pass over the frame.
+    """
     from pyspark.sql import functions as F
 
     ranges = examples.groupBy(GROUP).agg(F.min(TIME).alias("_lo"), F.max(TIME).alias("_hi"))
@@ -231,4 +260,4 @@ def time_split(spark, examples, fractions, window_seconds: float = 0.0, sliding:
             (F.col("_split") == 1) & (end > F.col("_ct"))
         )
         frame = frame.where(~crosses)
-    return frame.drop("_cv", "_ct")
+    return frame.drop("_cv", "_ct"), None

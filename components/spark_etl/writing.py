@@ -9,16 +9,20 @@ an earlier attempt (recognised by its marker file), never a finished one or anyo
 
 One shuffle feeds both writers: the examples are partitioned by shard id (one Spark partition a
 shard, ``repartitionById``) and sorted by hash within it; each task writes its TFRecord shard and
-the Parquet file of the same rows.
+the Parquet file of the same rows, and returns the statistics of its rows (examples per class
+and per group, feature sums and sums of squares) from which the ETL builds the split statistics
+and the train mean and std, without another pass over the data.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
 
 from kfp_edge.dataset import LABEL_INDEX_COLUMN, MANIFEST_FILE
+from kfp_edge.spark_etl.split import GROUP
 
 QUARANTINE_DIR = "quarantine"
 MARKER_FILE = ".kfp-edge-etl"
@@ -86,7 +90,13 @@ def write_quarantine(bad, directory: Path, parts: int) -> None:
     rows.coalesce(max(parts, 1)).write.mode("overwrite").parquet(str(directory))
 
 
-def shard_writer(out_dir: str, paths: list[str], parquet_paths: list[str], features, keep):
+# The columns each writer task returns per shard (``stats``: JSON, see :class:`_ShardFiles`).
+WRITTEN_SCHEMA = "part int, rows long, sha256 string, stats string"
+
+
+def shard_writer(
+    out_dir: str, paths: list[str], parquet_paths: list[str], features, keep, num_classes: int
+):
     """The function each Spark partition runs (mapInArrow) to write its shard and Parquet file.
 
     Args:
@@ -95,6 +105,11 @@ def shard_writer(out_dir: str, paths: list[str], parquet_paths: list[str], featu
         parquet_paths: Parquet file of each shard id.
         features: Feature columns, in order.
         keep: Extra columns kept in the Parquet splits (id, device, time).
+        num_classes: Number of classes (the length of the per-class counts).
+
+    Returns:
+        A function of Arrow batches (columns ``_part``, the features, ``label_index``, ``keep``
+        and optionally :data:`GROUP`) giving one row of :data:`WRITTEN_SCHEMA` per shard.
     """
 
     def write(batches):
@@ -108,7 +123,9 @@ def shard_writer(out_dir: str, paths: list[str], parquet_paths: list[str], featu
                     if current is None or current.part != part:
                         if current is not None:
                             done.append(current.close())
-                        current = _ShardFiles(out_dir, part, paths, parquet_paths, features, keep)
+                        current = _ShardFiles(
+                            out_dir, part, paths, parquet_paths, features, keep, num_classes
+                        )
                     current.write(piece)
             if current is not None:
                 done.append(current.close())
@@ -121,7 +138,12 @@ def shard_writer(out_dir: str, paths: list[str], parquet_paths: list[str], featu
             yield pa.RecordBatch.from_pylist(
                 done,
                 schema=pa.schema(
-                    [("part", pa.int32()), ("rows", pa.int64()), ("sha256", pa.string())]
+                    [
+                        ("part", pa.int32()),
+                        ("rows", pa.int64()),
+                        ("sha256", pa.string()),
+                        ("stats", pa.string()),
+                    ]
                 ),
             )
 
@@ -140,9 +162,10 @@ def _runs(batch):
 
 
 class _ShardFiles:
-    """The TFRecord shard and the Parquet file of one shard id."""
+    """The TFRecord shard and the Parquet file of one shard id, and the statistics of its rows."""
 
-    def __init__(self, out_dir, part, paths, parquet_paths, features, keep):
+    def __init__(self, out_dir, part, paths, parquet_paths, features, keep, num_classes):
+        import numpy as np
         import pyarrow.parquet as pq
 
         from kfp_edge.tfrecord import ExampleEncoder, TFRecordWriter
@@ -159,6 +182,10 @@ class _ShardFiles:
         directory, name = os.path.split(self.parquet_path)
         self.parquet_partial = os.path.join(directory, f".{name}.{os.getpid()}.partial")
         self.parquet, self._pq = None, pq
+        self.per_class = np.zeros(num_classes, dtype=np.int64)
+        self.per_group: dict[str, int] = {}
+        self.sums = np.zeros(len(features))
+        self.squares = np.zeros(len(features))
 
     def write(self, piece) -> None:
         import numpy as np
@@ -172,13 +199,42 @@ class _ShardFiles:
         if self.parquet is None:
             self.parquet = self._pq.ParquetWriter(self.parquet_partial, table.schema)
         self.parquet.write_batch(table)
+        self._count(piece, x, y)
+
+    def _count(self, piece, x, y) -> None:
+        import numpy as np
+        import pyarrow.compute as pc
+
+        self.per_class += np.bincount(y, minlength=len(self.per_class))
+        self.sums += x.sum(axis=0, dtype=np.float64)
+        self.squares += np.square(x, dtype=np.float64).sum(axis=0)
+        if GROUP in piece.schema.names:
+            counted = pc.value_counts(piece.column(GROUP))
+            for group, n in zip(
+                counted.field("values").to_pylist(),
+                counted.field("counts").to_pylist(),
+                strict=True,
+            ):
+                if group:  # "" without a device column
+                    self.per_group[group] = self.per_group.get(group, 0) + n
 
     def close(self) -> dict:
         digest = self.tfrecord.close()
         if self.parquet is not None:
             self.parquet.close()
             os.replace(self.parquet_partial, self.parquet_path)  # a retried task rewrites it
-        return {"part": self.part, "rows": self.tfrecord.rows, "sha256": digest}
+        stats = {
+            "per_class": self.per_class.tolist(),
+            "per_group": self.per_group,
+            "sums": self.sums.tolist(),
+            "squares": self.squares.tolist(),
+        }
+        return {
+            "part": self.part,
+            "rows": self.tfrecord.rows,
+            "sha256": digest,
+            "stats": json.dumps(stats),
+        }
 
     def abort(self) -> None:
         self.tfrecord.abort()

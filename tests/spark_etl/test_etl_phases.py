@@ -93,7 +93,9 @@ def test_row_split_gives_exact_per_class_counts(spark):
     per_class = {k: int(np.sum(labels == k)) for k in range(3)}
     buckets = split.bucket_counts(frame, "label_index")
     assert {k: sum(n for _, n in cells) for k, cells in buckets.items()} == per_class
-    result = split.row_split(spark, frame, per_class, (0.6, 0.2, 0.2), buckets).collect()
+    assigned, per_split = split.row_split(spark, frame, per_class, (0.6, 0.2, 0.2), buckets)
+    result = assigned.collect()
+    assert per_split == [sum(1 for r in result if r["_split"] == s) for s in range(3)]
     got = {}
     for r in result:
         got[(r["label_index"], r["_split"])] = got.get((r["label_index"], r["_split"]), 0) + 1
@@ -105,6 +107,20 @@ def test_row_split_gives_exact_per_class_counts(spark):
         )
         train = {(r["_h"], r["_h2"]) for r in result if r["label_index"] == k and r["_split"] == 0}
         assert train == set(order[: cuts[0]])
+
+
+def test_row_split_counts_follow_identical_lines_at_a_threshold(spark):
+    """Identical lines share their hash: at a threshold they move together, and the counts the
+    shard plan is built from say so (the split's own counts, not the wanted ones)."""
+    keys = [(0, i, i) for i in range(6)] + [(0, 6, 6)] * 3 + [(0, i, i) for i in range(7, 10)]
+    frame = spark.createDataFrame(keys, "label_index long, _h long, _h2 long")
+    per_class = {0: len(keys)}  # 12: wanted 8 train (ranks 0-7), 2 validation, 2 test
+    buckets = split.bucket_counts(frame, "label_index")
+    assigned, per_split = split.row_split(spark, frame, per_class, (0.6, 0.2, 0.2), buckets)
+    result = assigned.collect()
+    assert [sum(1 for r in result if r["_split"] == s) for s in range(3)] == per_split
+    assert per_split == [6, 4, 2]  # the three copies at ranks 6-8 all fall to validation
+    assert {r["_split"] for r in result if r["_h"] == 6} == {1}
 
 
 def test_groups_are_dealt_whole_and_stratified():
