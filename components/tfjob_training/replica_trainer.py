@@ -233,11 +233,7 @@ def exit_on_sigterm() -> None:
     threading.Thread(target=wait, name="sigterm-waiter", daemon=True).start()
 
 
-# Batches a distributed replica's input pipeline keeps ready (see :func:`_make_dataset`).
-DISTRIBUTED_PREFETCH = 2
-
-
-def pool_cpu_memory(environ=None) -> None:
+def pool_cpu_memory() -> None:
     """Makes TensorFlow keep its CPU tensor memory in a pool (its BFC allocator).
 
     TensorFlow's default CPU allocator gets each tensor from ``malloc``. In a replica of a
@@ -247,12 +243,8 @@ def pool_cpu_memory(environ=None) -> None:
     The pooled allocator reuses the memory (50 mmaps and 2,000 page faults a second) and also
     counts it: the report's ``peak_tensor_bytes``. Call it before TensorFlow starts; a value
     already in the environment (``TF_CPU_ALLOCATOR_USE_BFC``) is kept.
-
-    Args:
-        environ: The environment to set it in; ``os.environ`` when None.
     """
-    environ = os.environ if environ is None else environ
-    environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+    os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
 
 def peak_tensor_bytes(tf) -> int | None:
@@ -267,26 +259,7 @@ def peak_tensor_bytes(tf) -> int | None:
         return None
 
 
-def _make_dataset(
-    tf, data_dir, manifest, split, batch_size, shard_policy, repeat, seed, tuned=True
-):
-    """The split's TFRecord shards as ``(features, label)`` batches.
-
-    Args:
-        tf: The tensorflow module.
-        data_dir: The ETL's output directory.
-        manifest: Its manifest.
-        split: ``train``, ``validation`` or ``test``.
-        batch_size: The (global) batch size.
-        shard_policy: The auto-shard policy under a distribution strategy.
-        repeat: Cache, shuffle and repeat (training).
-        seed: The shuffle seed.
-        tuned: Let tf.data's autotuner size the prefetch buffer (one process). A replica of a
-            distributed job prefetches a fixed :data:`DISTRIBUTED_PREFETCH` batches with the
-            autotuner off: its background thread competes for the cores with the replicas'
-            collectives, and destroying the iterator after ``fit`` waits for it (2-5 s per
-            run measured with 2 workers on 2 cores; no wait without it).
-    """
+def _make_dataset(tf, data_dir, manifest, split, batch_size, shard_policy, repeat, seed):
     from kfp_edge.dataset import FEATURES_KEY, LABEL_KEY, shard_paths
 
     num_features = int(manifest["num_features"])
@@ -305,10 +278,9 @@ def _make_dataset(
     ds = ds.map(parse)
     if repeat:
         ds = ds.cache().shuffle(1024, seed=seed).repeat()
-    ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE if tuned else DISTRIBUTED_PREFETCH)
+    ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = shard_policy
-    options.autotune.enabled = tuned
     return ds.with_options(options)
 
 
@@ -707,7 +679,6 @@ def _fit(tf, keras, model, run: _Run) -> tuple:
         tf.data.experimental.AutoShardPolicy.AUTO,
         True,
         run.args.seed,
-        tuned=not run.tf_config,
     )
     epoch_starts: list[int] = []
     callbacks = [
@@ -720,15 +691,7 @@ def _fit(tf, keras, model, run: _Run) -> tuple:
         validation_steps = max(1, math.ceil(rows / run.global_batch))
         policy = tf.data.experimental.AutoShardPolicy.AUTO
         validation = _make_dataset(
-            tf,
-            run.args.data_dir,
-            run.manifest,
-            "validation",
-            run.global_batch,
-            policy,
-            False,
-            0,
-            tuned=not run.tf_config,
+            tf, run.args.data_dir, run.manifest, "validation", run.global_batch, policy, False, 0
         )
     started = time.time()
     try:
