@@ -266,9 +266,10 @@ def _measure(impl: str, csv_path: Path, schema_path: Path, out_dir: Path) -> dic
         str(out_dir),
     ]
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True
-    )
+    # the child's stderr (Spark's log) goes to a file, shown only when the child fails
+    err_path = out_dir.with_name(out_dir.name + ".stderr")
+    err_file = open(err_path, "w")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err_file, env=env, text=True)
     peak = {"rss": 0, "pss": 0}
     done = threading.Event()
 
@@ -303,8 +304,13 @@ def _measure(impl: str, csv_path: Path, schema_path: Path, out_dir: Path) -> dic
     out, _ = proc.communicate()
     done.set()
     thread.join()
+    err_file.close()
     if proc.returncode != 0:
-        raise RuntimeError(f"{impl} ETL failed (exit {proc.returncode})")
+        tail = err_path.read_text(errors="replace").splitlines()[-40:]
+        raise RuntimeError(
+            f"{impl} ETL failed (exit {proc.returncode}); the last lines of its stderr:\n"
+            + "\n".join(tail)
+        )
     result = json.loads(out.strip().splitlines()[-1])
     # RSS summed over the tree counts the pages forked Python workers share with their daemon
     # once per process; PSS splits each shared page among its sharers: the tree's footprint.
