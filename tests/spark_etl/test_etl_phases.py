@@ -160,3 +160,28 @@ def test_every_phase_the_etl_times_is_a_named_progress_phase():
 
     source = Path(etl.__file__).read_text()
     assert re.findall(r'phases\.done\("(\w+)"\)', source) == list(etl.ETL_PHASES)
+
+
+def _reduce_tasks(spark, conf: dict) -> int:
+    """Partitions after a grouped count of 200k ids, with ``conf`` set on the shared session."""
+    from pyspark.sql import functions as F
+
+    keys = [k for k in conf if k.startswith("spark.sql.") and "timeZone" not in k]
+    old = {k: spark.conf.get(k, None) for k in keys}
+    try:
+        for k in keys:
+            spark.conf.set(k, conf[k])
+        counted = spark.range(200_000, numPartitions=8).groupBy(F.col("id") % 50_000).count()
+        return counted.rdd.getNumPartitions()
+    finally:
+        for k, v in old.items():
+            spark.conf.unset(k) if v is None else spark.conf.set(k, v)
+
+
+def test_the_etl_session_keeps_its_shuffle_partitions_for_the_cores(spark):
+    from kfp_edge.spark_etl.reading import session_conf
+
+    conf = session_conf(cores=2)
+    # the old settings (4 partitions, AQE coalescing on) fall below the cores' waves
+    assert _reduce_tasks(spark, {"spark.sql.shuffle.partitions": "4"}) < 4
+    assert _reduce_tasks(spark, conf) == int(conf["spark.sql.shuffle.partitions"]) == 8
