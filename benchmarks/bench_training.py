@@ -3,18 +3,24 @@
 All runs train the sensor model (``cnn1d``, 64-value windows, 4 classes) on the same TFRecord
 shards with the same trainer code and the same per-replica batch, on the same cores and threads
 in all (plain and 1 worker: one process with an intra-op thread per core and one inter-op
-thread, as the engine gives a one-replica job; 2 workers: one intra-op thread each):
+thread, as the engine gives a one-replica job; 2 workers: one intra-op thread each, each
+replica pinned to a core of its own, as the engine pins replicas that fit the cores):
 
 - ``plain``: the trainer in one process without TF_CONFIG (the default strategy, no collectives);
+- ``plain_1_intra_op_thread``: the same with one intra-op thread, the fastest plain run on two
+  cores for this small model (its ops are too small to split between threads); the ratios are
+  given against it too, so that the distributed runs are also compared with plain at its best;
 - ``tfjob_1_worker``: a TFJob with a chief alone; like the operator, the engine gives a single
   replica no TF_CONFIG, so it trains as plain does (the difference is the engine's overhead);
 - ``tfjob_2_workers``: a chief and a worker, all-reducing packed gradients over gRPC (RING) on
   loopback, 16 steps per ``tf.function`` call, the learning rate scaled with the global batch;
-- ``tfjob_2_workers_steps_per_execution_1``: the same, one step per call, which shows where the
+- ``tfjob_2_workers_unpinned``: the same with the replicas free to run on either core, as the
+  engine ran them before;
+- ``tfjob_2_workers_steps_per_execution_1``: pinned, one step per call, which shows where the
   time went before (per-step Python and function-call overhead on top of each all-reduce).
 
-Each contestant runs three times, the rounds interleaved, and the run with the median
-examples/s is reported (all three figures alongside). Examples/s count the training examples
+Each contestant runs five times, the rounds interleaved, and the run with the median
+examples/s is reported (all five figures alongside). Examples/s count the training examples
 of the epochs run divided by the time inside ``model.fit`` (from the chief's report);
 ``examples_per_s_after_epoch_1`` leaves out the first epoch, which also traces the train
 function and fills the dataset cache; ``wall_s`` is the whole job, process starts included.
@@ -34,6 +40,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from kfp_edge.tfjob_training.local_tfjob_engine import usable_cpus
 
 FEATURES = 64
 CLASSES = 4
@@ -98,10 +106,11 @@ def _write_sensor_dataset(data_dir: Path, rows: int, seed: int = 0) -> Path:
     return data_dir
 
 
-def _plain(data_dir: Path, out: Path, params: dict) -> dict:
+def _plain(data_dir: Path, out: Path, params: dict, intra_op_threads: int | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
     # the threads the local engine gives a replica that has every core (like for like)
-    env.update(TF_NUM_INTRAOP_THREADS=str(os.cpu_count() or 1), TF_NUM_INTEROP_THREADS="1")
+    threads = intra_op_threads or len(usable_cpus())
+    env.update(TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS="1")
     args = [
         sys.executable,
         "-m",
@@ -132,7 +141,7 @@ def _plain(data_dir: Path, out: Path, params: dict) -> dict:
     return report
 
 
-def _tfjob(data_dir: Path, out: Path, params: dict, workers: int, **opts) -> dict:
+def _tfjob(data_dir: Path, out: Path, params: dict, workers: int, pin_cpus=True, **opts) -> dict:
     from kfp_edge.tfjob_training.training_step import train_local
 
     started = time.perf_counter()
@@ -142,6 +151,7 @@ def _tfjob(data_dir: Path, out: Path, params: dict, workers: int, **opts) -> dic
         workers=workers,
         job=f"bench-w{workers}",
         stream=io.StringIO(),
+        pin_cpus=pin_cpus,
         **params,
         **opts,
     )
@@ -149,7 +159,7 @@ def _tfjob(data_dir: Path, out: Path, params: dict, workers: int, **opts) -> dic
     return report
 
 
-ROUNDS = 3
+ROUNDS = 5
 
 
 def _median_run(reports: list[dict]) -> dict:
@@ -178,9 +188,13 @@ def run(quick: bool = False) -> dict:
         data_dir = _write_sensor_dataset(tmp / "data", rows)
         for i in range(rounds):  # interleaved, so a change of load hits every contestant
             runs.setdefault("plain", []).append(_plain(data_dir, tmp / f"plain-{i}", params))
+            runs.setdefault("plain_1_intra_op_thread", []).append(
+                _plain(data_dir, tmp / f"plain1-{i}", params, intra_op_threads=1)
+            )
             for name, workers, opts in (
                 ("tfjob_1_worker", 1, {}),
                 ("tfjob_2_workers", 2, {}),
+                ("tfjob_2_workers_unpinned", 2, {"pin_cpus": False}),
                 ("tfjob_2_workers_steps_per_execution_1", 2, {"steps_per_execution": 1}),
             ):
                 out = tmp / f"{name}-{i}"
@@ -203,9 +217,14 @@ def run(quick: bool = False) -> dict:
             }
         )
     eps = {name: r["examples_per_second"] for name, r in results.items()}
+    fastest_plain = max(eps["plain"], eps["plain_1_intra_op_thread"])
     ratios = {
         "tfjob_1_worker_vs_plain_examples_per_s": eps["tfjob_1_worker"] / eps["plain"],
         "tfjob_2_workers_vs_plain_examples_per_s": eps["tfjob_2_workers"] / eps["plain"],
+        "tfjob_1_worker_vs_fastest_plain_examples_per_s": eps["tfjob_1_worker"] / fastest_plain,
+        "tfjob_2_workers_vs_fastest_plain_examples_per_s": eps["tfjob_2_workers"] / fastest_plain,
+        "tfjob_2_workers_unpinned_vs_plain_examples_per_s": eps["tfjob_2_workers_unpinned"]
+        / eps["plain"],
         "tfjob_2_workers_vs_1_worker_examples_per_s": eps["tfjob_2_workers"]
         / eps["tfjob_1_worker"],
         "tfjob_2_workers_vs_plain_wall": results["tfjob_2_workers"]["wall"]

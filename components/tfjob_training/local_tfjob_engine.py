@@ -19,6 +19,13 @@ of one replica), the container's command, args and env. The engine follows the r
   ``activeDeadlineSeconds`` bounds the job's run time;
 - the job succeeds when the chief (or, without a chief, every worker) exits 0.
 
+Each replica stands for a pod with CPUs of its own. When the job has no more replicas than this
+process may use cores, each replica is pinned to its own share of them (``sched_setaffinity``,
+as the kubelet's static CPU manager pins a Guaranteed pod), and TensorFlow's intra-op threads
+match that share. Unpinned, two lock-stepped replicas on two cores migrate between the cores
+and wake each other's threads on either: measured, a 2-worker step took 3.9 ms against 2.5 ms
+pinned (``benchmarks/bench_training.py``).
+
 Replica logs are written to ``<log_dir>/<type>-<index>.attempt-<n>.log``; the chief's log is
 streamed to the caller as it is written.
 """
@@ -62,6 +69,7 @@ class _Replica:
     log_path: Path | None = None
     proc: subprocess.Popen | None = None
     exit_code: int | None = None
+    cpus: tuple[int, ...] = ()  # the cores it is pinned to; () = not pinned
 
     @property
     def key(self) -> str:
@@ -196,6 +204,42 @@ def _die_with_parent() -> None:
         pass
 
 
+def usable_cpus() -> list[int]:
+    """The cores this process may run on (its affinity; every core where that is unknown)."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return list(range(os.cpu_count() or 1))
+
+
+def cpu_shares(replicas: int, cpus: list[int]) -> list[tuple[int, ...]]:
+    """Splits the cores into one disjoint share per replica, or none when they do not fit.
+
+    Args:
+        replicas: Replicas of the job (every type, the evaluator too).
+        cpus: The cores to share.
+
+    Returns:
+        ``replicas`` tuples of ``len(cpus) // replicas`` cores each; ``()`` for every replica
+        when there is one replica (it has every core anyway) or more replicas than cores.
+    """
+    if replicas < 2 or replicas > len(cpus):
+        return [()] * replicas
+    k = len(cpus) // replicas
+    return [tuple(cpus[i * k : (i + 1) * k]) for i in range(replicas)]
+
+
+def _in_replica(cpus: tuple[int, ...]) -> Callable[[], None]:
+    """What runs in a replica's process before exec: die with the engine, take its cores."""
+
+    def setup() -> None:
+        _die_with_parent()
+        if cpus:
+            os.sched_setaffinity(0, cpus)  # threads started later inherit it
+
+    return setup
+
+
 def _exit_code(returncode: int) -> int:
     """A container's exit code: 128 + N when the process was killed by signal N."""
     return 128 - returncode if returncode < 0 else returncode
@@ -254,7 +298,7 @@ class _Job:
     """A running local TFJob: its replicas, status and the caller's stream and callback."""
 
     def __init__(self, manifest, log_dir, stream, on_event, grace_seconds, attempt_limit, env):
-        python, extra_env = env
+        python, extra_env, pin = env
         self.name = manifest["metadata"]["name"]
         run_policy = manifest["spec"].get("runPolicy", {})
         self.backoff_limit = int(run_policy.get("backoffLimit", 6))
@@ -263,7 +307,7 @@ class _Job:
         self.log_dir, self.stream, self.on_event = log_dir, stream, on_event
         self.grace_seconds = grace_seconds
         self.status = _Status()
-        self.replicas = _replicas(manifest, extra_env, python)
+        self.replicas = _replicas(manifest, extra_env, python, pin)
         self.chief = next((r for r in self.replicas if r.rtype in ("Chief", "Master")), None)
         self.streamed = 0
 
@@ -283,7 +327,7 @@ class _Job:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_in_replica(r.cpus),
             )
         if r is self.chief:
             self.streamed = 0
@@ -327,11 +371,14 @@ class _Job:
         return self.status.as_dict()
 
 
-def _replicas(manifest: dict, extra_env: dict, python: str) -> list[_Replica]:
-    """The replicas of a TFJob with their commands and full environments."""
+def _replicas(manifest: dict, extra_env: dict, python: str, pin: bool) -> list[_Replica]:
+    """The replicas of a TFJob with their commands, full environments and cores."""
     counts = replica_counts(manifest)
     configs = tf_configs(manifest)
-    threads = max(1, (os.cpu_count() or 1) // sum(n for _, n in counts))
+    cpus = usable_cpus()
+    total = sum(n for _, n in counts)
+    threads = max(1, len(cpus) // total)
+    shares = iter(cpu_shares(total, cpus) if pin else [()] * total)
     replicas = []
     for rtype, n in counts:
         spec = manifest["spec"]["tfReplicaSpecs"][rtype]
@@ -349,7 +396,9 @@ def _replicas(manifest: dict, extra_env: dict, python: str) -> list[_Replica]:
             if configs[(rtype, index)]:
                 env["TF_CONFIG"] = json.dumps(configs[(rtype, index)])
             policy = spec.get("restartPolicy", "Never")
-            replicas.append(_Replica(rtype, index, _command(container, python), env, policy))
+            replicas.append(
+                _Replica(rtype, index, _command(container, python), env, policy, cpus=next(shares))
+            )
     return replicas
 
 
@@ -401,6 +450,7 @@ def run_tfjob(
     python: str = sys.executable,
     extra_env: dict | None = None,
     attempt_limit: int | None = None,
+    pin_cpus: bool = True,
 ) -> dict:
     """Runs a TFJob manifest locally until it succeeds or fails.
 
@@ -414,7 +464,7 @@ def run_tfjob(
         log_dir: Directory of the replicas' log files.
         stream: Where the chief's log is streamed; ``sys.stdout`` when None.
         on_event: Called with ``(condition or event, details)`` at every transition, with
-            ``("ReplicasStarted", {"attempt", "pids"})`` after the start and with
+            ``("ReplicasStarted", {"attempt", "pids", "cpus"})`` after the start and with
             ``("ReplicaRestarted", {"replica", "pid"})`` after each restart.
         grace_seconds: Time between SIGTERM and SIGKILL when replicas are stopped.
         poll_seconds: How often the processes are checked (they are local children).
@@ -422,6 +472,7 @@ def run_tfjob(
         extra_env: Environment added to every replica (after the container's env).
         attempt_limit: Restarts allowed in all (the engine's own limit, like the launcher's);
             the manifest's backoffLimit when None.
+        pin_cpus: Pin each replica to its own cores when they fit (see the module docstring).
 
     Returns:
         The job status: conditions (Created, Running, Restarting, Succeeded), restarts, and
@@ -441,14 +492,19 @@ def run_tfjob(
         on_event or (lambda e, d: None),
         grace_seconds,
         attempt_limit,
-        (python, extra_env or {}),
+        (python, extra_env or {}, pin_cpus),
     )
     job.transition("Created", "TFJobCreated", f"TFJob {job.name} is created (local engine).")
     try:
         for r in job.replicas:
             job.start(r)
         job.on_event(
-            "ReplicasStarted", {"attempt": 0, "pids": {r.key: r.proc.pid for r in job.replicas}}
+            "ReplicasStarted",
+            {
+                "attempt": 0,
+                "pids": {r.key: r.proc.pid for r in job.replicas},
+                "cpus": {r.key: list(r.cpus) for r in job.replicas},
+            },
         )
         job.transition("Running", "TFJobRunning", f"TFJob {job.name} is running.")
         while (end := _check(job)) is None:

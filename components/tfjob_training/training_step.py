@@ -137,6 +137,7 @@ def train_local(
     stream: TextIO | None = None,
     on_event: Callable[[str, dict], None] | None = None,
     grace_seconds: float = 5.0,
+    pin_cpus: bool = True,
     **opts,
 ) -> dict:
     """Builds the TFJob spec and runs it with the local engine.
@@ -154,6 +155,7 @@ def train_local(
         stream: Where the chief's log is streamed (stdout when None).
         on_event: Callback of the local engine (job conditions, replica pids).
         grace_seconds: SIGTERM-to-SIGKILL grace when replicas are stopped.
+        pin_cpus: Pin each replica to cores of its own when they fit (the engine's default).
         **opts: Further options of :func:`build_job` (width, depth, seed, backoff_limit,
             active_deadline_seconds, replica_resources, ...).
 
@@ -188,7 +190,12 @@ def train_local(
     logs = jdir / "logs"
     shutil.rmtree(logs, ignore_errors=True)
     status = run_tfjob(
-        manifest, logs, stream=stream or sys.stdout, on_event=on_event, grace_seconds=grace_seconds
+        manifest,
+        logs,
+        stream=stream or sys.stdout,
+        on_event=on_event,
+        grace_seconds=grace_seconds,
+        pin_cpus=pin_cpus,
     )
     return _finish(output_dir, manifest, status, "local")
 

@@ -12,7 +12,13 @@ import time
 
 import pytest
 
-from kfp_edge.tfjob_training.local_tfjob_engine import TFJobFailed, run_tfjob, tf_configs
+from kfp_edge.tfjob_training.local_tfjob_engine import (
+    TFJobFailed,
+    cpu_shares,
+    run_tfjob,
+    tf_configs,
+    usable_cpus,
+)
 from kfp_edge.tfjob_training.tfjob_spec import build_tfjob
 
 
@@ -203,3 +209,49 @@ def test_an_interrupted_caller_leaves_no_replicas_behind(tmp_path):
     assert len(pids) == 2
     for pid in pids.values():
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+
+
+def test_cores_are_shared_out_only_when_every_replica_gets_its_own():
+    assert cpu_shares(2, [0, 1]) == [(0,), (1,)]
+    assert cpu_shares(2, [0, 1, 2, 3, 4]) == [(0, 1), (2, 3)]  # a core left over stays free
+    assert cpu_shares(3, [0, 1]) == [(), (), ()]  # more replicas than cores: none pinned
+    assert cpu_shares(1, [0, 1]) == [()]  # a single replica has every core anyway
+
+
+@pytest.mark.skipif(len(usable_cpus()) < 2, reason="needs two cores to pin two replicas")
+@pytest.mark.parametrize("pin", [True, False])
+def test_each_replica_runs_on_cores_of_its_own(tmp_path, pin):
+    """Like pods with CPUs of their own, two replicas on two cores are pinned one core each
+    (the kubelet's static CPU manager does the same for Guaranteed pods); their intra-op
+    threads match their share; the restarted replica keeps its cores."""
+    code = (
+        "path = os.path.join(out, key + '.cpus'); first = not os.path.exists(path); "
+        "open(path, 'a').write(json.dumps([sorted(os.sched_getaffinity(0)), "
+        "os.environ['TF_NUM_INTRAOP_THREADS']]) + '\\n'); "
+        "worker = os.path.join(out, 'worker-0.cpus'); "
+        "[time.sleep(0.05) for _ in range(400) if key == 'chief-0' and "
+        "(not os.path.exists(worker) or len(open(worker).readlines()) < 2)]; "
+        "sys.exit(143 if key == 'worker-0' and first else 0)"
+    )
+    events = []
+    manifest = _job(tmp_path, code, workers=2, restart_policy="ExitCode")
+    _run(manifest, tmp_path, pin_cpus=pin, on_event=lambda e, d: events.append((e, d)))
+
+    def runs(key):
+        lines = (tmp_path / f"{key}.cpus").read_text().splitlines()
+        return [json.loads(line) for line in lines]
+
+    chief, worker = runs("chief-0"), runs("worker-0")
+    assert len(worker) == 2  # the worker was restarted once
+    started = dict(events)["ReplicasStarted"]["cpus"]
+    everything = usable_cpus()
+    threads = str(len(everything) // 2)
+    if pin:
+        assert chief[0][0] and worker[0][0] and not set(chief[0][0]) & set(worker[0][0])
+        assert len(chief[0][0]) == len(everything) // 2
+        assert worker[1] == worker[0]  # the same cores after the restart
+        assert started == {"chief-0": chief[0][0], "worker-0": worker[0][0]}
+    else:
+        assert chief[0][0] == worker[0][0] == everything
+        assert started == {"chief-0": [], "worker-0": []}
+    assert chief[0][1] == worker[0][1] == threads

@@ -310,3 +310,44 @@ def test_reading_metrics_once_per_execution_trains_and_logs_as_keras_does():
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     for key in ("loss", "accuracy"):
         np.testing.assert_allclose(histories[0][key], histories[1][key], rtol=1e-6)
+
+
+def test_fit_leaves_its_training_iterator_alive():
+    """TensorFlow's iterator destructor waits for tf.data's autotune thread, which can miss its
+    cancellation and sleep out its optimization period (seen: fit returning 1-23 s after the
+    last epoch of a 2-worker job). So the train function keeps the iterator fit gave it; the
+    replica ends with os._exit, which never runs that destructor."""
+    import gc
+    import weakref
+
+    from kfp_edge.tf_env import import_tf
+
+    tf, keras = import_tf()
+    (model,) = _two_identical_models(keras, steps_per_execution=2)[:1]
+    model.train_function = trainer.metrics_once_per_execution(model)
+    x = np.zeros((32, 4), "float32")
+    ds = tf.data.Dataset.from_tensor_slices((x, np.zeros(32, "int64"))).batch(8).repeat()
+    model.fit(ds, epochs=2, steps_per_epoch=4, verbose=0)
+    (iterator,) = model.train_function.iterators
+    alive = weakref.ref(iterator)
+    del iterator
+    gc.collect()
+    assert alive() is not None
+
+
+def test_a_replica_on_one_core_reads_its_input_without_autotune(iris_data_dir):
+    """tf.data's autotune threads would take turns with the training step on a single core."""
+    from kfp_edge.tf_env import import_tf
+
+    tf, _ = import_tf()
+    assert trainer.tf_data_autotune(cpus=1) is False
+    assert trainer.tf_data_autotune(cpus=2) is True
+    manifest = trainer.check_data(str(iris_data_dir))
+    policy = tf.data.experimental.AutoShardPolicy.AUTO
+    for autotune in (False, True):
+        ds = trainer._make_dataset(
+            tf, str(iris_data_dir), manifest, "train", 8, policy, True, 0, autotune=autotune
+        )
+        assert ds.options().autotune.enabled is autotune
+        x, y = next(iter(ds))
+        assert x.shape == (8, 4) and y.shape == (8,)
