@@ -4,7 +4,8 @@ Both read the same generated sensor CSV (``kfp-edge datagen``, 2 % malformed row
 the same defects and write the quarantine (Parquet), drop duplicate ids, profile the good rows
 (distinct counts, min/max/mean and quantiles per feature, rows per device), compute train
 mean/std, split stratified by a seeded hash (``split_by=row`` on the Spark side, as pandas does),
-and write TFRecord shards (the same TF-free encoder) and Parquet splits. Each runs in its own
+and write TFRecord shards (the same TF-free encoder, records framed with numpy on both sides) and
+Parquet splits of the same columns (features, label, id, device, time). Each runs in its own
 subprocess; the parent samples the resident memory of that process and all its children (for
 Spark: the JVM and the Python workers) every 50 ms. Spark's session start-up is timed apart from
 the ETL itself. Spark's event log gives the skew: per stage, the largest task's records over the
@@ -105,6 +106,7 @@ def pandas_etl(csv_path: str, schema: dict, out_dir: str, seed: int = SEED) -> d
         part = pd.DataFrame({c: values[c][good] for c in features})
         part["_id"] = chunk[ident].to_numpy()[good]
         part["_device"] = chunk[schema["device_column"]].to_numpy()[good]
+        part["_time"] = stamps.to_numpy()[good]
         part["_raw"] = lines[good]
         part["label_index"] = pd.Categorical(
             chunk[label].to_numpy()[good], categories=classes
@@ -162,10 +164,17 @@ def pandas_etl(csv_path: str, schema: dict, out_dir: str, seed: int = SEED) -> d
         shards = max(2, -(-len(y) // 100_000))
         for i in range(shards):
             with TFRecordWriter(out / s / f"part-{i:05d}-of-{shards:05d}.tfrecord") as w:
-                for rec in encoder.encode(x[i::shards], y[i::shards]):
-                    w.write(rec)
+                w.write_framed(encoder.framed(x[i::shards], y[i::shards]), len(y[i::shards]))
         (out / "parquet" / s).mkdir(parents=True)
-        table = pa.table({**{c: x[:, j] for j, c in enumerate(features)}, "label_index": y})
+        # the columns the Spark ETL's Parquet splits hold: features, label, id, device, time
+        kept_columns = {
+            ident: frame["_id"].to_numpy()[split == k],
+            schema["device_column"]: frame["_device"].to_numpy()[split == k],
+            time_col: pa.array(frame["_time"].to_numpy()[split == k], pa.timestamp("us", "UTC")),
+        }
+        table = pa.table(
+            {**{c: x[:, j] for j, c in enumerate(features)}, "label_index": y, **kept_columns}
+        )
         pq.write_table(table, out / "parquet" / s / "part-00000.parquet")
     (out / "preprocessing.json").write_text(
         json.dumps({"mean": mean.tolist(), "std": std.tolist(), "feature_columns": features})
