@@ -185,3 +185,25 @@ def test_the_etl_session_keeps_its_shuffle_partitions_for_the_cores(spark):
     # the old settings (4 partitions, AQE coalescing on) fall below the cores' waves
     assert _reduce_tasks(spark, {"spark.sql.shuffle.partitions": "4"}) < 4
     assert _reduce_tasks(spark, conf) == int(conf["spark.sql.shuffle.partitions"]) == 8
+
+
+def test_the_etl_session_collects_garbage_with_the_throughput_collector(tmp_path):
+    """A new ETL session's JVM runs the parallel collector (not G1: see session_conf). Its own
+    process: the shared test session's JVM is already running with its options."""
+    import subprocess
+    import sys
+
+    code = (
+        "from kfp_edge.spark_etl.reading import create_session\n"
+        "s = create_session('local[1]')\n"
+        "beans = s.sparkContext._jvm.java.lang.management.ManagementFactory"
+        ".getGarbageCollectorMXBeans()\n"
+        "print('GC:', sorted(b.getName() for b in beans))\n"
+        "s.stop()\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=180, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    line = next(ln for ln in out.stdout.splitlines() if ln.startswith("GC:"))
+    assert "PS Scavenge" in line and "PS MarkSweep" in line and "G1" not in line
