@@ -276,17 +276,12 @@ def _with_session(spark, driver_memory: str, work):
     own = spark is None
     if own:
         spark = reading.create_session(driver_memory=driver_memory)
-    previous = {key: spark.conf.get(key) for key in reading.RUN_CONF}
-    for key, value in reading.RUN_CONF.items():
-        spark.conf.set(key, value)
     try:
-        return work(spark)
+        with reading.scoped_conf(spark, reading.RUN_CONF):
+            return work(spark)
     finally:
         if own:
             spark.stop()
-        else:
-            for key, value in previous.items():
-                spark.conf.set(key, value)
 
 
 def _read(spark, local: Path, test_local: Path | None, schema, opts: EtlOptions):
@@ -344,7 +339,7 @@ def _run(spark, inputs: tuple, schema, staging: Path, out: Path, opts: EtlOption
         rows = cached.count()  # built once here, not by the concurrent stages of the next jobs
         dups = None
         if schema.id_column:
-            dups = duplicate_tags(cached, schema.id_column).persist(StorageLevel.MEMORY_AND_DISK)
+            dups = duplicate_tags(cached, schema.id_column)
             persisted.append(dups)
             classified = mark_duplicates(cached, dups, schema.id_column)
         else:
@@ -559,7 +554,8 @@ def _split_and_write(spark, examples, features, schema, staging: Path, opts, pha
             raise BadDataError(f"too few examples ({sum(rows.values())}) for a {s} split")
     phases.done("labels_split")
     plan = _shard_plan(rows, opts.rows_per_shard, opts.min_shards)
-    written = _write(assigned, features, keep, plan, staging, len(classes))
+    group_column = schema.device_column if schema.device_column in keep else None
+    written = _write(assigned, features, keep, plan, staging, len(classes), group_column)
     stats = _split_stats(written, plan, rows, features, classes)
     phases.done("write")
     return _outputs(
@@ -624,8 +620,12 @@ def _shard_plan(rows: dict[str, int], rows_per_shard: int, min_shards: int) -> d
     return {"shards": shards, "first": first, "paths": paths, "parquet": parquet}
 
 
-def _write(assigned, features, keep, plan, staging: Path, num_classes: int) -> dict[int, dict]:
+def _write(
+    assigned, features, keep, plan, staging: Path, num_classes: int, group_column: str | None
+) -> dict[int, dict]:
     """One shuffle by shard id; each task writes its TFRecord shard and Parquet file.
+
+    ``group_column`` is the kept column holding the groups (the device column), or None.
 
     Returns:
         Per shard id: ``rows``, ``sha256`` and ``stats`` (see :func:`writing.shard_writer`).
@@ -643,9 +643,9 @@ def _write(assigned, features, keep, plan, staging: Path, num_classes: int) -> d
     first = F.element_at(F.array(*[F.lit(plan["first"][s]) for s in SPLITS]), F.col("_split") + 1)
     part = (first + F.pmod(F.col("_h2"), count)).cast("int")
     writer = writing.shard_writer(
-        str(staging), plan["paths"], plan["parquet"], features, keep, num_classes
+        str(staging), plan["paths"], plan["parquet"], features, keep, num_classes, group_column
     )
-    columns = [*features, LABEL_INDEX_COLUMN, *keep, split.GROUP, "_h", "_h2"]
+    columns = [*features, LABEL_INDEX_COLUMN, *keep, "_h", "_h2"]
     written = (
         assigned.select(part.alias("_part"), *columns)
         .repartitionById(len(plan["paths"]), "_part")

@@ -10,6 +10,7 @@ Parquet columns are read typed. Quoted fields spanning lines are not supported.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -158,6 +159,30 @@ def session_conf(cores: int | None = None) -> dict[str, str]:
         "spark.sql.session.timeZone": SESSION_TIME_ZONE,
         "spark.driver.extraJavaOptions": "-XX:+UseParallelGC",
     }
+
+
+BYPASS_PARTIAL_AGGREGATION = "spark.sql.execution.bypassPartialAggregation"
+
+
+@contextlib.contextmanager
+def scoped_conf(spark, settings: dict[str, str]):
+    """Sets Spark SQL settings for the jobs planned inside the block, then restores them.
+
+    Args:
+        spark: The session.
+        settings: Setting names and values.
+    """
+    previous = {key: spark.conf.get(key, None) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
 
 
 def create_session(master: str = "local[*]", driver_memory: str = "2g", conf: dict | None = None):

@@ -22,7 +22,6 @@ import shutil
 from pathlib import Path
 
 from kfp_edge.dataset import LABEL_INDEX_COLUMN, MANIFEST_FILE
-from kfp_edge.spark_etl.split import GROUP
 
 QUARANTINE_DIR = "quarantine"
 MARKER_FILE = ".kfp-edge-etl"
@@ -95,7 +94,13 @@ WRITTEN_SCHEMA = "part int, rows long, sha256 string, stats string"
 
 
 def shard_writer(
-    out_dir: str, paths: list[str], parquet_paths: list[str], features, keep, num_classes: int
+    out_dir: str,
+    paths: list[str],
+    parquet_paths: list[str],
+    features,
+    keep,
+    num_classes: int,
+    group_column: str | None = None,
 ):
     """The function each Spark partition runs (mapInArrow) to write its shard and Parquet file.
 
@@ -106,10 +111,12 @@ def shard_writer(
         features: Feature columns, in order.
         keep: Extra columns kept in the Parquet splits (id, device, time).
         num_classes: Number of classes (the length of the per-class counts).
+        group_column: The column of ``keep`` whose values are the groups (the device column),
+            counted per shard; None without one. (Not a column of its own in the shuffle.)
 
     Returns:
-        A function of Arrow batches (columns ``_part``, the features, ``label_index``, ``keep``
-        and optionally :data:`GROUP`) giving one row of :data:`WRITTEN_SCHEMA` per shard.
+        A function of Arrow batches (columns ``_part``, the features, ``label_index`` and
+        ``keep``) giving one row of :data:`WRITTEN_SCHEMA` per shard.
     """
 
     def write(batches):
@@ -124,7 +131,13 @@ def shard_writer(
                         if current is not None:
                             done.append(current.close())
                         current = _ShardFiles(
-                            out_dir, part, paths, parquet_paths, features, keep, num_classes
+                            out_dir,
+                            part,
+                            (paths, parquet_paths),
+                            features,
+                            keep,
+                            num_classes,
+                            group_column,
                         )
                     current.write(piece)
             if current is not None:
@@ -164,7 +177,7 @@ def _runs(batch):
 class _ShardFiles:
     """The TFRecord shard and the Parquet file of one shard id, and the statistics of its rows."""
 
-    def __init__(self, out_dir, part, paths, parquet_paths, features, keep, num_classes):
+    def __init__(self, out_dir, part, files, features, keep, num_classes, group_column=None):
         import numpy as np
         import pyarrow.parquet as pq
 
@@ -176,6 +189,7 @@ class _ShardFiles:
             [*features, LABEL_INDEX_COLUMN, *keep],
         )
         self.encoder = ExampleEncoder(len(features))
+        paths, parquet_paths = files
         self.tfrecord = TFRecordWriter(os.path.join(out_dir, paths[part]))
         self.parquet_path = os.path.join(out_dir, parquet_paths[part])
         os.makedirs(os.path.dirname(self.parquet_path), exist_ok=True)
@@ -184,6 +198,7 @@ class _ShardFiles:
         self.parquet, self._pq = None, pq
         self.per_class = np.zeros(num_classes, dtype=np.int64)
         self.per_group: dict[str, int] = {}
+        self.group_column = group_column
         self.sums = np.zeros(len(features))
         self.squares = np.zeros(len(features))
 
@@ -208,14 +223,17 @@ class _ShardFiles:
         self.per_class += np.bincount(y, minlength=len(self.per_class))
         self.sums += x.sum(axis=0, dtype=np.float64)
         self.squares += np.square(x, dtype=np.float64).sum(axis=0)
-        if GROUP in piece.schema.names:
-            counted = pc.value_counts(piece.column(GROUP))
+        if self.group_column:
+            groups = piece.column(self.group_column)
+            if groups.type != "string":
+                groups = pc.cast(groups, "string")
+            counted = pc.value_counts(groups)
             for group, n in zip(
                 counted.field("values").to_pylist(),
                 counted.field("counts").to_pylist(),
                 strict=True,
             ):
-                if group:  # "" without a device column
+                if group is not None:
                     self.per_group[group] = self.per_group.get(group, 0) + n
 
     def close(self) -> dict:

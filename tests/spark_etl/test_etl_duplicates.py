@@ -86,3 +86,22 @@ def test_duplicates_keep_the_smallest_row_hash_and_quarantine_their_own_lines(sp
         float(v) for s in dataset.SPLITS for v in dataset.load_split(out, s)[0][:, 0].tolist()
     )
     assert values == sorted(float(line.split(",")[1]) for line in kept.values())
+
+
+def test_the_duplicate_count_skips_the_partial_aggregation(spark):
+    """Nearly every id hash is distinct: a map-side partial count would reduce nothing. The tag
+    job is planned without it, and the session's own setting is left as it was."""
+    from kfp_edge.spark_etl.classify import duplicate_tags
+    from kfp_edge.spark_etl.reading import BYPASS_PARTIAL_AGGREGATION, ROW_TAG
+
+    rows = [(i, i * 7, f"r{i % 90}", None) for i in range(100)]  # r0..r9 twice
+    frame = spark.createDataFrame(rows, f"{ROW_TAG} long, _rh long, id string, _reason string")
+    before = spark.conf.get(BYPASS_PARTIAL_AGGREGATION, None)
+    tags = duplicate_tags(frame, "id")
+    try:
+        plan = tags._jdf.queryExecution().executedPlan().toString()
+        assert sorted(r[ROW_TAG] for r in tags.collect()) == list(range(90, 100))
+    finally:
+        tags.unpersist()
+    assert "partial_count" not in plan and "count(1)" in plan
+    assert spark.conf.get(BYPASS_PARTIAL_AGGREGATION, None) == before
