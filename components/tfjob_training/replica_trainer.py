@@ -247,6 +247,57 @@ def pool_cpu_memory() -> None:
     os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
 
+def cpu_budget(cgroup_root: str = "/sys/fs/cgroup", affinity: int | None = None) -> int:
+    """The CPUs this process may use: the cores of its affinity, capped by its CPU quota.
+
+    The quota is the container's CPU limit, from cgroup v2 (``cpu.max``) or v1
+    (``cpu/cpu.cfs_quota_us`` and ``cpu.cfs_period_us``), rounded up.
+
+    Args:
+        cgroup_root: Where the process's cgroup files are mounted.
+        affinity: Cores of the affinity; counted when None.
+    """
+    if affinity is None:
+        try:
+            affinity = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            affinity = os.cpu_count() or 1
+    root = Path(cgroup_root)
+    quota = period = None
+    try:
+        text = (root / "cpu.max").read_text().split()
+        if text and text[0] != "max":
+            quota, period = int(text[0]), int(text[1])
+    except (OSError, ValueError, IndexError):
+        try:
+            quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+            period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            pass
+    if quota is not None and period and quota > 0:
+        return max(1, min(affinity, math.ceil(quota / period)))
+    return max(1, affinity)
+
+
+def size_thread_pools(environ=None, cpus: int | None = None) -> None:
+    """Sizes TensorFlow's intra- and inter-op thread pools to the CPUs the replica may use.
+
+    TensorFlow sizes both pools to the cores of its affinity. In a pod with a CPU limit but no
+    pinning (no static CPU manager) that is every core of the node: a 4-CPU replica on a 64-core
+    node would run 64 threads a pool and be throttled by its quota. So both get
+    :func:`cpu_budget` threads; values already in the environment (the local engine sets its
+    replicas' share) are kept. Call it before TensorFlow starts.
+
+    Args:
+        environ: The environment to set; ``os.environ`` when None.
+        cpus: The CPUs to size for; :func:`cpu_budget` when None.
+    """
+    environ = os.environ if environ is None else environ
+    n = str(cpu_budget() if cpus is None else cpus)
+    environ.setdefault("TF_NUM_INTRAOP_THREADS", n)
+    environ.setdefault("TF_NUM_INTEROP_THREADS", n)
+
+
 def peak_tensor_bytes(tf) -> int | None:
     """The peak of this process's CPU tensor memory, or None when the allocator does not count it.
 
@@ -269,14 +320,9 @@ def tf_data_autotune(cpus: int | None = None) -> bool:
     0.3-0.5 s shorter with autotune off and a fixed prefetch of 2 batches.
 
     Args:
-        cpus: Cores this process may run on; its affinity when None.
+        cpus: CPUs this process may use; :func:`cpu_budget` when None.
     """
-    if cpus is None:
-        try:
-            cpus = len(os.sched_getaffinity(0))
-        except AttributeError:  # not Linux
-            cpus = os.cpu_count() or 1
-    return cpus > 1
+    return (cpu_budget() if cpus is None else cpus) > 1
 
 
 FIXED_PREFETCH_BATCHES = 2  # without autotune
@@ -927,6 +973,7 @@ def run(argv: list[str] | None = None) -> None:
     """
     exit_on_sigterm()
     pool_cpu_memory()
+    size_thread_pools()
     try:
         code = main(argv)
     except SystemExit as exc:  # argparse: 2 on bad arguments

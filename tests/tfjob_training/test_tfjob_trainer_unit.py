@@ -351,3 +351,32 @@ def test_a_replica_on_one_core_reads_its_input_without_autotune(iris_data_dir):
         assert ds.options().autotune.enabled is autotune
         x, y = next(iter(ds))
         assert x.shape == (8, 4) and y.shape == (8,)
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"cpu.max": "200000 100000\n"}, 2),  # cgroup v2: a limit of 2 CPUs
+        ({"cpu.max": "150000 100000\n"}, 2),  # 1.5 CPUs: rounded up
+        ({"cpu.max": "max 100000\n"}, 8),  # no limit: the affinity
+        ({"cpu/cpu.cfs_quota_us": "300000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 3),  # v1
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, 8),
+        ({"cpu.max": "6400000 100000\n"}, 8),  # a limit above the affinity: the affinity
+        ({}, 8),  # no cgroup files
+    ],
+)
+def test_a_replica_counts_the_cpus_of_its_limit_not_of_the_node(tmp_path, files, expected):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert trainer.cpu_budget(str(tmp_path), affinity=8) == expected
+
+
+def test_thread_pools_follow_the_cpu_budget_unless_the_environment_sets_them():
+    """In a 4-CPU pod on a 64-core node TensorFlow would size both pools to 64 threads."""
+    environ = {}
+    trainer.size_thread_pools(environ, cpus=4)
+    assert environ == {"TF_NUM_INTRAOP_THREADS": "4", "TF_NUM_INTEROP_THREADS": "4"}
+    environ = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}  # the local engine
+    trainer.size_thread_pools(environ, cpus=4)
+    assert environ == {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
