@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kfp_edge.tfjob_training.local_tfjob_engine import usable_cpus
+from kfp_edge.tfjob_training.replica_trainer import usable_cpus
 
 FEATURES = 64
 CLASSES = 4

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TextIO
 
-from kfp_edge.tfjob_training.replica_trainer import is_retryable
+from kfp_edge.tfjob_training.replica_trainer import is_retryable, usable_cpus
 
 # Replica types in the order the operator lists them in TF_CONFIG's cluster.
 REPLICA_ORDER = ("Chief", "Master", "Worker", "PS", "Evaluator")
@@ -202,14 +202,6 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
-
-
-def usable_cpus() -> list[int]:
-    """The cores this process may run on (its affinity; every core where that is unknown)."""
-    try:
-        return sorted(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return list(range(os.cpu_count() or 1))
 
 
 def cpu_shares(replicas: int, cpus: list[int]) -> list[tuple[int, ...]]:

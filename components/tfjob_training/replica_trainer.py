@@ -247,6 +247,14 @@ def pool_cpu_memory() -> None:
     os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
 
+def usable_cpus() -> list[int]:
+    """The cores this process may run on (its affinity; every core where that is unknown)."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return list(range(os.cpu_count() or 1))
+
+
 def cpu_budget(cgroup_root: str = "/sys/fs/cgroup", affinity: int | None = None) -> int:
     """The CPUs this process may use: the cores of its affinity, capped by its CPU quota.
 
@@ -258,10 +266,7 @@ def cpu_budget(cgroup_root: str = "/sys/fs/cgroup", affinity: int | None = None)
         affinity: Cores of the affinity; counted when None.
     """
     if affinity is None:
-        try:
-            affinity = len(os.sched_getaffinity(0))
-        except AttributeError:  # not Linux
-            affinity = os.cpu_count() or 1
+        affinity = len(usable_cpus())
     root = Path(cgroup_root)
     quota = period = None
     try:
@@ -688,8 +693,7 @@ def metrics_once_per_execution(model):
         return model.get_metrics_result()
 
     def keeping_its_iterator(iterator):
-        if not keeping_its_iterator.iterators or keeping_its_iterator.iterators[-1] is not iterator:
-            keeping_its_iterator.iterators[:] = [iterator]
+        keeping_its_iterator.iterators[:] = [iterator]
         return train_function(iterator)
 
     keeping_its_iterator.iterators = []

@@ -17,8 +17,8 @@ from kfp_edge.tfjob_training.local_tfjob_engine import (
     cpu_shares,
     run_tfjob,
     tf_configs,
-    usable_cpus,
 )
+from kfp_edge.tfjob_training.replica_trainer import usable_cpus
 from kfp_edge.tfjob_training.tfjob_spec import build_tfjob
 
 
